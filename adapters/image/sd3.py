@@ -1,0 +1,147 @@
+"""Stable Diffusion 3 family policy: diffusers' ``SD3Transformer2DModel`` as a FlowPolicy.
+
+The SD3 transformer (MMDiT) takes the noisy latents, a token sequence
+``encoder_hidden_states`` [B, T, joint_attention_dim], a pooled text vector
+``pooled_projections`` [B, pooled_projection_dim] and ``timestep = 1000 * sigma``, and
+predicts v = eps - x0 (diffusers' flow-matching convention, the same as alignflow's).
+The prompt encoder (a callable prompts -> (sequence, pooled)) and the latent codec
+are injected, so the same class serves a pixel-space toy and SD3.5 with its VAE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alignflow.sdk.random import Generators, randn
+
+# Attention projections of the joint blocks, the LoRA targets Flow-GRPO uses for SD3.5.
+SD3_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
+PromptEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class SD3Condition:
+    """Attributes:
+    embeds: [B, T, D] token embeddings; pooled: [B, P] pooled embedding;
+    null_embeds, null_pooled: the same for the empty prompt (CFG's unconditional branch)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    null_embeds: torch.Tensor
+    null_pooled: torch.Tensor
+
+
+class CLIPPromptEncoder:
+    """A transformers ``CLIPTextModelWithProjection`` and its tokenizer: the last hidden
+    state as the token sequence, ``text_embeds`` as the pooled vector."""
+
+    def __init__(self, tokenizer: Any, model: nn.Module, max_length: int):
+        self.tokenizer, self.model, self.max_length = tokenizer, model.eval().requires_grad_(False), max_length
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True,
+                             return_tensors="pt").input_ids.to(device)
+        out = self.model(ids)
+        return out.last_hidden_state, out.text_embeds
+
+
+class SD3Policy:
+    modality = "image"
+    default_lora_targets = SD3_LORA_TARGETS
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        prompt_encoder: PromptEncoder,
+        codec: Any,
+        scheduler: Any,
+        latent_shape: Sequence[int],
+        modules: Mapping[str, nn.Module] | None = None,
+    ):
+        """
+        Args:
+            transformer: an ``SD3Transformer2DModel``.
+            prompt_encoder: prompts -> (embeds [B, T, D], pooled [B, P]).
+            codec: ``encode(media) -> latents`` and ``decode(latents) -> media``.
+            scheduler: a ``FlowMatchEulerDiscreteScheduler`` (its shift defines the schedule).
+            latent_shape: (C, H, W) of one latent.
+            modules: the other modules to move with ``to()`` (text encoders, VAE).
+        """
+        self.transformer = transformer
+        self.prompt_encoder, self.codec, self.scheduler = prompt_encoder, codec, scheduler
+        self.latent_shape = tuple(latent_shape)
+        self.other_modules = dict(modules or {})
+        self._null: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def to(self, device: torch.device | str) -> SD3Policy:
+        self.transformer.to(device)
+        for m in self.other_modules.values():
+            m.to(device)
+        self._null = None
+        return self
+
+    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> SD3Condition:
+        embeds, pooled = self.prompt_encoder(prompts)
+        if self._null is None:
+            self._null = self.prompt_encoder([""])
+        B = len(prompts)
+        return SD3Condition(embeds, pooled, self._null[0].expand(B, -1, -1), self._null[1].expand(B, -1))
+
+    def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
+        return randn((batch_size, *self.latent_shape), generator, device=self.device)
+
+    def sigmas(self, num_steps: int) -> torch.Tensor:
+        self.scheduler.set_timesteps(num_steps)
+        return self.scheduler.sigmas.to(torch.float32).clone()
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: SD3Condition, guidance: float = 1.0) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
+        timestep = sigma * self.scheduler.config.num_train_timesteps
+        if guidance == 1.0:
+            return self._forward(x, timestep, cond.embeds, cond.pooled)
+        v_u, v_c = self._forward(
+            torch.cat([x, x]), torch.cat([timestep, timestep]),
+            torch.cat([cond.null_embeds, cond.embeds]), torch.cat([cond.null_pooled, cond.pooled]),
+        ).chunk(2)
+        return v_u + guidance * (v_c - v_u)
+
+    def _forward(self, x, timestep, embeds, pooled) -> torch.Tensor:
+        dtype = next(self.transformer.parameters()).dtype
+        return self.transformer(
+            hidden_states=x.to(dtype), encoder_hidden_states=embeds.to(dtype), pooled_projections=pooled.to(dtype),
+            timestep=timestep, return_dict=False,
+        )[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(latents)
+
+    def to_latents(self, media: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(media.to(self.device))
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"transformer": self.transformer}
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write diffusers' folder layout: transformer/, one folder per other module,
+        tokenizer/ (when the prompt encoder has one) and scheduler/."""
+        folder = Path(folder)
+        self.transformer.save_pretrained(folder / "transformer")
+        for name, module in self.other_modules.items():
+            module.save_pretrained(folder / name)
+        tokenizer = getattr(self.prompt_encoder, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder / "tokenizer")
+        self.scheduler.save_pretrained(folder / "scheduler")

@@ -1,0 +1,1 @@
+"""Per-modality media containers, codecs, I/O and built-in data (image, video, speech)."""

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtual environment in .venv with alignflow (editable) and the
+# extras the demo and the tests need. Re-runs pip only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+"$PY" - <<'PYCHECK'
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(f"alignflow needs Python >= 3.10, this is {sys.version.split()[0]}")
+PYCHECK
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.alignflow-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[image,dev]"
+  touch "$stamp"
+fi

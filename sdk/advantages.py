@@ -1,0 +1,69 @@
+"""Credit assignment: from rewards to advantages.
+
+Group-relative advantages (GRPO; Flow-GRPO arXiv 2505.05470, DanceGRPO arXiv
+2505.07818): for the G samples of one prompt with rewards r,
+
+    A = clamp((r - mean_group(r)) / (std(r) + eps), -A_max, A_max)
+
+with the population std (ddof = 0) of the group itself (``std="group"``) or of every
+reward of the iteration (``std="global"``; the caller gathers rewards across
+processes first). A sample whose reward is NaN ("not applicable", or dropped after a
+reward failure) is left out of its group's statistics and gets A = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+STD_MODES = ("group", "global")
+
+
+@dataclass
+class GroupAdvantages:
+    """Advantages [B] and what the statistics looked like.
+
+    Attributes:
+        advantages: [B] float32, 0 for invalid samples.
+        zero_std_fraction: fraction of groups whose rewards are all equal (they teach
+            nothing: every advantage is 0).
+        valid_fraction: fraction of samples with a finite reward.
+    """
+
+    advantages: torch.Tensor
+    zero_std_fraction: float
+    valid_fraction: float
+
+
+def group_advantages(
+    rewards: torch.Tensor,
+    group: torch.Tensor,
+    *,
+    std: str = "group",
+    clip: float = 5.0,
+    eps: float = 1e-4,
+) -> GroupAdvantages:
+    """Group-relative advantages of ``rewards`` [B] with group ids ``group`` [B]."""
+    if std not in STD_MODES:
+        raise ValueError(f"group_advantages: std={std!r}, expected one of {STD_MODES}")
+    if rewards.shape != group.shape or rewards.ndim != 1:
+        raise ValueError(f"group_advantages: rewards {tuple(rewards.shape)} and group {tuple(group.shape)} must be [B]")
+    r = rewards.double()
+    valid = torch.isfinite(r)
+    ids, inv = torch.unique(group, return_inverse=True)
+    n_groups = len(ids)
+    count = torch.zeros(n_groups, dtype=r.dtype, device=r.device).index_add_(0, inv, valid.double())
+    r0 = torch.where(valid, r, 0.0)
+    mean = torch.zeros_like(count).index_add_(0, inv, r0) / count.clamp_min(1)
+    dev = torch.where(valid, r - mean[inv], 0.0)
+    var = torch.zeros_like(count).index_add_(0, inv, dev**2) / count.clamp_min(1)
+    group_std = var.sqrt()
+    if std == "group":
+        scale = group_std[inv]
+    else:
+        scale = r[valid].std(unbiased=False) if valid.any() else r.new_tensor(0.0)
+    adv = (dev / (scale + eps)).clamp(-clip, clip)
+    adv = torch.where(valid, adv, 0.0).float()
+    zero = ((group_std < 1e-8) & (count > 0)).double().mean().item() if n_groups else 0.0
+    return GroupAdvantages(adv, zero, valid.double().mean().item() if len(r) else 0.0)

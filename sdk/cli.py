@@ -1,0 +1,152 @@
+"""The ``alignflow`` command.
+
+    alignflow train    experiment=image_digits [key=value ...]
+    alignflow eval     experiment=image_digits checkpoint.resume=latest
+    alignflow sample   experiment=image_digits checkpoint.resume=latest --prompt "a handwritten digit seven"
+    alignflow pretrain experiment=image_digits
+    alignflow config   [train|pretrain] experiment=...       print the composed config
+    alignflow fields   [train|pretrain]                      every field with its help
+
+Arguments after the sub-command are hydra overrides. Several processes: run the
+same command under ``accelerate launch`` (see configs/accelerate/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alignflow.sdk.errors import AlignflowError, ConfigError
+
+log = logging.getLogger("alignflow")
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from alignflow.sdk.config import RunConfig
+    from alignflow.sdk.pretrain import PretrainConfig
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=RunConfig)
+    cs.store(name="pretrain_schema", node=PretrainConfig)
+    if not OmegaConf.has_resolver("pkgfile"):
+        # ${pkgfile:alignflow.modalities.image,data/digits_train.jsonl} -> an absolute path
+        OmegaConf.register_new_resolver("pkgfile", lambda pkg, rel: str(resources.files(pkg) / rel))
+
+
+def compose(kind: str, overrides: list[str]) -> Any:
+    """The validated-by-type config dataclass (RunConfig or PretrainConfig)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register()
+    if kind == "pretrain":  # `experiment=` is the friendly name of the pretrain group
+        overrides = [o.replace("experiment=", "pretrain_experiment=", 1) if o.startswith("experiment=") else o
+                     for o in overrides]
+    try:
+        with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):
+            cfg = hydra_compose(config_name=kind, overrides=overrides)
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
+        raise ConfigError(str(key), getattr(e, "value", None), "a value of the field's type",
+                          hint=str(e).splitlines()[0]) from e
+    except HydraException as e:
+        raise ConfigError("overrides", overrides, "existing config groups, options and keys",
+                          hint=" ".join(str(e).split())) from e
+
+
+def print_fields(cls: type, prefix: str = "") -> None:
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
+            sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            if sub is not None:
+                print_fields(type(sub()), prefix + f.name + ".")
+                continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        print(f"{prefix + f.name:32s} {default!r:24s} {f.metadata.get('help', '')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="alignflow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "eval", "pretrain"):
+        sub.add_parser(name).add_argument("overrides", nargs="*")
+    p_sample = sub.add_parser("sample")
+    p_sample.add_argument("--prompt", action="append", default=[], help="prompt (repeatable); default: eval prompts")
+    p_sample.add_argument("--num", type=int, default=4, help="samples per prompt")
+    p_sample.add_argument("overrides", nargs="*")
+    p_config = sub.add_parser("config")
+    p_config.add_argument("kind", nargs="?", default="train", choices=["train", "pretrain"])
+    p_config.add_argument("overrides", nargs="*")
+    p_fields = sub.add_parser("fields")
+    p_fields.add_argument("kind", nargs="?", default="train", choices=["train", "pretrain"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except AlignflowError as e:
+        print(f"alignflow: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    if args.command == "fields":
+        from alignflow.sdk.config import RunConfig
+        from alignflow.sdk.pretrain import PretrainConfig
+
+        print_fields(RunConfig if args.kind == "train" else PretrainConfig)
+        return 0
+    if args.command == "config":
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(compose(args.kind, args.overrides)))
+        return 0
+    if args.command == "pretrain":
+        from alignflow.sdk.pretrain import pretrain
+
+        cfg = compose("pretrain", args.overrides)
+        print(json.dumps(pretrain(cfg), indent=2))
+        return 0
+
+    from alignflow.sdk.trainer import Trainer
+
+    cfg = compose("train", args.overrides)
+    if args.command == "train":
+        summary = Trainer(cfg).train()
+        print(json.dumps({k: summary[k] for k in ("iterations", "seconds", "before", "after")}, indent=2))
+        return 0
+    trainer = Trainer(cfg)
+    if args.command == "eval":
+        if trainer.eval_set is None:
+            raise ConfigError("data.eval", cfg.data.eval, "a prompt file to evaluate on")
+        metrics = trainer.evaluate()
+        print(json.dumps(metrics, indent=2))
+        return 0
+    # sample
+    from alignflow.sdk.data import PromptSet
+
+    if args.prompt:
+        trainer.eval_set = PromptSet(list(args.prompt), [{} for _ in args.prompt])
+    trainer.cfg.eval.samples_per_prompt = args.num
+    out = Path(cfg.output_dir) / "samples"
+    trainer.evaluate()
+    print(f"samples written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

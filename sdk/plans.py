@@ -1,0 +1,95 @@
+"""Step plans: which steps of a rollout are stochastic and which are trained.
+
+A plan is asked afresh every iteration, so it may depend on the iteration (MixGRPO's
+sliding window) or draw from a generator seeded by (seed, iteration) (Flow-GRPO-Fast's
+random window); the same (seed, iteration) always gives the same plan, also after a
+resume and on every process.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from alignflow.sdk.random import generator
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The plan of one iteration's rollouts over N steps.
+
+    Attributes:
+        sde: length N; step i draws from the SDE kernel (else the ODE step).
+        train: length N; step i is recorded and trained. A trained step must be SDE:
+            a deterministic step has no log-probability.
+        shared_prefix: steps [0, shared_prefix) are deterministic and computed once
+            per prompt, then the group's members branch; it implies that a group
+            shares its initial noise.
+    """
+
+    sde: tuple[bool, ...]
+    train: tuple[bool, ...]
+    shared_prefix: int = 0
+
+    def __post_init__(self):
+        n = len(self.sde)
+        if len(self.train) != n:
+            raise ValueError(f"StepPlan: sde has {n} steps but train has {len(self.train)}")
+        bad = [i for i in range(n) if self.train[i] and not self.sde[i]]
+        if bad:
+            raise ValueError(f"StepPlan: steps {bad} are trained but deterministic; trained steps must be SDE")
+        if not 0 <= self.shared_prefix <= n or any(self.sde[: self.shared_prefix]):
+            raise ValueError(f"StepPlan: shared_prefix={self.shared_prefix} must cover only ODE steps of 0..{n}")
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.sde)
+
+    @property
+    def trained_steps(self) -> list[int]:
+        return [i for i, t in enumerate(self.train) if t]
+
+    @classmethod
+    def deterministic(cls, num_steps: int) -> StepPlan:
+        """All ODE, nothing trained: evaluation and plain sampling."""
+        return cls((False,) * num_steps, (False,) * num_steps)
+
+
+class Plan(Protocol):
+    def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan: ...
+
+
+@dataclass(frozen=True)
+class AllSDE:
+    """Flow-GRPO (arXiv 2505.05470): every step SDE; train the first
+    floor(train_fraction * N) steps. The default 0.99 leaves out only the last step,
+    whose Gaussian is extremely sharp (s' = 0)."""
+
+    train_fraction: float = 0.99
+
+    def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
+        k = max(1, math.floor(self.train_fraction * num_steps))
+        return StepPlan((True,) * num_steps, tuple(i < k for i in range(num_steps)))
+
+
+@dataclass(frozen=True)
+class SDEWindow:
+    """Flow-GRPO-Fast: ODE up to a random start k, SDE for ``window`` steps, ODE after;
+    only the window is trained. k is uniform in [0, max_start], max_start defaulting
+    to N // 2 - window. The ODE prefix is shared by the group (computed once per
+    prompt from one initial noise)."""
+
+    window: int = 2
+    max_start: int | None = None
+
+    def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
+        hi = num_steps // 2 - self.window if self.max_start is None else self.max_start
+        hi = min(max(hi, 0), num_steps - self.window - 1)  # never the sharp last step
+        if hi < 0:
+            raise ValueError(f"SDEWindow: a window of {self.window} does not fit in {num_steps} steps")
+        k = int(torch.randint(0, hi + 1, (), generator=generator(seed, "plan", iteration)))
+        inside = tuple(k <= i < k + self.window for i in range(num_steps))
+        return StepPlan(inside, inside, shared_prefix=k)

@@ -1,0 +1,45 @@
+"""Reward curves from a run's metrics file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignflow.sdk.tracking import read_metrics
+
+
+def plot_reward_curve(output_dir: Path, path: Path | None = None, title: str = "") -> Path:
+    """PNG of the training reward (mean +- std over the iteration's samples) and every
+    evaluation metric ending in ``_mean``, against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(output_dir)
+    path = Path(path or Path(output_dir) / "reward_curve.png")
+    train = [r for r in rows if r.get("train/reward_mean") is not None]
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    eval_keys = sorted({k for r in evals for k in r if k.startswith("eval/") and k.endswith("_mean")})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        it = [r["iteration"] for r in train]
+        mean = [r["train/reward_mean"] for r in train]
+        std = [r.get("train/reward_std") or 0.0 for r in train]
+        axes[0].plot(it, mean, label="reward (rollouts)")
+        axes[0].fill_between(it, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+    axes[0].set(xlabel="iteration", ylabel="reward", title="training reward")
+    for k in eval_keys:
+        pts = [(r["iteration"], r[k]) for r in evals if r.get(k) is not None]
+        if pts:
+            axes[1].plot(*zip(*pts), marker="o", label=k.removeprefix("eval/"))
+    axes[1].set(xlabel="iteration", title="evaluation (fixed prompts and seeds, ODE)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,91 @@
+"""The reward contract, output checking and weighted composition.
+
+A reward is a callable with a ``modality`` attribute::
+
+    reward(media, prompts, metadata) -> RewardOutput | Tensor [B] | sequence of B floats
+
+``media`` is a batch of decoded samples of that modality, ``prompts`` the B prompts,
+``metadata`` B dicts with the prompt dataset's extra columns (e.g. a target digit or
+text). A score may be NaN or None: "not applicable to this sample"; the trainer leaves
+such samples out of their group's statistics. Anything else that is not one finite
+number per sample is an error that names the reward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from alignflow.sdk.errors import ConfigError, RewardError
+
+
+@dataclass
+class RewardOutput:
+    """Attributes:
+    scores: [B] float32; NaN = not applicable.
+    components: named [B] float32 parts or diagnostics (e.g. ``accuracy``), logged
+        per component; they do not enter the advantage unless an algorithm asks."""
+
+    scores: torch.Tensor
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Reward(Protocol):
+    modality: str
+
+    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> Any: ...
+
+
+def _as_scores(raw: Any, batch: int, name: str) -> torch.Tensor:
+    if isinstance(raw, torch.Tensor):
+        t = raw.detach().float().cpu()
+    else:
+        try:
+            t = torch.tensor([math.nan if v is None else float(v) for v in raw], dtype=torch.float32)
+        except (TypeError, ValueError) as e:
+            raise RewardError(f"reward {name!r} returned {type(raw).__name__}; expected one number per sample") from e
+    if t.shape != (batch,):
+        raise RewardError(f"reward {name!r} returned shape {tuple(t.shape)} for a batch of {batch}; expected [{batch}]")
+    if torch.isinf(t).any():
+        bad = torch.nonzero(torch.isinf(t)).flatten().tolist()
+        raise RewardError(f"reward {name!r} returned inf for samples {bad[:8]}; return NaN for 'not applicable'")
+    return t
+
+
+def check_output(raw: Any, batch: int, name: str) -> RewardOutput:
+    """Normalise what a reward returned to a :class:`RewardOutput`, or raise
+    :class:`RewardError` naming the reward, what came and what was expected."""
+    if isinstance(raw, RewardOutput):
+        comps = {k: _as_scores(v, batch, f"{name}/{k}") for k, v in raw.components.items()}
+        return RewardOutput(_as_scores(raw.scores, batch, name), comps)
+    return RewardOutput(_as_scores(raw, batch, name))
+
+
+class WeightedSum:
+    """r = sum_k w_k r_k over named rewards. Components: each term's score under its
+    name and each term's own components as ``name/component``. If any term is NaN for
+    a sample, the sum is NaN for it."""
+
+    def __init__(self, terms: Mapping[str, tuple[Reward, float]]):
+        if not terms:
+            raise ConfigError("reward", {}, "at least one reward component {name: {name: ..., weight: ...}}")
+        modalities = {n: getattr(r, "modality", None) for n, (r, _) in terms.items()}
+        if len(set(modalities.values())) != 1:
+            raise ConfigError("reward", modalities, "rewards of one modality")
+        self.terms = dict(terms)
+        self.modality = next(iter(modalities.values()))
+
+    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+        batch = len(prompts)
+        total = torch.zeros(batch)
+        comps: dict[str, torch.Tensor] = {}
+        for name, (reward, weight) in self.terms.items():
+            out = check_output(reward(media, prompts, metadata), batch, name)
+            total = total + weight * out.scores
+            comps[name] = out.scores
+            comps.update({f"{name}/{k}": v for k, v in out.components.items()})
+        return RewardOutput(total, comps)

@@ -1,0 +1,66 @@
+"""Where metrics go: a JSON-lines file (always), the trackers accelerate drives
+(TensorBoard, wandb) and a console progress bar. Only the main process writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+    return rows
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+class MetricsLog:
+    def __init__(self, accelerator, output_dir: Path, *, progress_bar: bool, total: int, start: int | None):
+        """``start``: the iteration a resumed run continues from (lines after it, written
+        by the interrupted run, are dropped), or None for a fresh run (file emptied)."""
+        self.acc = accelerator
+        self.path = Path(output_dir) / METRICS_FILE
+        self.bar = None
+        if accelerator.is_main_process:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            rows = [] if start is None else [r for r in read_metrics(self.path) if r.get("iteration", 0) <= start]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            if progress_bar:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, initial=start or 0, desc="train", dynamic_ncols=True)
+
+    def log(self, iteration: int, metrics: dict[str, float], advance: bool = True) -> None:
+        if self.acc.trackers:
+            self.acc.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=iteration)
+        if not self.acc.is_main_process:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"iteration": iteration, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
+            f.flush()
+        if self.bar is not None:
+            shown = {k.split("/", 1)[1]: f"{v:.3f}" for k, v in metrics.items()
+                     if k in ("train/reward_mean", "eval/reward_mean") or k.endswith("accuracy_mean")}
+            self.bar.set_postfix(shown, refresh=False)
+            if advance:
+                self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

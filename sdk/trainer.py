@@ -1,0 +1,417 @@
+"""The training loop, one for every modality and algorithm.
+
+    for each iteration:
+        prompts  <- the iteration's slots of the prompt stream        (data.py)
+        rollout  <- the algorithm's plan and kernel, per batch        (rollout.py)
+        rewards  <- decoded media scored in a worker thread while the next batch rolls out
+        advantages over groups gathered from every process            (advantages.py)
+        inner epochs of shuffled micro-batches: loss, backward,
+            optimizer step per accumulation window, EMA               (algorithms/)
+        log, evaluate (ODE, fixed prompts and seeds), checkpoint
+
+accelerate is the only distributed layer: it places the model, wraps it for DDP /
+FSDP / DeepSpeed and runs autocast. All randomness comes from generators seeded by
+(seed, iteration, prompt slot, group member), so a resumed run repeats exactly what an
+uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignflow.sdk import checkpoint as ckpt
+from alignflow.sdk.algorithms.base import StepContext
+from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
+from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
+from alignflow.sdk.data import PromptSampler, load_prompts
+from alignflow.sdk.ema import EMA
+from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.finetune import build_finetune
+from alignflow.sdk.random import derive_seed, generator
+from alignflow.sdk.registry import ALGORITHMS, MEDIA_WRITERS, POLICIES, REWARDS
+from alignflow.sdk.rewards import RewardOutput, WeightedSum, check_output
+from alignflow.sdk.rollout import rollout, sample
+from alignflow.sdk.tracking import MetricsLog
+
+log = logging.getLogger(__name__)
+
+
+class Timer:
+    """Accumulates wall-clock seconds per phase: ``with timer("rollout"): ...``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, accelerator: Any = None):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration, set_seed
+
+        validate(cfg)  # before anything heavy is built
+        self.cfg, self.out = cfg, Path(cfg.output_dir)
+        trackers = [t for t, on in (("tensorboard", cfg.logging.tensorboard), ("wandb", cfg.logging.wandb)) if on]
+        self.acc = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "tensorboard")),
+        )
+        world, P = self.acc.num_processes, cfg.sample.prompts_per_iteration
+        if P % world:
+            raise ConfigError("sample.prompts_per_iteration", P, f"a multiple of the number of processes ({world})")
+        self.train_set = load_prompts(cfg.data.train, cfg.data.prompt_column, "data.train")
+        self.eval_set = load_prompts(cfg.data.eval, cfg.data.prompt_column, "data.eval") if cfg.data.eval else None
+
+        pname, pargs = split_component(cfg.policy, "policy")
+        self.policy = POLICIES.resolve(pname, "policy.name")(**pargs).to(self.acc.device)
+        self.reward = WeightedSum({term: (REWARDS.resolve(name, f"reward.{term}.name")(**args), weight)
+                                   for term, (name, weight, args) in reward_terms(cfg).items()})
+        if self.reward.modality != self.policy.modality:
+            raise ConfigError("reward", list(cfg.reward), f"rewards for {self.policy.modality!r} media "
+                              f"(policy {pname!r} makes {self.policy.modality}, the rewards score {self.reward.modality})")
+        aname, aargs = split_component(cfg.algorithm, "algorithm")
+        algo_cls = ALGORITHMS.resolve(aname, "algorithm.name")
+        self.algo = algo_cls(algo_cls.config_from(aargs))
+        self.writer = MEDIA_WRITERS.resolve(self.policy.modality, "policy.modality")()
+
+        t = cfg.train
+        # The global RNG only initialises what is created here (LoRA's A matrices);
+        # everything drawn during training uses its own generator.
+        set_seed(derive_seed(cfg.seed, "init") % 2**32)
+        self.finetune = build_finetune(self.policy, t.finetune, rank=t.lora_rank, alpha=t.lora_alpha,
+                                       targets=t.lora_targets, needs_reference=self.algo.needs_reference)
+        self.params = self.finetune.parameters()
+        optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps,
+                                      weight_decay=t.weight_decay)
+        self.models = {}
+        for name, module in self.policy.trainable_modules().items():
+            self.models[name] = self.acc.prepare(module)
+            setattr(self.policy, name, self.models[name])
+        self.optimizer = self.acc.prepare(optimizer)
+        self.ema = EMA(self.params, t.ema_decay) if t.ema_decay > 0 else None
+        self.sampler = PromptSampler(len(self.train_set), P, cfg.seed)
+        # One intra-op thread for the reward worker: a second OpenMP team of full size
+        # would compete with the main thread's for the same cores (measured: the
+        # denoiser's forward ran 2.7x slower on 2 cores once a reward had run).
+        self.reward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward",
+                                              initializer=torch.set_num_threads, initargs=(1,))
+        self.iteration = 0
+        self.resumed_from: Path | None = None
+        self.counters = {"samples": 0, "dropped_samples": 0}
+        if cfg.checkpoint.resume:
+            self._resume(cfg.checkpoint.resume)
+        else:
+            self._claim_output_dir()
+        self.metrics = MetricsLog(self.acc, self.out, progress_bar=cfg.logging.progress_bar and self.acc.is_main_process,
+                                  total=t.iterations, start=self.iteration if self.resumed_from else None)
+        if trackers:
+            self.acc.init_trackers(cfg.logging.project, config=_flat(asdict(cfg)))
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> dict[str, Any]:
+        """Train to ``train.iterations``; returns the summary also written to summary.json."""
+        cfg = self.cfg
+        start_time = time.time()
+        before = None
+        if self.eval_set is not None and self.iteration == 0:
+            before = self.evaluate()
+            self.metrics.log(0, before, advance=False)
+        after = None
+        while self.iteration < cfg.train.iterations:
+            metrics = self.train_iteration(self.iteration)
+            self.iteration += 1
+            last = self.iteration == cfg.train.iterations
+            if self.eval_set is not None and (last or (cfg.eval.every and self.iteration % cfg.eval.every == 0)):
+                metrics.update(self.evaluate())
+                after = {k: v for k, v in metrics.items() if k.startswith("eval/")}
+            self.metrics.log(self.iteration, metrics)
+            if last or (cfg.checkpoint.every and self.iteration % cfg.checkpoint.every == 0):
+                self.save()
+        summary = {"iterations": self.iteration, "seconds": time.time() - start_time,
+                   "before": before, "after": after, "counters": self.counters}
+        if self.acc.is_main_process:
+            self._write_report(summary)
+        self.metrics.close()
+        self.acc.end_training()
+        return summary
+
+    def train_iteration(self, it: int) -> dict[str, float]:
+        """One rollout + update. Returns the iteration's metrics."""
+        cfg, timer = self.cfg, Timer()
+        G, N = cfg.sample.group_size, cfg.sample.num_steps
+        plan = self.algo.plan(N, it, cfg.seed)
+        sigmas = self.policy.sigmas(N).to(self.acc.device)
+        slots = self._local_slots(it)
+
+        trajs, conds, futures = [], [], []
+        with timer("rollout"), self.acc.autocast():
+            for chunk in _chunks(slots, cfg.sample.batch_size // G):
+                prompts = [self.train_set.prompts[i] for _, i in chunk]
+                meta = [self.train_set.metadata[i] for _, i in chunk]
+                cond = self.policy.encode(prompts, meta)
+                shared = self.algo.share_noise or plan.shared_prefix > 0
+                traj = rollout(
+                    self.policy, cond, sigmas, plan, self.algo.kernel,
+                    noise_level=self.algo.noise_level, guidance=cfg.sample.guidance, group_size=G,
+                    noise_generators=[generator(cfg.seed, "noise", it, s, m)
+                                      for s, _ in chunk for m in range(1 if shared else G)],
+                    sde_generators=[generator(cfg.seed, "sde", it, s, m) for s, _ in chunk for m in range(G)],
+                    share_noise=shared,
+                )
+                traj.group = torch.tensor([s for s, _ in chunk], device=traj.x0.device).repeat_interleave(G)
+                media = self.policy.decode(traj.x0)
+                futures.append(self.reward_pool.submit(
+                    self._score, media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)]))
+                trajs.append(traj)
+                conds.append(cond)
+        with timer("reward"):
+            scored = [f.result() for f in futures]  # rewards of the last batch finish here
+        reward = RewardOutput(torch.cat([s.scores for s, _ in scored]),
+                              {k: torch.cat([s.components[k] for s, _ in scored]) for k in scored[0][0].components})
+        traj = concat(trajs)
+        dropped = self._check_rewards(reward.scores)
+
+        # Advantages need the whole group and, for the global std, the whole iteration.
+        all_rewards = self.acc.gather(reward.scores.to(self.acc.device)).cpu()
+        all_groups = self.acc.gather(traj.group).cpu()
+        adv = self.algo.advantages(all_rewards, all_groups)
+        B = len(reward.scores)
+        local_adv = adv.advantages[self.acc.process_index * B:(self.acc.process_index + 1) * B]
+        items = self.algo.training_items(traj, local_adv)
+        cond = repeat_interleave(concat(conds), G)
+        with timer("train"):
+            stats = self._update(items, cond, it)
+
+        m: dict[str, float] = {}
+        valid = torch.isfinite(all_rewards)
+        m["train/reward_mean"] = all_rewards[valid].mean().item() if valid.any() else float("nan")
+        m["train/reward_std"] = all_rewards[valid].std(unbiased=False).item() if valid.any() else float("nan")
+        for k, v in reward.components.items():
+            v = self.acc.gather(v.to(self.acc.device)).cpu()
+            m[f"train/{k}_mean"] = v[torch.isfinite(v)].mean().item() if torch.isfinite(v).any() else float("nan")
+        m["train/zero_std_groups"] = adv.zero_std_fraction
+        m["train/dropped_samples"] = float(self.acc.gather(torch.tensor([dropped], device=self.acc.device)).sum())
+        m["train/trained_steps"] = float(len(plan.trained_steps))
+        m.update(stats)
+        self.counters["samples"] += len(all_rewards)
+        self.counters["dropped_samples"] += int(m["train/dropped_samples"])
+        m["time/reward_compute"] = sum(sec for _, sec in scored)
+        m.update({f"time/{k}": v for k, v in timer.seconds.items()})
+        return m
+
+    def _score(self, media, prompts, metadata) -> tuple[RewardOutput, float]:
+        start = time.perf_counter()
+        out = check_output(self.reward(media, prompts, metadata), len(prompts), "reward")
+        return out, time.perf_counter() - start
+
+    def _check_rewards(self, scores: torch.Tensor) -> int:
+        bad = int((~torch.isfinite(scores)).sum())
+        if bad and self.cfg.train.reward_failures == "error":
+            raise RewardError(f"{bad} of {len(scores)} rewards are NaN (train.reward_failures=error); "
+                              "set train.reward_failures=drop to leave such samples out of their group")
+        if bad:
+            log.warning("%d of %d samples have a NaN reward: left out of their group's statistics (advantage 0)",
+                        bad, len(scores))
+        return bad
+
+    def _update(self, items: Any, cond: Any, it: int) -> dict[str, float]:
+        """Inner epochs over shuffled micro-batches; one optimizer step per window."""
+        t = self.cfg.train
+        E = batch_size(items)
+        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        grad_norms = []
+        on_policy = True  # until the first optimizer step the policy is the rollout policy
+        for epoch in range(t.inner_epochs):
+            order = torch.randperm(E, generator=generator(self.cfg.seed, "shuffle", it, epoch, self.acc.process_index))
+            for window in order.tensor_split(t.optimizer_steps):
+                micro = window.split(t.micro_batch_size)
+                for k, idx in enumerate(micro):
+                    mb = select(items, idx)
+                    ctx = StepContext(self.cfg.sample.guidance, on_policy, self.finetune.reference, it)
+                    # DDP: synchronise gradients only on the window's last backward.
+                    with self._no_sync(k < len(micro) - 1), self.acc.autocast():
+                        out = self.algo.loss(self.policy, mb, select(cond, mb.sample), ctx)
+                    self.acc.backward(out.loss * len(idx) / len(window))
+                    for name, v in out.stats.items():
+                        stats[name].append(v.detach().float().reshape(-1))
+                if t.max_grad_norm > 0:
+                    grad_norms.append(float(self.acc.clip_grad_norm_(self.params, t.max_grad_norm)))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.step()
+                on_policy = False
+        m = {}
+        for name, parts in stats.items():
+            v = self.acc.gather(torch.cat(parts).to(self.acc.device)).cpu()
+            m[f"train/{name}"] = v.mean().item()
+            if name in self.algo.minmax_stats:
+                m[f"train/{name}_min"], m[f"train/{name}_max"] = v.min().item(), v.max().item()
+        if grad_norms:
+            m["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
+        return m
+
+    def _no_sync(self, skip: bool):
+        stack = contextlib.ExitStack()
+        if skip and self.acc.num_processes > 1:
+            for model in self.models.values():
+                stack.enter_context(self.acc.no_sync(model))
+        return stack
+
+    def _local_slots(self, it: int) -> list[tuple[int, int]]:
+        """(global slot, dataset index) of this process's prompts: contiguous blocks,
+        so whole groups live on one process."""
+        idx = self.sampler.indices(it)
+        per = len(idx) // self.acc.num_processes
+        lo = self.acc.process_index * per
+        return [(s, idx[s]) for s in range(lo, lo + per)]
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """ODE sampling at ``eval.num_steps`` on the eval prompts with fixed seeds
+        (EMA weights when EMA is on). Writes a sample grid; returns ``eval/*`` metrics."""
+        from accelerate.utils import gather_object
+
+        ev = self.cfg.eval
+        jobs = [(p, k) for p in range(len(self.eval_set)) for k in range(ev.samples_per_prompt)]
+        results = []  # (job, score, components, media) of this process's share
+        with (self.ema.applied() if self.ema else contextlib.nullcontext()), self.acc.autocast():
+            for chunk in _chunks(jobs[self.acc.process_index::self.acc.num_processes], ev.batch_size):
+                prompts = [self.eval_set.prompts[p] for p, _ in chunk]
+                meta = [self.eval_set.metadata[p] for p, _ in chunk]
+                x0 = sample(self.policy, self.policy.encode(prompts, meta), ev.num_steps, guidance=ev.guidance,
+                            noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk])
+                media = self.policy.decode(x0).cpu()
+                out, _ = self._score(media, prompts, meta)
+                for b, job in enumerate(chunk):
+                    results.append((job, out.scores[b].item(), {n: v[b].item() for n, v in out.components.items()},
+                                    media[b]))
+        results = sorted(gather_object(results), key=lambda r: r[0])
+        m = {"eval/reward_mean": _finite_mean([r[1] for r in results])}
+        for name in results[0][2]:
+            m[f"eval/{name}_mean"] = _finite_mean([r[2][name] for r in results])
+        self.last_eval_media = torch.stack([r[3] for r in results])
+        if self.acc.is_main_process and self.cfg.logging.media:
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+            self.writer.save_samples(self.last_eval_media, self.out / "samples" / f"eval-{self.iteration:05d}",
+                                     per_row=ev.samples_per_prompt, title=f"iteration {self.iteration}")
+        if self.iteration == 0:
+            self.base_eval_media = self.last_eval_media
+        return m
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path | None:
+        path = None
+        if self.acc.is_main_process:
+            path = ckpt.save_checkpoint(
+                self.out, self.iteration,
+                trained=self.finetune.state_dict(),
+                ema=self.ema.state_dict() if self.ema else None,
+                optimizer=self.optimizer.state_dict(),
+                state={"seed": self.cfg.seed, "counters": self.counters, "config": asdict(self.cfg)},
+                keep_last=self.cfg.checkpoint.keep_last,
+            )
+        self.acc.wait_for_everyone()
+        return path
+
+    def _claim_output_dir(self) -> None:
+        """A fresh run must not mix with an earlier run's checkpoints (keep-last-K and
+        resume=latest would pick them up): stop, unless checkpoint.overwrite."""
+        old = ckpt.list_checkpoints(self.out)
+        if old and not self.cfg.checkpoint.overwrite:
+            raise ConfigError("checkpoint.resume", "", "'latest' to continue the run in "
+                              f"{self.out} ({len(old)} checkpoints, newest {old[-1].name}), or "
+                              "checkpoint.overwrite=true to start over and delete them, or another output_dir")
+        self.acc.wait_for_everyone()
+        if old and self.acc.is_main_process:
+            log.warning("starting fresh in %s: deleting %d checkpoints of an earlier run", self.out, len(old))
+            for path in old:
+                shutil.rmtree(path)
+
+    def _resume(self, where: str) -> None:
+        if where == "latest":
+            path = ckpt.find_latest(self.out)
+            if path is None:
+                log.warning("resume=latest: no complete checkpoint in %s; starting from scratch", self.out)
+                self._claim_output_dir()
+                return
+        else:
+            path = Path(where)
+        c = ckpt.load_checkpoint(path)
+        self.finetune.load_state_dict(c.trained)
+        self.optimizer.load_state_dict(c.optimizer)
+        if self.ema is not None:
+            if c.ema is None:
+                log.warning("checkpoint %s has no EMA; the EMA restarts from the current weights", path)
+            else:
+                self.ema.load_state_dict(c.ema)
+        ckpt.restore_rng(c.rng)
+        self.iteration = c.iteration
+        self.resumed_from = path
+        self.counters = dict(c.state.get("counters", self.counters))
+        log.info("resumed from %s at iteration %d", path, self.iteration)
+
+    # ------------------------------------------------------------------ the end
+
+    def _write_report(self, summary: dict[str, Any]) -> None:
+        """summary.json, the reward curve and the before/after comparison."""
+        from alignflow.sdk.plots import plot_reward_curve
+
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if not self.cfg.logging.media:
+            return
+        plot_reward_curve(self.out, title=self.cfg.name)
+        base = getattr(self, "base_eval_media", None)
+        if base is not None and summary["after"] is not None:
+            self.writer.save_comparison(
+                base, self.last_eval_media, self.out / "samples" / "before_after",
+                per_row=self.cfg.eval.samples_per_prompt,
+                titles=(f"base: {_fmt(summary['before'])}", f"iteration {self.iteration}: {_fmt(summary['after'])}"),
+            )
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k.removeprefix('eval/').removesuffix('_mean')} {v:.2f}" for k, v in metrics.items())
+
+
+def _finite_mean(values: list[float]) -> float:
+    v = torch.tensor(values, dtype=torch.float64)
+    v = v[torch.isfinite(v)]
+    return v.mean().item() if len(v) else float("nan")
+
+
+def _chunks(seq: list, size: int) -> list[list]:
+    return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out

@@ -1,0 +1,28 @@
+import pytest
+
+from alignflow.sdk.plans import AllSDE, SDEWindow, StepPlan
+
+
+def test_flow_grpo_plan_trains_all_but_the_last_step():
+    p = AllSDE()(10, 0, 0)
+    assert all(p.sde) and p.trained_steps == list(range(9))
+    assert AllSDE(0.5)(10, 0, 0).trained_steps == [0, 1, 2, 3, 4]
+
+
+def test_window_plan_is_deterministic_per_iteration_and_covers_its_range():
+    plan = SDEWindow(window=2)
+    starts = {plan(10, it, seed=3).shared_prefix for it in range(200)}
+    assert starts == {0, 1, 2, 3}  # N // 2 - w = 3
+    assert plan(10, 17, 3) == plan(10, 17, 3)
+    p = plan(10, 5, 3)
+    k = p.shared_prefix
+    assert p.trained_steps == [k, k + 1] and sum(p.sde) == 2
+
+
+def test_invalid_plans_are_rejected():
+    with pytest.raises(ValueError, match="trained but deterministic"):
+        StepPlan((False, True), (True, True))
+    with pytest.raises(ValueError, match="shared_prefix"):
+        StepPlan((True, True), (True, False), shared_prefix=1)
+    with pytest.raises(ValueError, match="does not fit"):
+        SDEWindow(window=5)(4, 0, 0)

@@ -1,0 +1,69 @@
+"""The trainer on the real tiny digits policy (diffusers SD3 transformer + CLIP text
+encoder), CPU, a few iterations each."""
+
+import torch
+
+from alignflow.sdk.tracking import read_metrics
+from alignflow.sdk.trainer import Trainer
+from tests.helpers import digits_cfg, strip_times
+
+
+def test_first_inner_step_is_on_policy_ratio_one_and_kl_zero(tmp_path):
+    # One optimizer step per iteration: every micro-batch is evaluated before it.
+    tr = Trainer(digits_cfg(tmp_path, "train.optimizer_steps=1", "train.micro_batch_size=5"))
+    m = tr.train_iteration(0)
+    assert m["train/ratio_min"] == 1.0 and m["train/ratio_max"] == 1.0
+    assert m["train/clipfrac"] == 0.0
+    assert m["train/kl_ref"] == 0.0  # LoRA starts at B = 0: the policy is the reference
+    # The rollout's stored log-probs equal the training forward's although the batches
+    # differ (8 samples per rollout forward, 5 transitions per training forward).
+    assert m["train/logprob_mismatch"] < 1e-5
+
+
+def test_after_the_first_optimizer_step_the_stored_log_probs_are_used(tmp_path):
+    tr = Trainer(digits_cfg(tmp_path, "train.optimizer_steps=3", "train.lr=1e-2"))
+    m = tr.train_iteration(0)
+    assert m["train/ratio_min"] < 1.0 < m["train/ratio_max"]
+    assert m["train/kl_ref"] > 0
+
+
+def test_iteration_metrics_are_complete_and_finite(tmp_path):
+    tr = Trainer(digits_cfg(tmp_path))
+    m = tr.train_iteration(0)
+    for key in ("train/reward_mean", "train/reward_std", "train/digit/accuracy_mean", "train/clipfrac",
+                "train/approx_kl", "train/kl_ref", "train/ratio", "train/ratio_min", "train/ratio_max",
+                "train/zero_std_groups", "train/grad_norm", "time/rollout", "time/reward", "time/train"):
+        assert key in m and torch.isfinite(torch.tensor(m[key])), key
+
+
+def test_same_seed_same_numbers_and_another_seed_differs(tmp_path):
+    def run(name, *extra):
+        Trainer(digits_cfg(tmp_path / name, "train.iterations=3", "data.eval=", *extra)).train()
+        return strip_times(read_metrics(tmp_path / name))
+
+    a, b, c = run("a"), run("b"), run("c", "seed=1")
+    assert a == b
+    assert a != c
+
+
+def test_full_finetuning_with_a_frozen_reference_copy(tmp_path):
+    tr = Trainer(digits_cfg(tmp_path, "train.finetune=full", "train.lr=1e-4", "train.optimizer_steps=3"))
+    n_trained = sum(p.numel() for p in tr.params)
+    assert n_trained == sum(p.numel() for p in tr.policy.transformer.parameters())
+    m = tr.train_iteration(0)
+    assert m["train/kl_ref"] > 0  # the frozen copy stays behind while the policy moves
+    frozen = tr.finetune.frozen["transformer"]
+    assert all(not p.requires_grad for p in frozen.parameters())
+
+
+def test_ema_and_outputs(tmp_path):
+    cfg = digits_cfg(tmp_path, "train.ema_decay=0.9", "logging.media=true", "eval.every=1",
+                     "logging.tensorboard=true")
+    summary = Trainer(cfg).train()
+    assert summary["before"] and summary["after"]
+    for f in ("reward_curve.png", "samples/before_after.png", "samples/eval-00000.png", "summary.json",
+              "checkpoint-2/ema.safetensors"):
+        assert (tmp_path / f).is_file(), f
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
+    rows = read_metrics(tmp_path)
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
