@@ -4,8 +4,8 @@
     alignflow eval     experiment=image_digits checkpoint.resume=latest
     alignflow sample   experiment=image_digits checkpoint.resume=latest --prompt "a handwritten digit seven"
     alignflow pretrain experiment=image_digits
-    alignflow config   [train|pretrain] experiment=...       print the composed config
-    alignflow fields   [train|pretrain]                      every field with its help
+    alignflow config   [--pretrain] experiment=...           print the composed config
+    alignflow fields   [--pretrain]                          every field with its help
 
 Arguments after the sub-command are hydra overrides. Several processes: run the
 same command under ``accelerate launch`` (see configs/accelerate/).
@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     p_sample.add_argument("--num", type=int, default=4, help="samples per prompt")
     p_sample.add_argument("overrides", nargs="*")
     p_config = sub.add_parser("config")
-    p_config.add_argument("kind", nargs="?", default="train", choices=["train", "pretrain"])
+    p_config.add_argument("--pretrain", action="store_true", help="the pretraining config instead of training's")
     p_config.add_argument("overrides", nargs="*")
     p_fields = sub.add_parser("fields")
-    p_fields.add_argument("kind", nargs="?", default="train", choices=["train", "pretrain"])
+    p_fields.add_argument("--pretrain", action="store_true", help="the pretraining fields instead of training's")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -108,12 +108,12 @@ def _run(args: argparse.Namespace) -> int:
         from alignflow.sdk.config import RunConfig
         from alignflow.sdk.pretrain import PretrainConfig
 
-        print_fields(RunConfig if args.kind == "train" else PretrainConfig)
+        print_fields(PretrainConfig if args.pretrain else RunConfig)
         return 0
     if args.command == "config":
         from omegaconf import OmegaConf
 
-        print(OmegaConf.to_yaml(compose(args.kind, args.overrides)))
+        print(OmegaConf.to_yaml(compose("pretrain" if args.pretrain else "train", args.overrides)))
         return 0
     if args.command == "pretrain":
         from alignflow.sdk.pretrain import pretrain
@@ -133,18 +133,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         if trainer.eval_set is None:
             raise ConfigError("data.eval", cfg.data.eval, "a prompt file to evaluate on")
-        metrics = trainer.evaluate()
+        metrics = trainer.evaluate(name=f"eval-{trainer.iteration:05d}")
         print(json.dumps(metrics, indent=2))
         return 0
-    # sample
     from alignflow.sdk.data import PromptSet
 
-    if args.prompt:
-        trainer.eval_set = PromptSet(list(args.prompt), [{} for _ in args.prompt])
     trainer.cfg.eval.samples_per_prompt = args.num
-    out = Path(cfg.output_dir) / "samples"
-    trainer.evaluate()
-    print(f"samples written to {out}")
+    prompts = PromptSet(list(args.prompt), [{} for _ in args.prompt]) if args.prompt else None
+    trainer.evaluate(prompts, score=False, name=f"sample-{trainer.iteration:05d}")
+    print(f"samples written to {Path(cfg.output_dir) / 'samples' / f'sample-{trainer.iteration:05d}.png'}")
     return 0
 
 

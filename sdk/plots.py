@@ -25,7 +25,7 @@ def plot_reward_curve(output_dir: Path, path: Path | None = None, title: str = "
         it = [r["iteration"] for r in train]
         mean = [r["train/reward_mean"] for r in train]
         std = [r.get("train/reward_std") or 0.0 for r in train]
-        axes[0].plot(it, mean, label="reward (rollouts)")
+        axes[0].plot(it, mean, label="rollout reward, mean +- std")
         axes[0].fill_between(it, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
     axes[0].set(xlabel="iteration", ylabel="reward", title="training reward")
     for k in eval_keys:

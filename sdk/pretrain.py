@@ -62,7 +62,8 @@ def validate(cfg: PretrainConfig) -> None:
 
 
 def pretrain(cfg: PretrainConfig) -> dict[str, float]:
-    """Train and save; returns {"final_loss": ..., "seconds": ...}."""
+    """Train and save; returns the final loss, the loss averaged over every
+    ``log_every`` steps and the wall time."""
     from alignflow.sdk.registry import POLICIES, PRETRAIN_DATA
 
     validate(cfg)
@@ -79,7 +80,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     )
     x0_all = policy.to_latents(media)
     g = generator(cfg.seed, "pretrain")
-    start, recent = time.time(), []
+    start, window, curve = time.time(), [], []
     for step in range(cfg.steps):
         idx = torch.randint(0, len(captions), (cfg.batch_size,), generator=g)
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
@@ -98,13 +99,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        recent.append(loss.item())
-        if (step + 1) % cfg.log_every == 0:
-            log.info("pretrain step %d/%d loss %.4f", step + 1, cfg.steps, sum(recent) / len(recent))
-            recent = recent[-cfg.log_every:]
+        window.append(loss.item())
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            curve.append(sum(window) / len(window))
+            log.info("pretrain step %d/%d loss %.4f", step + 1, cfg.steps, curve[-1])
+            window = []
     for m in policy.trainable_modules().values():
         m.eval()
     out = Path(cfg.output_dir)
     policy.save_pretrained(out)
-    final = sum(recent[-cfg.log_every:]) / len(recent[-cfg.log_every:])
-    return {"final_loss": final, "seconds": time.time() - start}
+    return {"final_loss": curve[-1], "loss_curve": curve, "seconds": time.time() - start}

@@ -66,9 +66,9 @@ def check_output(raw: Any, batch: int, name: str) -> RewardOutput:
 
 
 class WeightedSum:
-    """r = sum_k w_k r_k over named rewards. Components: each term's score under its
-    name and each term's own components as ``name/component``. If any term is NaN for
-    a sample, the sum is NaN for it."""
+    """r = sum_k w_k r_k over named rewards. Components: each term's own components as
+    ``name/component`` and, when there are several terms, each term's score under its
+    name. If any term is NaN for a sample, the sum is NaN for it."""
 
     def __init__(self, terms: Mapping[str, tuple[Reward, float]]):
         if not terms:
@@ -86,6 +86,7 @@ class WeightedSum:
         for name, (reward, weight) in self.terms.items():
             out = check_output(reward(media, prompts, metadata), batch, name)
             total = total + weight * out.scores
-            comps[name] = out.scores
+            if len(self.terms) > 1:
+                comps[name] = out.scores
             comps.update({f"{name}/{k}": v for k, v in out.components.items()})
         return RewardOutput(total, comps)

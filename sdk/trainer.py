@@ -34,7 +34,7 @@ from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk.algorithms.base import StepContext
 from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
 from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
-from alignflow.sdk.data import PromptSampler, load_prompts
+from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import ConfigError, RewardError
 from alignflow.sdk.finetune import build_finetune
@@ -116,20 +116,22 @@ class Trainer:
         self.iteration = 0
         self.resumed_from: Path | None = None
         self.counters = {"samples": 0, "dropped_samples": 0}
+        self.trackers = trackers
+        self.metrics: MetricsLog | None = None  # created by train(): eval and sample write no metrics
         if cfg.checkpoint.resume:
             self._resume(cfg.checkpoint.resume)
-        else:
-            self._claim_output_dir()
-        self.metrics = MetricsLog(self.acc, self.out, progress_bar=cfg.logging.progress_bar and self.acc.is_main_process,
-                                  total=t.iterations, start=self.iteration if self.resumed_from else None)
-        if trackers:
-            self.acc.init_trackers(cfg.logging.project, config=_flat(asdict(cfg)))
 
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the summary also written to summary.json."""
         cfg = self.cfg
+        if self.resumed_from is None:
+            self._claim_output_dir()
+        self.metrics = MetricsLog(self.acc, self.out, progress_bar=cfg.logging.progress_bar and self.acc.is_main_process,
+                                  total=cfg.train.iterations, start=self.iteration if self.resumed_from else None)
+        if self.trackers:
+            self.acc.init_trackers(cfg.logging.project, config=_flat(asdict(cfg)))
         start_time = time.time()
         before = None
         if self.eval_set is not None and self.iteration == 0:
@@ -288,35 +290,37 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """ODE sampling at ``eval.num_steps`` on the eval prompts with fixed seeds
-        (EMA weights when EMA is on). Writes a sample grid; returns ``eval/*`` metrics."""
+    def evaluate(self, prompts: PromptSet | None = None, score: bool = True, name: str = "") -> dict[str, float]:
+        """ODE sampling at ``eval.num_steps`` of ``eval.samples_per_prompt`` fixed seeds per
+        prompt (default: the eval prompts), with the EMA weights when EMA is on. Writes
+        the grid (rows: prompts, columns: seeds) to samples/<name or eval-<iteration>>.png;
+        returns ``eval/*`` metrics (none with ``score=False``)."""
         from accelerate.utils import gather_object
 
-        ev = self.cfg.eval
-        jobs = [(p, k) for p in range(len(self.eval_set)) for k in range(ev.samples_per_prompt)]
+        ev, prompts = self.cfg.eval, prompts or self.eval_set
+        jobs = [(p, k) for p in range(len(prompts)) for k in range(ev.samples_per_prompt)]
         results = []  # (job, score, components, media) of this process's share
         with (self.ema.applied() if self.ema else contextlib.nullcontext()), self.acc.autocast():
             for chunk in _chunks(jobs[self.acc.process_index::self.acc.num_processes], ev.batch_size):
-                prompts = [self.eval_set.prompts[p] for p, _ in chunk]
-                meta = [self.eval_set.metadata[p] for p, _ in chunk]
-                x0 = sample(self.policy, self.policy.encode(prompts, meta), ev.num_steps, guidance=ev.guidance,
+                text = [prompts.prompts[p] for p, _ in chunk]
+                meta = [prompts.metadata[p] for p, _ in chunk]
+                x0 = sample(self.policy, self.policy.encode(text, meta), ev.num_steps, guidance=ev.guidance,
                             noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk])
                 media = self.policy.decode(x0).cpu()
-                out, _ = self._score(media, prompts, meta)
+                out = self._score(media, text, meta)[0] if score else None
                 for b, job in enumerate(chunk):
-                    results.append((job, out.scores[b].item(), {n: v[b].item() for n, v in out.components.items()},
-                                    media[b]))
+                    results.append((job, out.scores[b].item() if out else None,
+                                    {n: v[b].item() for n, v in out.components.items()} if out else {}, media[b]))
         results = sorted(gather_object(results), key=lambda r: r[0])
-        m = {"eval/reward_mean": _finite_mean([r[1] for r in results])}
-        for name in results[0][2]:
-            m[f"eval/{name}_mean"] = _finite_mean([r[2][name] for r in results])
+        m = {"eval/reward_mean": _finite_mean([r[1] for r in results])} if score else {}
+        for comp in results[0][2]:
+            m[f"eval/{comp}_mean"] = _finite_mean([r[2][comp] for r in results])
         self.last_eval_media = torch.stack([r[3] for r in results])
         if self.acc.is_main_process and self.cfg.logging.media:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
-            self.writer.save_samples(self.last_eval_media, self.out / "samples" / f"eval-{self.iteration:05d}",
+            self.writer.save_samples(self.last_eval_media, self.out / "samples" / (name or f"eval-{self.iteration:05d}"),
                                      per_row=ev.samples_per_prompt, title=f"iteration {self.iteration}")
-        if self.iteration == 0:
+        if self.iteration == 0 and prompts is self.eval_set:
             self.base_eval_media = self.last_eval_media
         return m
 
@@ -340,7 +344,7 @@ class Trainer:
         """A fresh run must not mix with an earlier run's checkpoints (keep-last-K and
         resume=latest would pick them up): stop, unless checkpoint.overwrite."""
         old = ckpt.list_checkpoints(self.out)
-        if old and not self.cfg.checkpoint.overwrite:
+        if old and not (self.cfg.checkpoint.overwrite or self.cfg.checkpoint.resume == "latest"):
             raise ConfigError("checkpoint.resume", "", "'latest' to continue the run in "
                               f"{self.out} ({len(old)} checkpoints, newest {old[-1].name}), or "
                               "checkpoint.overwrite=true to start over and delete them, or another output_dir")
@@ -355,7 +359,6 @@ class Trainer:
             path = ckpt.find_latest(self.out)
             if path is None:
                 log.warning("resume=latest: no complete checkpoint in %s; starting from scratch", self.out)
-                self._claim_output_dir()
                 return
         else:
             path = Path(where)

@@ -1,0 +1,40 @@
+"""Rewards that misbehave, for the trainer's handling of bad reward output."""
+
+import torch
+
+
+class NaNForOddSamples:
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        scores = torch.rand(len(prompts))
+        scores[1::2] = float("nan")
+        return scores
+
+
+class WrongLength:
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        return torch.zeros(len(prompts) + 1)
+
+
+class Infinite:
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        return [float("inf")] * len(prompts)
+
+
+class Text:
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        return "great"
+
+
+class SpeechOnly:
+    modality = "speech"
+
+    def __call__(self, media, prompts, metadata):
+        return torch.zeros(len(prompts))

@@ -1,0 +1,41 @@
+import json
+
+from alignflow.sdk.cli import main
+from tests.helpers import FAST
+
+
+def test_fields_lists_every_field_with_help(capsys):
+    assert main(["fields"]) == 0
+    out = capsys.readouterr().out
+    assert "train.lr" in out and "AdamW learning rate" in out and "checkpoint.resume" in out
+
+
+def test_config_prints_the_composed_experiment(capsys):
+    assert main(["config", "experiment=image_digits", "train.lr=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: 0.5" in out and "name: flow_grpo" in out and "digits_train.jsonl" in out
+
+
+def test_train_then_eval_and_sample_from_the_checkpoint(tmp_path, capsys):
+    args = [*FAST, f"output_dir={tmp_path}", "logging.media=true"]
+    assert main(["train", *args]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["iterations"] == 2
+    assert main(["eval", *args, "checkpoint.resume=latest"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    # the checkpoint holds the trained LoRA: its evaluation is the run's final one
+    assert metrics["eval/reward_mean"] == summary["after"]["eval/reward_mean"]
+    assert main(["sample", *args, "checkpoint.resume=latest", "--prompt", "the digit three", "--num", "3"]) == 0
+    assert (tmp_path / "samples" / "sample-00002.png").is_file()
+
+
+def test_pretrain_learns_and_saves_a_loadable_policy(tmp_path, capsys):
+    from alignflow.adapters.image.digits import load_digits_policy
+
+    out = tmp_path / "base"
+    assert main(["pretrain", "experiment=image_digits", f"output_dir={out}", "steps=80", "batch_size=32",
+                 "lr=2e-3", "log_every=20"]) == 0
+    curve = json.loads(capsys.readouterr().out)["loss_curve"]
+    assert len(curve) == 4 and curve[-1] < curve[0] - 0.15, curve
+    policy = load_digits_policy(str(out))
+    assert policy.sigmas(4).tolist()[0] == 1.0

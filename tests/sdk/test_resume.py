@@ -1,0 +1,44 @@
+"""Kill -9 in the middle of a run, resume with resume=latest: the rest of the run is
+what an uninterrupted run does, number for number."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alignflow.sdk.tracking import read_metrics
+from tests.helpers import FAST, strip_times
+
+ARGS = [*FAST, "train.iterations=8", "checkpoint.every=2", "checkpoint.keep_last=3", "data.eval=",
+        "train.optimizer_steps=3", "train.ema_decay=0.5"]
+
+
+def cli(out, *extra):
+    return [sys.executable, "-m", "alignflow.sdk.cli", "train", *ARGS, f"output_dir={out}", *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(cli(tmp_path / "full"), check=True, env=env, capture_output=True)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cli(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "checkpoint-4" / "manifest.json").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "checkpoint-8").exists(), "killed too late to test anything"
+
+    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stderr
+    full, resumed = strip_times(read_metrics(tmp_path / "full")), strip_times(read_metrics(out))
+    assert [r["iteration"] for r in resumed] == list(range(1, 9))
+    assert resumed == full
