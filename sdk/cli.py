@@ -125,23 +125,24 @@ def _run(args: argparse.Namespace) -> int:
     from alignflow.sdk.trainer import Trainer
 
     cfg = compose("train", args.overrides)
-    if args.command == "train":
-        summary = Trainer(cfg).train()
-        print(json.dumps({k: summary[k] for k in ("iterations", "seconds", "before", "after")}, indent=2))
-        return 0
     trainer = Trainer(cfg)
+    say = print if trainer.acc.is_main_process else (lambda *a, **k: None)
+    if args.command == "train":
+        summary = trainer.train()
+        say(json.dumps({k: summary[k] for k in ("iterations", "seconds", "before", "after")}, indent=2))
+        return 0
     if args.command == "eval":
         if trainer.eval_set is None:
             raise ConfigError("data.eval", cfg.data.eval, "a prompt file to evaluate on")
         metrics = trainer.evaluate(name=f"eval-{trainer.iteration:05d}")
-        print(json.dumps(metrics, indent=2))
+        say(json.dumps(metrics, indent=2))
         return 0
     from alignflow.sdk.data import PromptSet
 
     trainer.cfg.eval.samples_per_prompt = args.num
     prompts = PromptSet(list(args.prompt), [{} for _ in args.prompt]) if args.prompt else None
     trainer.evaluate(prompts, score=False, name=f"sample-{trainer.iteration:05d}")
-    print(f"samples written to {Path(cfg.output_dir) / 'samples' / f'sample-{trainer.iteration:05d}.png'}")
+    say(f"samples written to {Path(cfg.output_dir) / 'samples' / f'sample-{trainer.iteration:05d}.png'}")
     return 0
 
 

@@ -179,6 +179,11 @@ def validate(cfg: RunConfig) -> None:
     _need(c.every >= 0, "checkpoint.every", c.every, "an int >= 0")
     _need(c.keep_last >= 1, "checkpoint.keep_last", c.keep_last, "an int >= 1")
     _need(bool(cfg.output_dir), "output_dir", cfg.output_dir, "a folder path")
+    if cfg.logging.wandb:
+        import importlib.util
+
+        _need(importlib.util.find_spec("wandb") is not None, "logging.wandb", True,
+              "false, or wandb installed (pip install wandb) and logged in")
 
     for fld, path in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
         if fld == "data.train" or path:

@@ -334,7 +334,9 @@ class Trainer:
                 trained=self.finetune.state_dict(),
                 ema=self.ema.state_dict() if self.ema else None,
                 optimizer=self.optimizer.state_dict(),
-                state={"seed": self.cfg.seed, "counters": self.counters, "config": asdict(self.cfg)},
+                state={"seed": self.cfg.seed, "counters": self.counters, "config": asdict(self.cfg),
+                       # where the prompt stream stands (a function of the iteration; kept for people)
+                       "data_position": self.iteration * self.cfg.sample.prompts_per_iteration},
                 keep_last=self.cfg.checkpoint.keep_last,
             )
         self.acc.wait_for_everyone()

@@ -13,3 +13,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    # accelerate keeps one process-wide state (mixed precision, device); each test's
+    # Trainer builds its own Accelerator, as a fresh process would.
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

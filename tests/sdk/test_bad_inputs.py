@@ -37,6 +37,7 @@ trust("tests.")
     ("data.train=/nonexistent/prompts.jsonl", "data.train", "an existing prompt file"),
     ("checkpoint.resume=/nonexistent/checkpoint-3", "checkpoint.resume", "the path of a checkpoint folder"),
     ("eval.every=-1", "eval.every", "an int >= 0"),
+    ("logging.wandb=true", "logging.wandb", "wandb installed"),
 ])
 def test_bad_config_values_are_named(tmp_path, override, field, says):
     with pytest.raises(ConfigError) as e:

@@ -67,3 +67,26 @@ def test_ema_and_outputs(tmp_path):
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
     rows = read_metrics(tmp_path)
     assert [r["iteration"] for r in rows] == [0, 1, 2]
+
+
+def test_bf16_autocast_keeps_log_probs_in_float32(tmp_path):
+    tr = Trainer(digits_cfg(tmp_path, "train.mixed_precision=bf16", "train.optimizer_steps=1"))
+    seen = {}
+    block = tr.models["transformer"].transformer_blocks[0].ff.net[2]  # a Linear inside the denoiser
+    block.register_forward_hook(lambda mod, inp, out: seen.setdefault("inside", out.dtype) and None)
+    kernel = tr.algo.kernel
+
+    class Spy:
+        name, stochastic = kernel.name, kernel.stochastic
+        diffusion = staticmethod(kernel.diffusion)
+
+        def __call__(self, *a, **k):
+            out = kernel(*a, **k)
+            seen.setdefault("log_prob", out.log_prob.dtype)
+            seen.setdefault("mean", out.mean.dtype)
+            return out
+
+    tr.algo.kernel = Spy()
+    m = tr.train_iteration(0)
+    assert seen == {"inside": torch.bfloat16, "log_prob": torch.float32, "mean": torch.float32}
+    assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0
