@@ -24,7 +24,8 @@ from typing import Any
 from alignflow.sdk.errors import ConfigError
 
 
-def _f(default: Any, help: str) -> Any:
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a help text (shown by ``alignflow fields``)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -32,79 +33,79 @@ def _f(default: Any, help: str) -> Any:
 
 @dataclass
 class SampleConfig:
-    num_steps: int = _f(10, "denoising steps of a training rollout (N)")
-    guidance: float = _f(1.0, "classifier-free guidance scale w used in rollouts and training (1 = off)")
-    group_size: int = _f(8, "G: samples per prompt; a group is the unit of the advantage statistics")
-    prompts_per_iteration: int = _f(8, "prompts per iteration over all processes")
-    batch_size: int = _f(32, "samples per rollout forward on each process; whole groups, so a multiple of "
+    num_steps: int = option(10, "denoising steps of a training rollout (N)")
+    guidance: float = option(1.0, "classifier-free guidance scale w used in rollouts and training (1 = off)")
+    group_size: int = option(8, "G: samples per prompt; a group is the unit of the advantage statistics")
+    prompts_per_iteration: int = option(8, "prompts per iteration over all processes")
+    batch_size: int = option(32, "samples per rollout forward on each process; whole groups, so a multiple of "
                              "group_size. Rewards of one batch are computed while the next is sampled")
 
 
 @dataclass
 class OptimConfig:
-    iterations: int = _f(100, "training iterations (rollout + update)")
-    lr: float = _f(1e-4, "AdamW learning rate")
-    weight_decay: float = _f(1e-4, "AdamW weight decay")
-    betas: list[float] = _f([0.9, 0.999], "AdamW betas")
-    adam_eps: float = _f(1e-8, "AdamW epsilon")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
-    inner_epochs: int = _f(1, "passes over one iteration's transitions")
-    micro_batch_size: int = _f(32, "transitions (sample x trained step) per forward/backward")
-    optimizer_steps: int = _f(1, "optimizer steps per inner epoch: the epoch's transitions are split into this "
+    iterations: int = option(100, "training iterations (rollout + update)")
+    lr: float = option(1e-4, "AdamW learning rate")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    betas: list[float] = option([0.9, 0.999], "AdamW betas")
+    adam_eps: float = option(1e-8, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
+    inner_epochs: int = option(1, "passes over one iteration's transitions")
+    micro_batch_size: int = option(32, "transitions (sample x trained step) per forward/backward")
+    optimizer_steps: int = option(1, "optimizer steps per inner epoch: the epoch's transitions are split into this "
                                  "many gradient-accumulation windows")
-    finetune: str = _f("lora", "'lora' (peft adapters; reference = adapters off) or 'full' (reference = frozen copy)")
-    lora_rank: int = _f(8, "LoRA rank r")
-    lora_alpha: float = _f(16.0, "LoRA alpha (scale alpha / r)")
-    lora_targets: list[str] = _f([], "layer names LoRA adapts; empty = the adapter's default_lora_targets")
-    ema_decay: float = _f(0.0, "EMA decay of the trained weights used for evaluation (0 = no EMA)")
-    mixed_precision: str = _f("no", "'no', 'fp16' or 'bf16' autocast (log-probs stay float32)")
-    reward_failures: str = _f("drop", "what a NaN score does: 'drop' (leave the sample out of its group, log it) "
+    finetune: str = option("lora", "'lora' (peft adapters; reference = adapters off) or 'full' (reference = frozen copy)")
+    lora_rank: int = option(8, "LoRA rank r")
+    lora_alpha: float = option(16.0, "LoRA alpha (scale alpha / r)")
+    lora_targets: list[str] = option([], "layer names LoRA adapts; empty = the adapter's default_lora_targets")
+    ema_decay: float = option(0.0, "EMA decay of the trained weights used for evaluation (0 = no EMA)")
+    mixed_precision: str = option("no", "'no', 'fp16' or 'bf16' autocast (log-probs stay float32)")
+    reward_failures: str = option("drop", "what a NaN score does: 'drop' (leave the sample out of its group, log it) "
                                       "or 'error' (stop the run)")
 
 
 @dataclass
 class DataConfig:
-    train: str = _f("", "training prompts: .txt/.jsonl/.json/.csv/.parquet file or saved dataset folder")
-    eval: str = _f("", "evaluation prompts (same formats); empty = no evaluation")
-    prompt_column: str = _f("prompt", "column holding the prompt; other columns reach rewards as metadata")
+    train: str = option("", "training prompts: .txt/.jsonl/.json/.csv/.parquet file or saved dataset folder")
+    eval: str = option("", "evaluation prompts (same formats); empty = no evaluation")
+    prompt_column: str = option("prompt", "column holding the prompt; other columns reach rewards as metadata")
 
 
 @dataclass
 class EvalConfig:
-    every: int = _f(10, "evaluate every this many iterations (0 = only before and after training)")
-    num_steps: int = _f(20, "ODE steps of evaluation sampling")
-    guidance: float = _f(1.0, "guidance scale at evaluation")
-    samples_per_prompt: int = _f(4, "fixed seeds per evaluation prompt")
-    batch_size: int = _f(64, "samples per evaluation forward")
-    seed: int = _f(20250505, "seed of the evaluation noise, fixed across runs so evaluations compare")
+    every: int = option(10, "evaluate every this many iterations (0 = only before and after training)")
+    num_steps: int = option(20, "ODE steps of evaluation sampling")
+    guidance: float = option(1.0, "guidance scale at evaluation")
+    samples_per_prompt: int = option(4, "fixed seeds per evaluation prompt")
+    batch_size: int = option(64, "samples per evaluation forward")
+    seed: int = option(20250505, "seed of the evaluation noise, fixed across runs so evaluations compare")
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = _f(0, "save every this many iterations (0 = only at the end)")
-    keep_last: int = _f(2, "checkpoints kept; older ones are deleted")
-    resume: str = _f("", "'' (start fresh), 'latest' (newest complete checkpoint in output_dir) or a path")
-    overwrite: bool = _f(False, "let a fresh run start in an output_dir holding an earlier run's checkpoints "
+    every: int = option(0, "save every this many iterations (0 = only at the end)")
+    keep_last: int = option(2, "checkpoints kept; older ones are deleted")
+    resume: str = option("", "'' (start fresh), 'latest' (newest complete checkpoint in output_dir) or a path")
+    overwrite: bool = option(False, "let a fresh run start in an output_dir holding an earlier run's checkpoints "
                                 "(they are deleted); without it such a run stops before doing anything")
 
 
 @dataclass
 class LoggingConfig:
-    progress_bar: bool = _f(True, "tqdm progress bar with the reward")
-    tensorboard: bool = _f(True, "write TensorBoard events to <output_dir>/logs")
-    wandb: bool = _f(False, "log to Weights & Biases (needs wandb installed and configured)")
-    project: str = _f("alignflow", "tracker project name")
-    media: bool = _f(True, "write evaluation sample grids, a before/after comparison and the reward curve")
+    progress_bar: bool = option(True, "tqdm progress bar with the reward")
+    tensorboard: bool = option(True, "write TensorBoard events to <output_dir>/logs")
+    wandb: bool = option(False, "log to Weights & Biases (needs wandb installed and configured)")
+    project: str = option("alignflow", "tracker project name")
+    media: bool = option(True, "write evaluation sample grids, a before/after comparison and the reward curve")
 
 
 @dataclass
 class RunConfig:
-    name: str = _f("run", "run name")
-    seed: int = _f(0, "seed of everything random in the run")
-    output_dir: str = _f("outputs/${name}", "where metrics, samples and checkpoints go")
-    policy: dict[str, Any] = _f({"name": "???"}, "the policy: {name: <registered name or dotted path>, <arguments>}")
-    reward: dict[str, Any] = _f({}, "reward terms: {<term>: {name: ..., weight: 1.0, <arguments>}}")
-    algorithm: dict[str, Any] = _f({"name": "flow_grpo"}, "the algorithm: {name: ..., <its config>}")
+    name: str = option("run", "run name")
+    seed: int = option(0, "seed of everything random in the run")
+    output_dir: str = option("outputs/${name}", "where metrics, samples and checkpoints go")
+    policy: dict[str, Any] = option({"name": "???"}, "the policy: {name: <registered name or dotted path>, <arguments>}")
+    reward: dict[str, Any] = option({}, "reward terms: {<term>: {name: ..., weight: 1.0, <arguments>}}")
+    algorithm: dict[str, Any] = option({"name": "flow_grpo"}, "the algorithm: {name: ..., <its config>}")
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from alignflow.sdk.config import _f, check_arguments, split_component
+from alignflow.sdk.config import check_arguments, option, split_component
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import generator, randn
 
@@ -30,17 +30,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PretrainConfig:
-    name: str = _f("pretrain", "run name")
-    seed: int = _f(0, "seed of initialisation, batches, noise and caption dropout")
-    output_dir: str = _f("outputs/${name}", "where the pretrained policy is saved (diffusers layout)")
-    policy: dict[str, Any] = _f({"name": "???"}, "the policy to pretrain: {name: ..., <arguments>}")
-    dataset: dict[str, Any] = _f({"name": "???"}, "paired data: {name: <registered pretrain dataset>, <arguments>}")
-    steps: int = _f(2000, "optimizer steps")
-    batch_size: int = _f(128, "samples per step")
-    lr: float = _f(1e-3, "AdamW learning rate (cosine decay to 10%)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    cond_dropout: float = _f(0.1, "probability of training a sample on the empty prompt")
-    log_every: int = _f(100, "log the loss every this many steps")
+    name: str = option("pretrain", "run name")
+    seed: int = option(0, "seed of initialisation, batches, noise and caption dropout")
+    output_dir: str = option("outputs/${name}", "where the pretrained policy is saved (diffusers layout)")
+    policy: dict[str, Any] = option({"name": "???"}, "the policy to pretrain: {name: ..., <arguments>}")
+    dataset: dict[str, Any] = option({"name": "???"}, "paired data: {name: <registered pretrain dataset>, <arguments>}")
+    steps: int = option(2000, "optimizer steps")
+    batch_size: int = option(128, "samples per step")
+    lr: float = option(1e-3, "AdamW learning rate (cosine decay to 10%)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    cond_dropout: float = option(0.1, "probability of training a sample on the empty prompt")
+    log_every: int = option(100, "log the loss every this many steps")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "free-form notes saved with the result"})
 
 

@@ -164,13 +164,13 @@ class Trainer:
         sigmas = self.policy.sigmas(N).to(self.acc.device)
         slots = self._local_slots(it)
 
+        shared = self.algo.share_noise or plan.shared_prefix > 0  # one initial noise per group
         trajs, conds, futures = [], [], []
         with timer("rollout"), self.acc.autocast():
             for chunk in _chunks(slots, cfg.sample.batch_size // G):
                 prompts = [self.train_set.prompts[i] for _, i in chunk]
                 meta = [self.train_set.metadata[i] for _, i in chunk]
                 cond = self.policy.encode(prompts, meta)
-                shared = self.algo.share_noise or plan.shared_prefix > 0
                 traj = rollout(
                     self.policy, cond, sigmas, plan, self.algo.kernel,
                     noise_level=self.algo.noise_level, guidance=cfg.sample.guidance, group_size=G,
@@ -250,9 +250,11 @@ class Trainer:
                     mb = select(items, idx)
                     ctx = StepContext(self.cfg.sample.guidance, on_policy, self.finetune.reference, it)
                     # DDP: synchronise gradients only on the window's last backward.
-                    with self._no_sync(k < len(micro) - 1), self.acc.autocast():
-                        out = self.algo.loss(self.policy, mb, select(cond, mb.sample), ctx)
-                    self.acc.backward(out.loss * len(idx) / len(window))
+                    with self._no_sync(k < len(micro) - 1):
+                        with self.acc.autocast():
+                            out = self.algo.loss(self.policy, mb, select(cond, mb.sample), ctx)
+                        # each window's gradient is the mean over its transitions
+                        self.acc.backward(out.loss * len(idx) / len(window))
                     for name, v in out.stats.items():
                         stats[name].append(v.detach().float().reshape(-1))
                 if t.max_grad_norm > 0:

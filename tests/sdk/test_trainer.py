@@ -90,3 +90,10 @@ def test_bf16_autocast_keeps_log_probs_in_float32(tmp_path):
     m = tr.train_iteration(0)
     assert seen == {"inside": torch.bfloat16, "log_prob": torch.float32, "mean": torch.float32}
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0
+
+
+def test_flow_grpo_fast_trains_only_its_window(tmp_path):
+    tr = Trainer(digits_cfg(tmp_path, "algorithm=flow_grpo_fast", "sample.num_steps=8", "train.optimizer_steps=1"))
+    m = tr.train_iteration(0)
+    assert m["train/trained_steps"] == 2.0
+    assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0
