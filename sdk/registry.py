@@ -86,6 +86,8 @@ class Registry:
 
 POLICIES = Registry("policy", {
     "digits_sd3": "alignflow.adapters.image.digits:load_digits_policy",
+    "sd3": "alignflow.adapters.image.sd3:load_sd3_policy",
+    "flux": "alignflow.adapters.image.flux:load_flux_policy",
 })
 REWARDS = Registry("reward", {
     "digit_classifier": "alignflow.rewards.image.digits:DigitClassifierReward",

@@ -1,11 +1,15 @@
-"""Stable Diffusion 3 family policy: diffusers' ``SD3Transformer2DModel`` as a FlowPolicy.
+"""Stable Diffusion 3 / 3.5 as a FlowPolicy, through diffusers' real components.
 
 The SD3 transformer (MMDiT) takes the noisy latents, a token sequence
 ``encoder_hidden_states`` [B, T, joint_attention_dim], a pooled text vector
 ``pooled_projections`` [B, pooled_projection_dim] and ``timestep = 1000 * sigma``, and
 predicts v = eps - x0 (diffusers' flow-matching convention, the same as alignflow's).
-The prompt encoder (a callable prompts -> (sequence, pooled)) and the latent codec
-are injected, so the same class serves a pixel-space toy and SD3.5 with its VAE.
+
+:func:`load_sd3_policy` loads a ``StableDiffusion3Pipeline`` (local folder in diffusers
+layout, or hub id when online) and uses its own pieces: ``encode_prompt`` for the two
+CLIP encoders and T5 (so embeddings are the pipeline's, bit for bit), its scheduler
+for the shifted schedule, its VAE as the latent codec. The prompt encoder and codec
+are injected, so the same class also serves the pixel-space digits toy.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import Generators, randn
 
 # Attention projections of the joint blocks, the LoRA targets Flow-GRPO uses for SD3.5.
@@ -54,6 +59,23 @@ class CLIPPromptEncoder:
         return out.last_hidden_state, out.text_embeds
 
 
+class PipelinePromptEncoder:
+    """``StableDiffusion3Pipeline.encode_prompt``: CLIP-L and CLIP-G penultimate hidden
+    states side by side, zero-padded to T5's width and followed by T5's tokens (zeros if
+    the pipeline was loaded without T5); pooled = both CLIP projections."""
+
+    def __init__(self, pipe: Any, max_sequence_length: int = 256):
+        self.pipe, self.max_sequence_length = pipe, max_sequence_length
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds, _, pooled, _ = self.pipe.encode_prompt(
+            prompt=list(prompts), prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length, device=self.pipe.text_encoder.device,
+        )
+        return embeds, pooled
+
+
 class SD3Policy:
     modality = "image"
     default_lora_targets = SD3_LORA_TARGETS
@@ -79,6 +101,7 @@ class SD3Policy:
         self.transformer = transformer
         self.prompt_encoder, self.codec, self.scheduler = prompt_encoder, codec, scheduler
         self.latent_shape = tuple(latent_shape)
+        self.patch_size = transformer.config.patch_size  # read now: the trainer may wrap the module
         self.other_modules = dict(modules or {})
         self._null: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -104,7 +127,20 @@ class SD3Policy:
         return randn((batch_size, *self.latent_shape), generator, device=self.device)
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
-        self.scheduler.set_timesteps(num_steps)
+        """The scheduler's own schedule, as ``StableDiffusion3Pipeline`` sets it (with
+        resolution-dependent shift when the scheduler uses dynamic shifting)."""
+        kwargs = {}
+        if self.scheduler.config.get("use_dynamic_shifting", None):
+            from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
+                calculate_shift,
+            )
+
+            c = self.scheduler.config
+            patch = self.patch_size
+            seq_len = (self.latent_shape[1] // patch) * (self.latent_shape[2] // patch)
+            kwargs["mu"] = calculate_shift(seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                                           c.get("base_shift", 0.5), c.get("max_shift", 1.16))
+        self.scheduler.set_timesteps(num_steps, **kwargs)
         return self.scheduler.sigmas.to(torch.float32).clone()
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: SD3Condition, guidance: float = 1.0) -> torch.Tensor:
@@ -145,3 +181,49 @@ class SD3Policy:
         if tokenizer is not None:
             tokenizer.save_pretrained(folder / "tokenizer")
         self.scheduler.save_pretrained(folder / "scheduler")
+
+
+def load_sd3_policy(
+    path: str,
+    resolution: int = 512,
+    dtype: str = "bfloat16",
+    drop_t5: bool = False,
+    max_sequence_length: int = 256,
+    attention: str = "auto",
+) -> SD3Policy:
+    """SD3 / SD3.5 from a local folder in diffusers layout or a hub id.
+
+    Args:
+        path: e.g. ``/models/stable-diffusion-3.5-medium`` or
+            ``stabilityai/stable-diffusion-3.5-medium`` (when online).
+        resolution: image height and width in pixels (a multiple of 8 x patch size).
+        dtype: weights of every component: ``bfloat16`` (default), ``float16`` or
+            ``float32``; kernels and log-probs stay float32.
+        drop_t5: load without T5-XXL (its tokens become zeros, as the pipeline does):
+            ~10 GB less memory, somewhat weaker prompt following.
+        max_sequence_length: T5 tokens per prompt.
+        attention: ``auto`` (xformers on CUDA when installed, else PyTorch SDPA),
+            ``sdpa`` or ``xformers``.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    from alignflow.adapters.image.common import load_pipeline, resolve_dtype, set_attention
+    from alignflow.modalities.image.codec import VAECodec
+
+    torch_dtype = resolve_dtype(dtype)
+    extra = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
+    pipe = load_pipeline(StableDiffusion3Pipeline, path, torch_dtype, **extra)
+    codec = VAECodec(pipe.vae)
+    cfg = pipe.transformer.config
+    if resolution % (codec.scale_factor * cfg.patch_size):
+        raise ConfigError("policy.resolution", resolution, f"a multiple of {codec.scale_factor * cfg.patch_size}")
+    set_attention(pipe.transformer, attention)
+    side = resolution // codec.scale_factor
+    modules = {n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+               if getattr(pipe, n, None) is not None}
+    for m in modules.values():
+        m.eval().requires_grad_(False)
+    policy = SD3Policy(pipe.transformer, PipelinePromptEncoder(pipe, max_sequence_length), codec, pipe.scheduler,
+                       latent_shape=(cfg.in_channels, side, side), modules=modules)
+    policy.pipeline = pipe
+    return policy

@@ -14,3 +14,30 @@ class PixelCodec:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return ((latents.float() + 1) / 2).clamp(0, 1)
+
+
+class VAECodec:
+    """A diffusers ``AutoencoderKL`` as the latent codec, with the model's scaling:
+    latents = (mean (or a sample) of E(2 image - 1) - shift_factor) * scaling_factor, and the
+    inverse on decode (the convention of the SD3 and FLUX pipelines)."""
+
+    def __init__(self, vae, sample: bool = False):
+        self.vae, self.sample = vae, sample
+        self.scaling = vae.config.scaling_factor
+        self.shift = vae.config.shift_factor or 0.0
+
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per latent cell along each side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        dist = self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist
+        z = dist.sample() if self.sample else dist.mean
+        return ((z - self.shift) * self.scaling).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.to(self.vae.dtype) / self.scaling + self.shift
+        return (self.vae.decode(z, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)

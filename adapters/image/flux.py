@@ -1,0 +1,159 @@
+"""FLUX.1 as a FlowPolicy, through diffusers' ``FluxPipeline`` components.
+
+FLUX differs from SD3 in three ways this adapter hides from the trainer:
+
+- **Packed latents.** The transformer sees 2x2 patches of the VAE latent as tokens:
+  x is [B, (H/2)(W/2), 4C], with position ids ``img_ids`` [(H/2)(W/2), 3] and
+  ``txt_ids`` [T, 3]. The policy's latents *are* the packed tensor (the kernels
+  reduce over every non-batch dim, so the layout does not matter to them);
+  ``decode`` unpacks before the VAE.
+- **Guidance embedding instead of CFG** (FLUX.1-dev): the guidance scale is an input
+  of the transformer; there is no unconditional branch and one call per step.
+- **Resolution-dependent shift**: the schedule is linspace(1, 1/N, N) shifted with
+  mu = calculate_shift(image tokens), as ``FluxPipeline`` computes it.
+
+The transformer takes ``timestep = sigma`` (it multiplies by 1000 inside); it is
+computed as (1000 sigma) / 1000 exactly as the pipeline does, so that a rollout with
+noise level 0 reproduces the pipeline's latents bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alignflow.sdk.batching import SHARED
+from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.random import Generators, randn
+
+# Attention projections of the double-stream and single-stream blocks.
+FLUX_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
+
+@dataclass
+class FluxCondition:
+    """Attributes:
+    embeds: [B, T, D] T5 tokens; pooled: [B, P] CLIP pooled vector;
+    text_ids: [T, 3] text position ids (shared by the batch)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    text_ids: torch.Tensor = field(metadata=SHARED)
+
+
+class FluxPolicy:
+    modality = "image"
+    default_lora_targets = FLUX_LORA_TARGETS
+
+    def __init__(self, pipe: Any, resolution: int, max_sequence_length: int = 512):
+        self.pipeline = pipe
+        self.transformer = pipe.transformer
+        self.scheduler, self.max_sequence_length = pipe.scheduler, max_sequence_length
+        self.guidance_embeds = pipe.transformer.config.guidance_embeds
+        scale = pipe.vae_scale_factor
+        if resolution % (2 * scale):
+            raise ConfigError("policy.resolution", resolution, f"a multiple of {2 * scale}")
+        self.latent_hw = (resolution // scale, resolution // scale)
+        self.channels = pipe.transformer.config.in_channels // 4
+        self.resolution = resolution
+        h, w = self.latent_hw
+        self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
+        self.other_modules = {n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "vae")}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def to(self, device: torch.device | str) -> FluxPolicy:
+        self.transformer.to(device)
+        for m in self.other_modules.values():
+            m.to(device)
+        return self
+
+    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> FluxCondition:
+        with torch.no_grad():
+            embeds, pooled, text_ids = self.pipeline.encode_prompt(
+                prompt=list(prompts), prompt_2=None, device=self.pipeline.text_encoder.device,
+                max_sequence_length=self.max_sequence_length,
+            )
+        return FluxCondition(embeds, pooled, text_ids)
+
+    def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
+        """Gaussian latents [B, C, H, W] drawn as the pipeline draws them, then packed."""
+        h, w = self.latent_hw
+        z = randn((batch_size, self.channels, h, w), generator, device=self.device)
+        return self.pipeline._pack_latents(z, batch_size, self.channels, h, w)
+
+    def sigmas(self, num_steps: int) -> torch.Tensor:
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        c = self.scheduler.config
+        seq_len = (self.latent_hw[0] // 2) * (self.latent_hw[1] // 2)
+        mu = calculate_shift(seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                             c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+        sigmas = None if c.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / num_steps, num_steps)
+        self.scheduler.set_timesteps(num_steps, sigmas=sigmas, mu=mu)
+        return self.scheduler.sigmas.to(torch.float32).clone()
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: FluxCondition, guidance: float = 1.0) -> torch.Tensor:
+        B = x.shape[0]
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(B)
+        dtype = next(self.transformer.parameters()).dtype
+        timestep = (sigma * self.scheduler.config.num_train_timesteps).to(dtype) / 1000
+        g = torch.full((B,), float(guidance), device=x.device) if self.guidance_embeds else None
+        return self.transformer(
+            hidden_states=x.to(dtype), timestep=timestep, guidance=g, pooled_projections=cond.pooled.to(dtype),
+            encoder_hidden_states=cond.embeds.to(dtype), txt_ids=cond.text_ids.to(dtype),
+            img_ids=self.img_ids.to(x.device, dtype),
+            return_dict=False,
+        )[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        z = self.pipeline._unpack_latents(latents, self.resolution, self.resolution, self.pipeline.vae_scale_factor)
+        z = z.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        with torch.no_grad():
+            return (vae.decode(z, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)
+
+    def to_latents(self, media: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        with torch.no_grad():
+            z = vae.encode((media.to(self.device) * 2 - 1).to(vae.dtype)).latent_dist.mean
+        z = ((z - vae.config.shift_factor) * vae.config.scaling_factor).float()
+        h, w = self.latent_hw
+        return self.pipeline._pack_latents(z, z.shape[0], self.channels, h, w)
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"transformer": self.transformer}
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        self.pipeline.save_pretrained(folder)  # the pipeline holds the unwrapped transformer
+
+
+def load_flux_policy(
+    path: str,
+    resolution: int = 512,
+    dtype: str = "bfloat16",
+    max_sequence_length: int = 512,
+    attention: str = "auto",
+) -> FluxPolicy:
+    """FLUX.1 [dev] (guidance-distilled) or [schnell] from a local folder in diffusers
+    layout or a hub id (``black-forest-labs/FLUX.1-dev`` when online).
+
+    ``sample.guidance`` is the guidance *embedding* (3.5 for dev); schnell has none and
+    ignores it. ``max_sequence_length``: T5 tokens (512 dev, 256 schnell)."""
+    from diffusers import FluxPipeline
+
+    from alignflow.adapters.image.common import load_pipeline, resolve_dtype, set_attention
+
+    pipe = load_pipeline(FluxPipeline, path, resolve_dtype(dtype))
+    set_attention(pipe.transformer, attention)
+    for name in ("text_encoder", "text_encoder_2", "vae"):
+        getattr(pipe, name).eval().requires_grad_(False)
+    return FluxPolicy(pipe, resolution, max_sequence_length)
