@@ -11,8 +11,14 @@ if sys.version_info < (3, 10):
 PYCHECK
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.alignflow-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[image,dev]"
+  # PIQE: pypiqe declares the GUI build of OpenCV but needs only cv2 (headless has it).
+  .venv/bin/python -m pip install --quiet --no-deps "pypiqe==1.2"
   touch "$stamp"
+fi
+# The tesseract OCR engine is a system program (Debian package); the tests use it.
+if ! command -v tesseract >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null
 fi

@@ -91,6 +91,13 @@ POLICIES = Registry("policy", {
 })
 REWARDS = Registry("reward", {
     "digit_classifier": "alignflow.rewards.image.digits:DigitClassifierReward",
+    "pickscore": "alignflow.rewards.image.clip:PickScoreReward",
+    "clipscore": "alignflow.rewards.image.clip:CLIPScoreReward",
+    "aesthetic": "alignflow.rewards.image.clip:AestheticReward",
+    "ocr": "alignflow.rewards.image.ocr:OCRReward",
+    "jpeg_compressibility": "alignflow.rewards.image.quality:JPEGCompressibility",
+    "jpeg_incompressibility": "alignflow.rewards.image.quality:JPEGIncompressibility",
+    "piqe": "alignflow.rewards.image.quality:PIQEReward",
 })
 ALGORITHMS = Registry("algorithm", {
     "flow_grpo": "alignflow.sdk.algorithms.flow_grpo:FlowGRPO",
