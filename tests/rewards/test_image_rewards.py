@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from alignflow.adapters.image.tiny import clip_tokenizer
 from alignflow.rewards.image.clip import (
     AestheticHead,
     AestheticReward,
@@ -18,33 +17,12 @@ from alignflow.rewards.image.clip import (
 from alignflow.rewards.image.ocr import OCRReward, levenshtein, ocr_score
 from alignflow.rewards.image.quality import JPEGCompressibility, JPEGIncompressibility, PIQEReward
 from alignflow.sdk.errors import ConfigError
+from tests.helpers import save_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTextConfig,
-        CLIPVisionConfig,
-    )
-
-    torch.manual_seed(0)
-    text = CLIPTextConfig(vocab_size=len(clip_tokenizer()), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
-                          pad_token_id=1)
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8)
-    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=12))
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}),
-                              tokenizer=clip_tokenizer())
-    folder = tmp_path_factory.mktemp("clip")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 def images(n=3, seed=0):
