@@ -77,6 +77,10 @@ class LoRA:
                 raise ConfigError("train.lora_targets", targets, f"layer names that exist in {name}", hint=str(e)) from e
             for key, p in module.named_parameters():
                 p.requires_grad_("lora_" in key)
+                if "lora_" in key:
+                    # Adapters train in float32 even on a bf16/fp16 model (peft casts the
+                    # input to the adapter's dtype and the output back).
+                    p.data = p.data.float()
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
@@ -103,7 +107,9 @@ class LoRA:
 
 class Full:
     """Full fine-tuning of the trainable modules. With ``keep_reference`` a frozen copy
-    is kept and swapped onto the policy inside :meth:`reference`."""
+    is kept and swapped onto the policy inside :meth:`reference`. The weights train in
+    the dtype they were loaded in: load float32 (``policy.dtype=float32``) and use
+    ``train.mixed_precision=bf16`` for bf16 compute with float32 master weights."""
 
     def __init__(self, policy: FlowPolicy, keep_reference: bool):
         self.policy = policy

@@ -1,6 +1,6 @@
 """Name -> component registries that import lazily.
 
-A config names a component by a registered name (``digits_sd3``) or by a dotted path
+A config names a component by a registered name (``pixel_sd3``) or by a dotted path
 (``mypkg.rewards:MyReward``). Names map to dotted strings, so importing
 ``alignflow.sdk`` imports no adapter or reward module until a run asks for it.
 
@@ -85,7 +85,7 @@ class Registry:
 
 
 POLICIES = Registry("policy", {
-    "digits_sd3": "alignflow.adapters.image.digits:load_digits_policy",
+    "pixel_sd3": "alignflow.adapters.image.pixel:load_pixel_policy",
     "sd3": "alignflow.adapters.image.sd3:load_sd3_policy",
     "flux": "alignflow.adapters.image.flux:load_flux_policy",
 })
@@ -108,6 +108,7 @@ MEDIA_WRITERS = Registry("modality", {
 })
 PRETRAIN_DATA = Registry("pretrain dataset", {
     "digits": "alignflow.modalities.image.digits:digits_dataset",
+    "words": "alignflow.modalities.image.words:words_dataset",
 })
 
 

@@ -34,7 +34,14 @@ def strip_times(rows):
 def save_tiny_clip(folder: Path) -> Path:
     """A random CLIPModel (projection 12) and CLIPProcessor (32 px) saved to ``folder``."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig, CLIPVisionConfig
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPVisionConfig,
+    )
 
     from alignflow.adapters.image.tiny import clip_tokenizer
 

@@ -43,8 +43,9 @@ def test_shipped_files_are_package_data():
 
 
 def test_shipped_prompt_files_match_their_generator(tmp_path):
-    from alignflow.modalities.image.digits import PROMPT_FILES, write_prompt_files
+    from alignflow.modalities.image import digits, words
 
-    write_prompt_files(tmp_path)
-    for path in PROMPT_FILES.values():
-        assert (tmp_path / path.name).read_text() == path.read_text()
+    for data in (digits, words):
+        data.write_prompt_files(tmp_path)
+        for path in data.PROMPT_FILES.values():
+            assert (tmp_path / path.name).read_text() == path.read_text()

@@ -88,6 +88,7 @@ class SD3Policy:
         scheduler: Any,
         latent_shape: Sequence[int],
         modules: Mapping[str, nn.Module] | None = None,
+        pipeline: Any = None,
     ):
         """
         Args:
@@ -97,12 +98,15 @@ class SD3Policy:
             scheduler: a ``FlowMatchEulerDiscreteScheduler`` (its shift defines the schedule).
             latent_shape: (C, H, W) of one latent.
             modules: the other modules to move with ``to()`` (text encoders, VAE).
+            pipeline: the ``StableDiffusion3Pipeline`` the parts came from, if any (for
+                comparisons with diffusers' own sampling and for saving).
         """
         self.transformer = transformer
         self.prompt_encoder, self.codec, self.scheduler = prompt_encoder, codec, scheduler
         self.latent_shape = tuple(latent_shape)
         self.patch_size = transformer.config.patch_size  # read now: the trainer may wrap the module
         self.other_modules = dict(modules or {})
+        self.pipeline = pipeline
         self._null: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -171,8 +175,12 @@ class SD3Policy:
         return {"transformer": self.transformer}
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """Write diffusers' folder layout: transformer/, one folder per other module,
-        tokenizer/ (when the prompt encoder has one) and scheduler/."""
+        """Write diffusers' folder layout: the whole pipeline when the policy came from
+        one; else transformer/, one folder per other module, tokenizer/ (when the prompt
+        encoder has one) and scheduler/."""
+        if self.pipeline is not None:
+            self.pipeline.save_pretrained(folder)  # holds the unwrapped transformer
+            return
         folder = Path(folder)
         self.transformer.save_pretrained(folder / "transformer")
         for name, module in self.other_modules.items():
@@ -223,7 +231,5 @@ def load_sd3_policy(
                if getattr(pipe, n, None) is not None}
     for m in modules.values():
         m.eval().requires_grad_(False)
-    policy = SD3Policy(pipe.transformer, PipelinePromptEncoder(pipe, max_sequence_length), codec, pipe.scheduler,
-                       latent_shape=(cfg.in_channels, side, side), modules=modules)
-    policy.pipeline = pipe
-    return policy
+    return SD3Policy(pipe.transformer, PipelinePromptEncoder(pipe, max_sequence_length), codec, pipe.scheduler,
+                     latent_shape=(cfg.in_channels, side, side), modules=modules, pipeline=pipe)

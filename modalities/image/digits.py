@@ -39,6 +39,11 @@ def load_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     return images[idx], labels[idx]
 
 
+def vocabulary() -> list[str]:
+    """Every word the prompts use (the toy tokenizer's vocabulary)."""
+    return sorted({w for t in TRAIN_TEMPLATES + EVAL_TEMPLATES for w in t.format("").split()} | set(WORDS))
+
+
 def prompt_rows(templates=TRAIN_TEMPLATES) -> list[dict]:
     return [{"prompt": t.format(w), "digit": d} for t in templates for d, w in enumerate(WORDS)]
 

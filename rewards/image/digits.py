@@ -57,7 +57,7 @@ def load_classifier(path: str | Path = "") -> DigitClassifier:
     folder = Path(path) if path else DEFAULT_DIR
     if not (folder / "model.safetensors").is_file():
         raise ConfigError("reward.path", str(folder), "a folder with model.safetensors and config.json "
-                          "(scripts/build_digits_assets.py writes it)")
+                          "(scripts/build_toy_assets.py writes it)")
     cfg = json.loads((folder / "config.json").read_text())
     model = DigitClassifier(cfg["width"])
     model.load_state_dict(load_file(folder / "model.safetensors"))

@@ -136,3 +136,18 @@ def test_bad_resolution_and_attention(saved):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="policy.attention = 'xformers'"):
             LOADERS[kind][1](str(folder), resolution=32, dtype="float32", attention="xformers")
+
+
+def test_lora_on_a_bf16_model_trains_float32_adapters(saved):
+    from alignflow.sdk.finetune import LoRA
+
+    kind, folder = saved
+    policy = LOADERS[kind][1](str(folder), resolution=32, dtype="bfloat16", attention="sdpa")
+    lora = LoRA(policy, rank=4, alpha=8)
+    assert {p.dtype for p in lora.parameters()} == {torch.float32}
+    assert next(policy.transformer.parameters()).dtype == torch.bfloat16
+    cond = policy.encode(PROMPTS)
+    x = policy.noise(2, [generator("b", 0), generator("b", 1)])
+    v = policy.velocity(x, torch.full((2,), 0.5), cond, 2.0)
+    v.float().pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora.parameters())

@@ -95,6 +95,26 @@ def test_ocr_clean_beats_misspelled_beats_blank(engine):
     assert out.components["exact"].tolist() == [1.0, 0.0, 0.0]
 
 
+def test_ocr_likelihood_is_dense_and_reported_alongside_the_edit_score():
+    media = torch.stack([render("hello"), render("helo"), render("world"), torch.ones(3, 32, 128)])
+    prompts = ['a sign that says "hello"'] * 4
+    out = OCRReward(scoring="likelihood", detect=False)(media, prompts, [{}] * 4)
+    clean, miss, wrong, blank = out.scores.tolist()
+    assert clean > 0.9 and clean > miss > wrong and max(wrong, blank) < 0.05
+    assert torch.equal(out.scores, out.components["likelihood"])
+    assert out.components["edit"].tolist()[0] == 1.0 and out.components["exact"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    # the same images through the edit score: same texts, same components
+    edit = OCRReward(detect=False)(media, prompts, [{}] * 4)
+    assert torch.equal(edit.scores, out.components["edit"])
+
+
+@pytest.mark.parametrize("kwargs", [{"scoring": "ctc"}, {"scoring": "likelihood", "engine": "tesseract"},
+                                    {"scoring": "likelihood", "detect": True}])
+def test_ocr_bad_scoring_names_the_field(kwargs):
+    with pytest.raises(ConfigError, match="reward.scoring"):
+        OCRReward(**kwargs)
+
+
 def test_ocr_target_from_metadata_and_not_applicable_without_one():
     r = OCRReward()
     out = r(torch.stack([render("cat"), render("cat")]), ["draw it", "no quotes here"],

@@ -26,7 +26,7 @@ trust("tests.")
     ("algorithm.adv_std=batch", "algorithm.adv_std", "('group', 'global')"),
     ("+algorithm.clip=0.2", "algorithm.clip", "one of the keys"),
     ("algorithm.name=ppo", "algorithm.name", "flow_grpo"),
-    ("policy.name=no_such_model", "policy.name", "digits_sd3"),
+    ("policy.name=no_such_model", "policy.name", "pixel_sd3"),
     ("policy.name=os:system", "policy.name", "trusted module"),
     ("+policy.resolution=1024", "policy.resolution", "one of the arguments"),
     ("policy.path=7", "policy.path", "type str"),
@@ -132,12 +132,12 @@ def test_missing_policy_weights_folder(tmp_path):
 
 
 def test_config_is_checked_before_any_model_is_built(tmp_path, monkeypatch):
-    import alignflow.adapters.image.digits as digits
+    import alignflow.adapters.image.pixel as pixel
 
     def boom(*a, **k):
         raise AssertionError("a model was built before the config was checked")
 
-    monkeypatch.setattr(digits, "load_digits_policy", boom)
+    monkeypatch.setattr(pixel, "load_pixel_policy", boom)
     with pytest.raises(ConfigError, match="train.lr"):
         Trainer(digits_cfg(tmp_path, "train.lr=-1"))
 
@@ -152,5 +152,5 @@ def test_missing_shipped_weights_name_the_regeneration_script(tmp_path):
     from alignflow.rewards.image.digits import load_classifier
 
     shutil.copytree(tmp_path, tmp_path / "empty", dirs_exist_ok=True)
-    with pytest.raises(ConfigError, match="build_digits_assets.py"):
+    with pytest.raises(ConfigError, match="build_toy_assets.py"):
         load_classifier(tmp_path / "empty")

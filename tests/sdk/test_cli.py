@@ -30,12 +30,12 @@ def test_train_then_eval_and_sample_from_the_checkpoint(tmp_path, capsys):
 
 
 def test_pretrain_learns_and_saves_a_loadable_policy(tmp_path, capsys):
-    from alignflow.adapters.image.digits import load_digits_policy
+    from alignflow.adapters.image.pixel import load_pixel_policy
 
     out = tmp_path / "base"
     assert main(["pretrain", "experiment=image_digits", f"output_dir={out}", "steps=80", "batch_size=32",
                  "lr=2e-3", "log_every=20"]) == 0
     curve = json.loads(capsys.readouterr().out)["loss_curve"]
     assert len(curve) == 4 and curve[-1] < curve[0] - 0.15, curve
-    policy = load_digits_policy(str(out))
+    policy = load_pixel_policy("digits", str(out))
     assert policy.sigmas(4).tolist()[0] == 1.0

@@ -1,0 +1,119 @@
+"""Tiny SD3 policies in pixel space: the offline toy experiments' models.
+
+Real classes at tiny size: a diffusers ``SD3Transformer2DModel`` over small grayscale
+images, conditioned through a transformers ``CLIPTextModelWithProjection`` with a
+word-level tokenizer built offline from the experiment's prompt vocabulary. The text
+encoder keeps its seeded random initialisation (like SD3's encoders it is frozen;
+the transformer learns to read it). Base weights come from
+``alignflow pretrain experiment=<preset>`` and ship in ``assets/<preset>_base`` in
+diffusers' folder layout (``scripts/build_toy_assets.py`` regenerates them).
+
+Presets:
+- ``digits``: 8x8 handwritten digits (scikit-learn), "a handwritten digit seven".
+- ``words``: 16x40 rendered three-letter words, 'a sign that says "fox"'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alignflow.adapters.image.sd3 import CLIPPromptEncoder, SD3Policy
+from alignflow.modalities.image.codec import PixelCodec
+from alignflow.sdk.errors import ConfigError
+
+ASSETS = Path(__file__).parent / "assets"
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+
+
+@dataclass(frozen=True)
+class Preset:
+    height: int
+    width: int
+    patch_size: int
+    max_tokens: int
+
+    def vocabulary(self, name: str) -> list[str]:
+        if name == "digits":
+            from alignflow.modalities.image import digits as data
+        else:
+            from alignflow.modalities.image import words as data
+        return data.vocabulary()
+
+
+PRESETS = {
+    "digits": Preset(height=8, width=8, patch_size=2, max_tokens=8),
+    "words": Preset(height=16, width=40, patch_size=4, max_tokens=10),
+}
+
+
+def word_tokenizer(words: list[str], max_tokens: int):
+    """A word-level ``PreTrainedTokenizerFast`` over ``words`` (punctuation split off),
+    built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIALS + tuple(sorted(set(words))))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
+                                   eos_token="<eos>", model_max_length=max_tokens)
+
+
+def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 4):
+    """Fresh (transformer, text_encoder, tokenizer, scheduler) for ``preset``, seeded."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    p = PRESETS[preset]
+    tokenizer = word_tokenizer(p.vocabulary(preset), p.max_tokens)
+    torch.manual_seed(seed)
+    text_cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=p.max_tokens, projection_dim=32, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    text_encoder = CLIPTextModelWithProjection(text_cfg)
+    side = max(p.height, p.width)
+    transformer = SD3Transformer2DModel(
+        sample_size=side, patch_size=p.patch_size, in_channels=1, out_channels=1, num_layers=layers,
+        attention_head_dim=16, num_attention_heads=width // 16, joint_attention_dim=32, caption_projection_dim=width,
+        pooled_projection_dim=32, pos_embed_max_size=side,
+    )
+    return transformer, text_encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=1.0)
+
+
+def make_policy(transformer, text_encoder, tokenizer, scheduler, preset: str) -> SD3Policy:
+    p = PRESETS[preset]
+    encoder = CLIPPromptEncoder(tokenizer, text_encoder, p.max_tokens)
+    return SD3Policy(transformer, encoder, PixelCodec(), scheduler, latent_shape=(1, p.height, p.width),
+                     modules={"text_encoder": text_encoder})
+
+
+def load_pixel_policy(preset: str = "digits", path: str = "", random_init: bool = False, seed: int = 0) -> SD3Policy:
+    """The ``preset``'s policy from ``path`` (default: its shipped pretrained base), or a
+    fresh random one with ``random_init=True`` (the start of pretraining)."""
+    if preset not in PRESETS:
+        raise ConfigError("policy.preset", preset, f"one of {sorted(PRESETS)}")
+    if random_init:
+        return make_policy(*build_components(preset, seed), preset=preset)
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+    folder = Path(path) if path else ASSETS / f"{preset}_base"
+    missing = [d for d in ("transformer", "text_encoder", "tokenizer", "scheduler") if not (folder / d).is_dir()]
+    if missing:
+        raise ConfigError("policy.path", str(folder), "a folder with transformer/, text_encoder/, tokenizer/ and "
+                          f"scheduler/ (missing {missing}); run scripts/build_toy_assets.py to regenerate it")
+    return make_policy(
+        SD3Transformer2DModel.from_pretrained(folder / "transformer"),
+        CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder"),
+        AutoTokenizer.from_pretrained(folder / "tokenizer"),
+        FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"),
+        preset=preset,
+    )

@@ -1,0 +1,103 @@
+"""Timing helpers shared by the benchmarks: an iteration's phases as the trainer
+reports them, and the bare model work of the same iteration on the same shapes."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from alignflow.sdk.batching import repeat_interleave, select
+from alignflow.sdk.random import generator
+from alignflow.sdk.trainer import Trainer
+
+
+def timed(fn, repeat: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def model_only(tr: Trainer) -> dict[str, float]:
+    """Seconds of bare model work for one iteration of this configuration."""
+    cfg, policy = tr.cfg, tr.policy
+    G, N, P = cfg.sample.group_size, cfg.sample.num_steps, cfg.sample.prompts_per_iteration
+    B = G * P // tr.acc.num_processes
+    prompts = [tr.train_set.prompts[i % len(tr.train_set)] for i in range(P)]
+    meta = [tr.train_set.metadata[i % len(tr.train_set)] for i in range(P)]
+    cond = repeat_interleave(policy.encode(prompts, meta), G)
+    x = policy.noise(B, [generator("bench", b) for b in range(B)])
+    sigma = torch.full((B,), 0.5)
+    guidance = cfg.sample.guidance
+
+    def rollout_forwards():
+        with torch.no_grad():
+            for _ in range(N):
+                policy.velocity(x, sigma, cond, guidance)
+
+    media = policy.decode(x)
+    reward_prompts = [p for p in prompts for _ in range(G)]
+    reward_meta = [m for m in meta for _ in range(G)]
+
+    K = len(tr.algo.plan(N, 0, cfg.seed).trained_steps)
+    E = B * K * cfg.train.inner_epochs
+    mb = cfg.train.micro_batch_size
+    n_micro, last = divmod(E, mb)
+
+    def micro_batch(size):
+        xs, c = x[:size], _take(cond, size)
+        v = policy.velocity(xs, sigma[:size], c, guidance)
+        v.float().pow(2).mean().backward()
+        if tr.algo.needs_reference:
+            with torch.no_grad(), tr.finetune.reference():
+                policy.velocity(xs, sigma[:size], c, guidance)
+
+    def training():
+        for _ in range(n_micro):
+            micro_batch(mb)
+        if last:
+            micro_batch(last)
+        tr.optimizer.zero_grad(set_to_none=True)
+
+    return {
+        "rollout": timed(rollout_forwards, 3),
+        "reward": timed(lambda: tr.reward(media, reward_prompts, reward_meta), 3),
+        "training": timed(training, 2),
+    }
+
+
+def _take(cond, n):
+    return select(cond, torch.arange(n))
+
+
+def iteration_split(tr: Trainer, warmup: int, iterations: int) -> tuple[float, dict[str, float]]:
+    """Mean wall seconds per iteration and the trainer's split (rollout / reward / train / other)."""
+    for it in range(warmup):
+        tr.train_iteration(it)
+    walls, phases = [], []
+    for it in range(warmup, warmup + iterations):
+        start = time.perf_counter()
+        m = tr.train_iteration(it)
+        walls.append(time.perf_counter() - start)
+        phases.append({k: m[f"time/{k}"] for k in ("rollout", "reward", "train")})
+    wall = statistics.mean(walls)
+    split = {k: statistics.mean(p[k] for p in phases) for k in ("rollout", "reward", "train")}
+    split["other"] = wall - sum(split.values())
+    return wall, split
+
+
+def print_split(title: str, wall: float, split: dict[str, float], bare: dict[str, float]) -> None:
+    bare_total = sum(bare.values())
+    print(title)
+    print(f"{'phase':<10}{'trainer s/it':>14}{'share':>8}{'model-only s':>14}")
+    names = {"rollout": "rollout", "reward": "reward", "train": "training", "other": "other"}
+    for k, v in split.items():
+        bare_v = bare.get(names[k])
+        bare_s = f"{bare_v:14.3f}" if bare_v is not None else f"{'-':>14}"
+        print(f"{names[k]:<10}{v:14.3f}{v / wall:8.1%}{bare_s}")
+    print(f"{'total':<10}{wall:14.3f}{1:8.1%}{bare_total:14.3f}")
+    print(f"trainer wall / model forward+backward = {wall / bare_total:.2f}x; other = {split['other'] / wall:.1%} "
+          f"of the iteration (target <= 10%)")

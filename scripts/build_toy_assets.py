@@ -1,0 +1,112 @@
+"""Regenerate the weights the offline toy experiments ship with.
+
+    .venv/bin/python scripts/build_toy_assets.py [digits] [words]     (default: digits, the shipped ones)
+
+digits (about 8 minutes on 2 CPU cores):
+  1. rewards/image/assets/digit_classifier: the reward's CNN, trained on the training
+     split of scikit-learn's digits (rewards.image.digits.train_digit_classifier);
+  2. adapters/image/assets/digits_base: `alignflow pretrain experiment=image_digits`
+     (3000 steps of flow matching on digits with 40% noisy captions).
+words (about 7 minutes; not shipped yet, see configs/experiment/image_words.yaml):
+  3. adapters/image/assets/words_base: `alignflow pretrain experiment=image_words`
+     (3000 steps on rendered three-letter words, 40% of the captions quoting the
+     word's look-alike).
+Each base folder gets a build_info.json with how it was made and what it measures.
+The result is deterministic on a given machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "adapters" / "image" / "assets"
+CLASSIFIER_DIR = ROOT / "rewards" / "image" / "assets" / "digit_classifier"
+
+
+def pretrain(preset: str) -> Path:
+    """Run the project's pretraining command; install the result in assets/."""
+    target = ASSETS / f"{preset}_base"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "base"
+        cmd = [sys.executable, "-m", "alignflow.sdk.cli", "pretrain", f"experiment=image_{preset}", f"output_dir={out}"]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(out, target)
+    return target
+
+
+def base_accuracy(preset: str, reward) -> dict[str, float]:
+    """The base's headline metric on the eval prompts, 8 fixed seeds each: by ODE with 20
+    steps (how the demo evaluates) and by the flow SDE with 10 steps (how it rolls out)."""
+    from alignflow.adapters.image.pixel import load_pixel_policy
+    from alignflow.sdk.data import load_prompts
+    from alignflow.sdk.kernels import KERNELS
+    from alignflow.sdk.plans import AllSDE
+    from alignflow.sdk.random import generator
+    from alignflow.sdk.rollout import rollout, sample
+
+    if preset == "digits":
+        from alignflow.modalities.image.digits import PROMPT_FILES
+    else:
+        from alignflow.modalities.image.words import PROMPT_FILES
+    policy = load_pixel_policy(preset)
+    prompts = load_prompts(PROMPT_FILES["eval"])
+    p = [x for x in prompts.prompts for _ in range(8)]
+    meta = [m for m in prompts.metadata for _ in range(8)]
+    cond = policy.encode(p)
+    gens = [generator("base", i) for i in range(len(p))]
+    x_ode = sample(policy, cond, 20, guidance=1.0, noise_generators=gens)
+    traj = rollout(policy, cond, policy.sigmas(10), AllSDE()(10, 0, 0), KERNELS["flow_sde"], noise_level=1.0,
+                   guidance=1.0, group_size=1, noise_generators=[generator("base", i) for i in range(len(p))],
+                   sde_generators=[generator("base-sde", i) for i in range(len(p))])
+    key = "accuracy" if preset == "digits" else "exact"
+    return {name: reward(policy.decode(x), p, meta).components[key].mean().item()
+            for name, x in (("ode20", x_ode), ("flow_sde10", traj.x0))}
+
+
+def write_info(preset: str, accuracy: dict[str, float]) -> None:
+    info = {"made_by": f"alignflow pretrain experiment=image_{preset} (scripts/build_toy_assets.py)",
+            "accuracy" if preset == "digits" else "ocr_exact": {k: round(v, 4) for k, v in accuracy.items()},
+            "torch": torch.__version__}
+    (ASSETS / f"{preset}_base" / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"{preset} base: {info}")
+
+
+def main(presets: list[str]) -> None:
+    start = time.time()
+    if "digits" in presets:
+        from alignflow.rewards.image.digits import (
+            DigitClassifierReward,
+            save_classifier,
+            train_digit_classifier,
+        )
+
+        model, test_acc = train_digit_classifier(seed=0)
+        save_classifier(model, CLASSIFIER_DIR, {"test_accuracy": round(test_acc, 4),
+                                                "made_by": "scripts/build_toy_assets.py"})
+        print(f"classifier: test accuracy {test_acc:.4f} ({time.time() - start:.0f} s)")
+        pretrain("digits")
+        write_info("digits", base_accuracy("digits", DigitClassifierReward()))
+    if "words" in presets:
+        from alignflow.rewards.image.ocr import OCRReward
+
+        pretrain("words")
+        write_info("words", base_accuracy("words", OCRReward(detect=False)))
+    print(f"done in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or ["digits"]
+    unknown = set(chosen) - {"digits", "words"}
+    if unknown:
+        sys.exit(f"unknown preset(s) {sorted(unknown)}; choose from digits, words")
+    main(chosen)
