@@ -67,8 +67,9 @@ def ocr_score(recognised: str, target: str) -> float:
 
 
 def target_of(prompt: str, metadata: Mapping[str, Any], key: str) -> str:
-    if metadata.get(key):
-        return str(metadata[key])
+    value = metadata.get(key)
+    if value is not None and str(value) != "":  # a digit column's 0 is a target too
+        return str(value)
     m = _QUOTED.search(prompt)
     return m.group(1) if m else ""
 
