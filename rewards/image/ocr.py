@@ -78,9 +78,12 @@ class OCRReward:
     modality = "image"
 
     def __init__(self, engine: str = "rapidocr", detect: bool = False, target_key: str = "target_text",
-                 min_height: int = 32, scoring: str = "edit"):
+                 min_height: int = 32, scoring: str = "edit", pad_lines: bool = True):
         """``min_height``: smaller images are upscaled (bicubic) to this many pixels high
-        before recognition; engines are tuned for text lines of ~32-48 px."""
+        before recognition; engines are tuned for text lines of ~32-48 px.
+        ``pad_lines`` (rapidocr line mode): pad every line to the recogniser's 320:48
+        input as rapidocr does; False pads only to the batch's widest image: on 8x8
+        digits ~7x faster (4-5 vs 29-38 ms per image) and 1.5 points less accurate."""
         if engine not in ENGINES:
             raise ConfigError("reward.engine", engine, f"one of {ENGINES}")
         if scoring not in SCORINGS:
@@ -89,7 +92,9 @@ class OCRReward:
             raise ConfigError("reward.scoring", scoring, "'edit' unless engine=rapidocr and detect=false (the "
                               "likelihood needs the recogniser's character probabilities of one text line)")
         self.engine, self.detect, self.target_key, self.min_height = engine, detect, target_key, min_height
-        self.scoring = scoring
+        if not pad_lines and (engine != "rapidocr" or detect):
+            raise ConfigError("reward.pad_lines", pad_lines, "true unless engine=rapidocr and detect=false")
+        self.scoring, self.pad_lines = scoring, pad_lines
         if engine == "rapidocr":
             try:
                 from rapidocr import RapidOCR
@@ -129,7 +134,7 @@ class OCRReward:
         rec = self._rapid._load_rec_model()  # rapidocr 3.x: its TextRecognizer, loaded once
         _, height, width = rec.rec_image_shape
         lines = [np.ascontiguousarray(self.upscale(im)[..., ::-1]) for im in images]
-        ratio = max([width / height] + [im.shape[1] / im.shape[0] for im in lines])
+        ratio = max([width / height] * self.pad_lines + [im.shape[1] / im.shape[0] for im in lines])
         texts, probs = [], []
         for start in range(0, len(lines), chunk):
             batch = np.stack([rec.resize_norm_img(im, ratio) for im in lines[start:start + chunk]]).astype(np.float32)

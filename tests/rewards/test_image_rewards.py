@@ -115,6 +115,11 @@ def test_ocr_bad_scoring_names_the_field(kwargs):
         OCRReward(**kwargs)
 
 
+def test_ocr_unpadded_lines_only_in_rapidocr_line_mode():
+    with pytest.raises(ConfigError, match="reward.pad_lines"):
+        OCRReward(engine="tesseract", pad_lines=False)
+
+
 def test_ocr_target_from_metadata_and_not_applicable_without_one():
     r = OCRReward()
     out = r(torch.stack([render("cat"), render("cat")]), ["draw it", "no quotes here"],
