@@ -1,0 +1,91 @@
+"""The speech modality's codec and I/O: F5-TTS log-mel frames, Griffin-Lim back to audio,
+WAV files through soundfile."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from alignflow.modalities.speech.audio import Waveform, read_wav, write_wav
+from alignflow.modalities.speech.mel import MelCodec, MelConfig
+from alignflow.sdk.errors import ConfigError
+
+SR = 24000
+
+
+def tone(freq: float, seconds: float = 1.0, sr: int = SR, amp: float = 0.3) -> torch.Tensor:
+    t = torch.arange(int(sr * seconds)) / sr
+    return amp * torch.sin(2 * math.pi * freq * t)
+
+
+def voiced(seconds: float = 1.5) -> torch.Tensor:
+    """A harmonic source with vibrato: speech-like spectral structure."""
+    t = torch.arange(int(SR * seconds)) / SR
+    phase = 2 * math.pi * torch.cumsum(140 + 25 * torch.sin(2 * math.pi * 4 * t), 0) / SR
+    return 0.2 * sum(torch.sin(k * phase) / k for k in range(1, 10))
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return MelCodec()
+
+
+def test_f5_mel_frames_shape_floor_and_pitch(codec):
+    cfg = MelConfig()
+    wave = Waveform(torch.stack([tone(1000), torch.zeros(SR)]), SR)
+    mel = codec.encode(wave)
+    assert mel.shape == (2, cfg.frames(SR), 100) and mel.dtype == torch.float32
+    assert torch.allclose(mel[1], torch.full_like(mel[1], math.log(cfg.log_floor)))  # silence sits on the floor
+    import torchaudio.functional as AF
+
+    fbank = AF.melscale_fbanks(cfg.n_fft // 2 + 1, 0.0, SR / 2, cfg.n_mels, SR, norm=None, mel_scale="htk")
+    expected = int(fbank[round(1000 / (SR / cfg.n_fft))].argmax())  # the mel bin of the 1 kHz FFT bin
+    peak = mel[0, 10:-10].mean(0).argmax().item()
+    assert abs(peak - expected) <= 1
+
+
+def test_griffin_lim_round_trip_keeps_the_spectrum(codec):
+    x = voiced()
+    mel = codec.encode(Waveform(x, SR))
+    y = codec.decode(mel)
+    assert y.sample_rate == SR and y.samples.shape == (1, (mel.shape[1] - 1) * MelConfig().hop_length)
+    assert y.samples.abs().max() <= 1.0
+    again = codec.encode(Waveform(y.samples, SR))
+    T = min(mel.shape[1], again.shape[1])
+    err = (mel[:, :T] - again[:, :T]).abs().mean()
+    noise = (mel - codec.encode(Waveform(0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)),
+                                         SR))).abs().mean()
+    assert err < 0.5 and err < noise / 10, (err, noise)
+
+
+def test_codec_rejects_wrong_rate_and_shape(codec):
+    with pytest.raises(ValueError, match="24000 Hz"):
+        codec.encode(Waveform(tone(440, sr=16000), 16000))
+    with pytest.raises(ValueError, match=r"\[B, T, 100\]"):
+        codec.decode(torch.zeros(1, 100, 80))
+
+
+def test_wav_round_trip_resample_and_channels(tmp_path):
+    x = tone(440, 0.5)
+    path = write_wav(tmp_path / "a" / "tone.wav", Waveform(x, SR))
+    assert [p.name for p in path.parent.iterdir()] == ["tone.wav"]  # no temp file left behind
+    back = read_wav(path)
+    assert back.sample_rate == SR and torch.allclose(back.samples[0], x, atol=1e-4)
+    up = read_wav(path, sample_rate=48000)
+    assert up.sample_rate == 48000 and up.samples.shape[-1] == 2 * x.shape[0]
+    import soundfile as sf
+
+    stereo = np.stack([x.numpy(), -x.numpy() * 0 + 0.1], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, SR)
+    assert torch.allclose(read_wav(tmp_path / "stereo.wav").samples[0], torch.from_numpy(stereo.mean(1)), atol=1e-4)
+
+
+def test_bad_audio_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="missing.wav"):
+        read_wav(tmp_path / "missing.wav")
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    with pytest.raises(ConfigError, match="junk.wav"):
+        read_wav(tmp_path / "junk.wav")
+    with pytest.raises(ValueError, match="sample_rate"):
+        Waveform(torch.zeros(10), 0)
