@@ -44,22 +44,19 @@ def pretrain(preset: str) -> Path:
     return target
 
 
-def base_accuracy(preset: str, reward) -> dict[str, float]:
-    """The base's headline metric on the eval prompts, 8 fixed seeds each: by ODE with 20
-    steps (how the demo evaluates) and by the flow SDE with 10 steps (how it rolls out)."""
-    from alignflow.adapters.image.pixel import load_pixel_policy
+def base_accuracy(preset: str, reward, metric: str) -> dict[str, float]:
+    """The base's headline metric (the reward component ``metric``) on the eval prompts,
+    8 fixed seeds each: by ODE with 20 steps (how the demo evaluates) and by the flow SDE
+    with 10 steps (how it rolls out)."""
+    from alignflow.adapters.image.pixel import PRESETS, load_pixel_policy
     from alignflow.sdk.data import load_prompts
     from alignflow.sdk.kernels import KERNELS
     from alignflow.sdk.plans import AllSDE
     from alignflow.sdk.random import generator
     from alignflow.sdk.rollout import rollout, sample
 
-    if preset == "digits":
-        from alignflow.modalities.image.digits import PROMPT_FILES
-    else:
-        from alignflow.modalities.image.words import PROMPT_FILES
     policy = load_pixel_policy(preset)
-    prompts = load_prompts(PROMPT_FILES["eval"])
+    prompts = load_prompts(PRESETS[preset].data_module().PROMPT_FILES["eval"])
     p = [x for x in prompts.prompts for _ in range(8)]
     meta = [m for m in prompts.metadata for _ in range(8)]
     cond = policy.encode(p)
@@ -68,14 +65,13 @@ def base_accuracy(preset: str, reward) -> dict[str, float]:
     traj = rollout(policy, cond, policy.sigmas(10), AllSDE()(10, 0, 0), KERNELS["flow_sde"], noise_level=1.0,
                    guidance=1.0, group_size=1, noise_generators=[generator("base", i) for i in range(len(p))],
                    sde_generators=[generator("base-sde", i) for i in range(len(p))])
-    key = "accuracy" if preset == "digits" else "exact"
-    return {name: reward(policy.decode(x), p, meta).components[key].mean().item()
+    return {name: reward(policy.decode(x), p, meta).components[metric].mean().item()
             for name, x in (("ode20", x_ode), ("flow_sde10", traj.x0))}
 
 
-def write_info(preset: str, accuracy: dict[str, float]) -> None:
+def write_info(preset: str, metric: str, values: dict[str, float]) -> None:
     info = {"made_by": f"alignflow pretrain experiment=image_{preset} (scripts/build_toy_assets.py)",
-            "accuracy" if preset == "digits" else "ocr_exact": {k: round(v, 4) for k, v in accuracy.items()},
+            metric: {k: round(v, 4) for k, v in values.items()},
             "torch": torch.__version__}
     (ASSETS / f"{preset}_base" / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"{preset} base: {info}")
@@ -95,12 +91,12 @@ def main(presets: list[str]) -> None:
                                                 "made_by": "scripts/build_toy_assets.py"})
         print(f"classifier: test accuracy {test_acc:.4f} ({time.time() - start:.0f} s)")
         pretrain("digits")
-        write_info("digits", base_accuracy("digits", DigitClassifierReward()))
+        write_info("digits", "accuracy", base_accuracy("digits", DigitClassifierReward(), "accuracy"))
     if "words" in presets:
         from alignflow.rewards.image.ocr import OCRReward
 
         pretrain("words")
-        write_info("words", base_accuracy("words", OCRReward(detect=False)))
+        write_info("words", "ocr_exact", base_accuracy("words", OCRReward(detect=False), "exact"))
     print(f"done in {time.time() - start:.0f} s")
 
 

@@ -9,17 +9,11 @@ from typing import Any
 import torch
 
 from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.weights import pretrained_source
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ATTENTION = ("auto", "sdpa", "xformers")
-
-
-def resolve_dtype(name: str, field: str = "policy.dtype") -> torch.dtype:
-    if name not in DTYPES:
-        raise ConfigError(field, name, f"one of {sorted(DTYPES)}")
-    return DTYPES[name]
 
 
 def set_attention(transformer: torch.nn.Module, backend: str, field: str = "policy.attention") -> str:
@@ -39,16 +33,11 @@ def set_attention(transformer: torch.nn.Module, backend: str, field: str = "poli
 def load_pipeline(cls: Any, path: str, dtype: torch.dtype, field: str = "policy.path", **kwargs: Any) -> Any:
     """``cls.from_pretrained(path)`` from a local folder in diffusers layout or a hub id;
     a missing folder is a config error that says so before the hub is tried."""
-    from pathlib import Path
-
-    if not path:
-        raise ConfigError(field, path, "a local folder in diffusers layout or a hub id")
-    looks_local = path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
-    if looks_local and not (Path(path).expanduser() / "model_index.json").is_file():
-        raise ConfigError(field, path, f"a folder holding a {cls.__name__} in diffusers layout (model_index.json)")
     import warnings
+
+    source = pretrained_source(path, field, "model_index.json", f"a folder holding a {cls.__name__} in diffusers layout")
 
     with warnings.catch_warnings():
         # diffusers >= 0.39 renamed torch_dtype to dtype; older ones only know torch_dtype.
         warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-        return cls.from_pretrained(str(Path(path).expanduser()) if looks_local else path, torch_dtype=dtype, **kwargs)
+        return cls.from_pretrained(source, torch_dtype=dtype, **kwargs)

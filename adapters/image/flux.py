@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignflow.modalities.image.codec import VAECodec
 from alignflow.sdk.batching import SHARED
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import Generators, randn
@@ -65,6 +66,7 @@ class FluxPolicy:
         h, w = self.latent_hw
         self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
         self.other_modules = {n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "vae")}
+        self.codec = VAECodec(pipe.vae)  # on unpacked latents [B, C, H, W]
 
     @property
     def device(self) -> torch.device:
@@ -115,17 +117,11 @@ class FluxPolicy:
         )[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.pipeline.vae
         z = self.pipeline._unpack_latents(latents, self.resolution, self.resolution, self.pipeline.vae_scale_factor)
-        z = z.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
-        with torch.no_grad():
-            return (vae.decode(z, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)
+        return self.codec.decode(z)
 
     def to_latents(self, media: torch.Tensor) -> torch.Tensor:
-        vae = self.pipeline.vae
-        with torch.no_grad():
-            z = vae.encode((media.to(self.device) * 2 - 1).to(vae.dtype)).latent_dist.mean
-        z = ((z - vae.config.shift_factor) * vae.config.scaling_factor).float()
+        z = self.codec.encode(media.to(self.device))
         h, w = self.latent_hw
         return self.pipeline._pack_latents(z, z.shape[0], self.channels, h, w)
 
@@ -150,7 +146,8 @@ def load_flux_policy(
     ignores it. ``max_sequence_length``: T5 tokens (512 dev, 256 schnell)."""
     from diffusers import FluxPipeline
 
-    from alignflow.adapters.image.common import load_pipeline, resolve_dtype, set_attention
+    from alignflow.adapters.image.common import load_pipeline, set_attention
+    from alignflow.sdk.weights import resolve_dtype
 
     pipe = load_pipeline(FluxPipeline, path, resolve_dtype(dtype))
     set_attention(pipe.transformer, attention)

@@ -15,8 +15,10 @@ Presets:
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -34,18 +36,15 @@ class Preset:
     width: int
     patch_size: int
     max_tokens: int
+    data: str  # the module with the preset's data: vocabulary(), PROMPT_FILES, ...
 
-    def vocabulary(self, name: str) -> list[str]:
-        if name == "digits":
-            from alignflow.modalities.image import digits as data
-        else:
-            from alignflow.modalities.image import words as data
-        return data.vocabulary()
+    def data_module(self) -> ModuleType:
+        return importlib.import_module(self.data)
 
 
 PRESETS = {
-    "digits": Preset(height=8, width=8, patch_size=2, max_tokens=8),
-    "words": Preset(height=16, width=40, patch_size=4, max_tokens=10),
+    "digits": Preset(height=8, width=8, patch_size=2, max_tokens=8, data="alignflow.modalities.image.digits"),
+    "words": Preset(height=16, width=40, patch_size=4, max_tokens=10, data="alignflow.modalities.image.words"),
 }
 
 
@@ -71,7 +70,7 @@ def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     p = PRESETS[preset]
-    tokenizer = word_tokenizer(p.vocabulary(preset), p.max_tokens)
+    tokenizer = word_tokenizer(p.data_module().vocabulary(), p.max_tokens)
     torch.manual_seed(seed)
     text_cfg = CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -215,8 +215,9 @@ def load_sd3_policy(
     """
     from diffusers import StableDiffusion3Pipeline
 
-    from alignflow.adapters.image.common import load_pipeline, resolve_dtype, set_attention
+    from alignflow.adapters.image.common import load_pipeline, set_attention
     from alignflow.modalities.image.codec import VAECodec
+    from alignflow.sdk.weights import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     extra = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.weights import pretrained_source, resolve_dtype
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -41,15 +42,11 @@ class CLIPEmbedder:
                  field: str = "reward.path"):
         from transformers import AutoModel, AutoProcessor
 
-        if not path:
-            raise ConfigError(field, path, "a local folder with a CLIP model (config.json + weights) or a hub id")
-        local = Path(path).expanduser()
-        if (path.startswith((".", "/", "~")) or local.exists()) and not (local / "config.json").is_file():
-            raise ConfigError(field, path, "a folder holding a CLIPModel saved with save_pretrained (config.json)")
-        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        source = pretrained_source(path, field, "config.json", "a folder holding a CLIPModel saved with save_pretrained")
+        torch_dtype = resolve_dtype(dtype, "reward.dtype")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = AutoModel.from_pretrained(path, dtype=dtypes[dtype]).to(self.device).eval().requires_grad_(False)
-        self.processor = AutoProcessor.from_pretrained(processor_path or path)
+        self.model = AutoModel.from_pretrained(source, dtype=torch_dtype).to(self.device).eval().requires_grad_(False)
+        self.processor = AutoProcessor.from_pretrained(processor_path or source)
 
     @torch.no_grad()
     def images(self, media: torch.Tensor) -> torch.Tensor:

@@ -88,12 +88,15 @@ class OCRReward:
             raise ConfigError("reward.engine", engine, f"one of {ENGINES}")
         if scoring not in SCORINGS:
             raise ConfigError("reward.scoring", scoring, f"one of {SCORINGS}")
-        if scoring == "likelihood" and (engine != "rapidocr" or detect):
+        # rapidocr's recogniser on the whole image as one text line, batched; it gives the
+        # character probabilities the likelihood needs
+        self.line_mode = engine == "rapidocr" and not detect
+        if scoring == "likelihood" and not self.line_mode:
             raise ConfigError("reward.scoring", scoring, "'edit' unless engine=rapidocr and detect=false (the "
                               "likelihood needs the recogniser's character probabilities of one text line)")
-        self.engine, self.detect, self.target_key, self.min_height = engine, detect, target_key, min_height
-        if not pad_lines and (engine != "rapidocr" or detect):
+        if not pad_lines and not self.line_mode:
             raise ConfigError("reward.pad_lines", pad_lines, "true unless engine=rapidocr and detect=false")
+        self.engine, self.detect, self.target_key, self.min_height = engine, detect, target_key, min_height
         self.scoring, self.pad_lines = scoring, pad_lines
         if engine == "rapidocr":
             try:
@@ -165,7 +168,7 @@ class OCRReward:
         images = list(to_uint8(media))
         targets = [target_of(p, m, self.target_key) for p, m in zip(prompts, metadata)]
         nan = float("nan")
-        if self.engine == "rapidocr" and not self.detect:
+        if self.line_mode:
             texts, probs = self.recognise_lines(images)
             likelihood = torch.tensor([self.likelihood(p, t) if t else nan for p, t in zip(probs, targets)])
         else:
