@@ -16,9 +16,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
   .venv/bin/python -m pip install --quiet -e ".[image,speech,dev]"
   # PIQE: pypiqe declares the GUI build of OpenCV but needs only cv2 (headless has it).
   .venv/bin/python -m pip install --quiet --no-deps "pypiqe==1.2"
+  # The offline speaker embedder: resemblyzer declares the `typing` backport and the
+  # source-only webrtcvad; the speech extra installs what it really needs.
+  .venv/bin/python -m pip install --quiet --no-deps "resemblyzer==0.1.4"
   touch "$stamp"
 fi
-# The tesseract OCR engine is a system program (Debian package); the tests use it.
-if ! command -v tesseract >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null
+# System programs (Debian packages) the tests and demos use: the tesseract OCR engine,
+# and flite, whose voices make the offline speech corpus.
+if { ! command -v tesseract >/dev/null 2>&1 || ! command -v flite >/dev/null 2>&1; } \
+    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng flite >/dev/null
 fi

@@ -3,6 +3,8 @@
     alignflow train    experiment=image_digits [key=value ...]
     alignflow eval     experiment=image_digits checkpoint.resume=latest
     alignflow sample   experiment=image_digits checkpoint.resume=latest --prompt "a handwritten digit seven"
+    alignflow sample   experiment=speech_tiny --prompt "the cat sat" --meta ref_audio=refs/awb_thank_you.wav \
+                       --meta ref_text="thank you"
     alignflow pretrain experiment=image_digits
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain]                          every field with its help
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p_sample = sub.add_parser("sample")
     p_sample.add_argument("--prompt", action="append", default=[], help="prompt (repeatable); default: eval prompts")
     p_sample.add_argument("--num", type=int, default=4, help="samples per prompt")
+    p_sample.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                          help="a metadata column for every --prompt (repeatable), e.g. speech's "
+                               "--meta ref_audio=voice.wav --meta ref_text='what the voice says'")
     p_sample.add_argument("overrides", nargs="*")
     p_config = sub.add_parser("config")
     p_config.add_argument("--pretrain", action="store_true", help="the pretraining config instead of training's")
@@ -140,7 +145,11 @@ def _run(args: argparse.Namespace) -> int:
     from alignflow.sdk.data import PromptSet
 
     trainer.cfg.eval.samples_per_prompt = args.num
-    prompts = PromptSet(list(args.prompt), [{} for _ in args.prompt]) if args.prompt else None
+    bad = [m for m in args.meta if "=" not in m]
+    if bad:
+        raise ConfigError("--meta", bad[0], "KEY=VALUE")
+    meta = dict(m.split("=", 1) for m in args.meta)
+    prompts = PromptSet(list(args.prompt), [dict(meta) for _ in args.prompt]) if args.prompt else None
     trainer.evaluate(prompts, score=False, name=f"sample-{trainer.iteration:05d}")
     say(f"samples written to {Path(cfg.output_dir) / 'samples' / f'sample-{trainer.iteration:05d}.png'}")
     return 0

@@ -62,17 +62,30 @@ class Plan(Protocol):
     def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan: ...
 
 
+def _check_ode_first(ode_first: int, num_steps: int) -> None:
+    if not 0 <= ode_first < num_steps:
+        raise ValueError(f"ode_first={ode_first} must leave at least one of the {num_steps} steps stochastic")
+
+
 @dataclass(frozen=True)
 class AllSDE:
     """Flow-GRPO (arXiv 2505.05470): every step SDE; train the first
     floor(train_fraction * N) steps. The default 0.99 leaves out only the last step,
-    whose Gaussian is extremely sharp (s' = 0)."""
+    whose Gaussian is extremely sharp (s' = 0).
+
+    ``ode_first`` K > 0 makes steps 0..K-1 deterministic and untrained: schedules that
+    crowd steps near sigma = 1 (F5-TTS's sway sampling) give the flow SDE a noise scale
+    g = a sqrt(s / (1 - s)) so large there that the Euler-Maruyama mean overshoots
+    (docs/speech.md has the numbers)."""
 
     train_fraction: float = 0.99
+    ode_first: int = 0
 
     def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
-        k = max(1, math.floor(self.train_fraction * num_steps))
-        return StepPlan((True,) * num_steps, tuple(i < k for i in range(num_steps)))
+        _check_ode_first(self.ode_first, num_steps)
+        k = max(self.ode_first + 1, math.floor(self.train_fraction * num_steps))
+        return StepPlan(tuple(i >= self.ode_first for i in range(num_steps)),
+                        tuple(self.ode_first <= i < k for i in range(num_steps)))
 
 
 @dataclass(frozen=True)
@@ -84,12 +97,15 @@ class SDEWindow:
 
     window: int = 2
     max_start: int | None = None
+    ode_first: int = 0  # the window never starts before this step (see AllSDE)
 
     def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
+        _check_ode_first(self.ode_first, num_steps)
+        lo = self.ode_first
         hi = num_steps // 2 - self.window if self.max_start is None else self.max_start
-        hi = min(max(hi, 0), num_steps - self.window - 1)  # never the sharp last step
-        if hi < 0:
-            raise ValueError(f"SDEWindow: a window of {self.window} does not fit in {num_steps} steps")
-        k = int(torch.randint(0, hi + 1, (), generator=generator(seed, "plan", iteration)))
+        hi = min(max(hi, lo), num_steps - self.window - 1)  # never the sharp last step
+        if hi < lo:
+            raise ValueError(f"SDEWindow: a window of {self.window} does not fit in steps {lo}..{num_steps - 1}")
+        k = lo + int(torch.randint(0, hi - lo + 1, (), generator=generator(seed, "plan", iteration)))
         inside = tuple(k <= i < k + self.window for i in range(num_steps))
         return StepPlan(inside, inside, shared_prefix=k)

@@ -60,8 +60,13 @@ class FlowPolicy(Protocol):
         With ``guidance`` != 1, classifier-free guidance v_u + w (v_c - v_u) computed
         with one batched call of the denoiser."""
 
-    def decode(self, latents: torch.Tensor) -> Any:
-        """Latents at sigma = 0 -> the modality's media (images [B, C, H, W] in [0, 1])."""
+    def decode(self, latents: torch.Tensor, cond: Any = None) -> Any:
+        """Latents at sigma = 0 -> the modality's media (images [B, C, H, W] in [0, 1]).
+
+        ``cond`` is the condition of each of the B samples (already repeated per group
+        member); infilling policies need it to cut out what they generated (speech: the
+        span after the reference audio). Media batches support ``len``, ``[b]`` (one
+        item) and ``.cpu()``."""
 
     def to_latents(self, media: Any) -> torch.Tensor:
         """Media -> latents at sigma = 0 (the inverse of ``decode``): used by

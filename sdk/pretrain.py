@@ -9,6 +9,11 @@ batch of (media, caption):
 
 with the caption replaced by "" with probability ``cond_dropout`` so that
 classifier-free guidance works. Only ``policy.trainable_modules()`` are trained.
+
+A dataset returns (media, captions) or (media, captions, metadata). A policy that
+infills (speech) provides ``pretrain_inputs(x0, captions, metadata, drop) -> (cond,
+weights)``: the condition comes from the data itself and the loss is averaged over the
+weighted (generated) elements only.
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     validate(cfg)
     pname, pargs = split_component(cfg.policy, "policy")
     dname, dargs = split_component(cfg.dataset, "dataset")
-    media, captions = PRETRAIN_DATA.resolve(dname, "dataset.name")(**dargs)
+    data = PRETRAIN_DATA.resolve(dname, "dataset.name")(**dargs)
+    media, captions, metadata = data if len(data) == 3 else (*data, None)
     policy = POLICIES.resolve(pname, "policy.name")(**pargs)
     params = [p for m in policy.trainable_modules().values() for p in m.parameters()]
     for m in policy.trainable_modules().values():
@@ -84,16 +90,20 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     for step in range(cfg.steps):
         idx = torch.randint(0, len(captions), (cfg.batch_size,), generator=g)
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
-        prompts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
         x0 = x0_all[idx]
         eps = randn(x0.shape, g, device=x0.device)
         sigma = torch.rand(cfg.batch_size, generator=g).to(x0.device)
         s = sigma.view(-1, *([1] * (x0.ndim - 1)))
         x_t = (1 - s) * x0 + s * eps
         with torch.no_grad():
-            cond = policy.encode(prompts)
+            if hasattr(policy, "pretrain_inputs"):  # infilling policies: condition and loss weights from the data
+                cond, weight = policy.pretrain_inputs(x0, [captions[i] for i in idx.tolist()],
+                                                      [metadata[i] for i in idx.tolist()], drop)
+            else:
+                cond, weight = policy.encode(["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]), None
         v = policy.velocity(x_t, sigma, cond, 1.0)
-        loss = ((v.float() - (eps - x0)) ** 2).mean()
+        err = (v.float() - (eps - x0)) ** 2
+        loss = err.mean() if weight is None else (err * weight).sum() / (weight.sum() * err.shape[-1]).clamp_min(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -88,6 +88,8 @@ POLICIES = Registry("policy", {
     "pixel_sd3": "alignflow.adapters.image.pixel:load_pixel_policy",
     "sd3": "alignflow.adapters.image.sd3:load_sd3_policy",
     "flux": "alignflow.adapters.image.flux:load_flux_policy",
+    "f5_tts": "alignflow.adapters.speech.f5:load_f5_policy",
+    "tiny_f5": "alignflow.adapters.speech.tiny:load_tiny_f5",
 })
 REWARDS = Registry("reward", {
     "digit_classifier": "alignflow.rewards.image.digits:DigitClassifierReward",
@@ -98,6 +100,9 @@ REWARDS = Registry("reward", {
     "jpeg_compressibility": "alignflow.rewards.image.quality:JPEGCompressibility",
     "jpeg_incompressibility": "alignflow.rewards.image.quality:JPEGIncompressibility",
     "piqe": "alignflow.rewards.image.quality:PIQEReward",
+    "wer": "alignflow.rewards.speech.asr:WERReward",
+    "speaker_similarity": "alignflow.rewards.speech.speaker:SpeakerSimilarity",
+    "dnsmos": "alignflow.rewards.speech.quality:DNSMOSReward",
 })
 ALGORITHMS = Registry("algorithm", {
     "flow_grpo": "alignflow.sdk.algorithms.flow_grpo:FlowGRPO",
@@ -105,10 +110,12 @@ ALGORITHMS = Registry("algorithm", {
 })
 MEDIA_WRITERS = Registry("modality", {
     "image": "alignflow.modalities.image.io:ImageWriter",
+    "speech": "alignflow.modalities.speech.io:SpeechWriter",
 })
 PRETRAIN_DATA = Registry("pretrain dataset", {
     "digits": "alignflow.modalities.image.digits:digits_dataset",
     "words": "alignflow.modalities.image.words:words_dataset",
+    "sentences": "alignflow.modalities.speech.sentences:sentences_dataset",
 })
 
 

@@ -180,7 +180,7 @@ class Trainer:
                     share_noise=shared,
                 )
                 traj.group = torch.tensor([s for s, _ in chunk], device=traj.x0.device).repeat_interleave(G)
-                media = self.policy.decode(traj.x0)
+                media = self.policy.decode(traj.x0, repeat_interleave(cond, G))
                 futures.append(self.reward_pool.submit(
                     self._score, media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)]))
                 trajs.append(traj)
@@ -306,9 +306,10 @@ class Trainer:
             for chunk in _chunks(jobs[self.acc.process_index::self.acc.num_processes], ev.batch_size):
                 text = [prompts.prompts[p] for p, _ in chunk]
                 meta = [prompts.metadata[p] for p, _ in chunk]
-                x0 = sample(self.policy, self.policy.encode(text, meta), ev.num_steps, guidance=ev.guidance,
+                cond = self.policy.encode(text, meta)
+                x0 = sample(self.policy, cond, ev.num_steps, guidance=ev.guidance,
                             noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk])
-                media = self.policy.decode(x0).cpu()
+                media = self.policy.decode(x0, cond).cpu()
                 out = self._score(media, text, meta)[0] if score else None
                 for b, job in enumerate(chunk):
                     results.append((job, out.scores[b].item() if out else None,
@@ -317,7 +318,7 @@ class Trainer:
         m = {"eval/reward_mean": _finite_mean([r[1] for r in results])} if score else {}
         for comp in results[0][2]:
             m[f"eval/{comp}_mean"] = _finite_mean([r[2][comp] for r in results])
-        self.last_eval_media = torch.stack([r[3] for r in results])
+        self.last_eval_media = [r[3] for r in results]  # one item per sample, in job order
         if self.acc.is_main_process and self.cfg.logging.media:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             self.writer.save_samples(self.last_eval_media, self.out / "samples" / (name or f"eval-{self.iteration:05d}"),

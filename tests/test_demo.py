@@ -9,7 +9,7 @@ from alignflow.sdk.cli import compose
 from alignflow.sdk.trainer import Trainer
 
 
-def independent_accuracy(images: torch.Tensor, per_prompt: int) -> float:
+def independent_accuracy(images: list[torch.Tensor], per_prompt: int) -> float:
     """Accuracy by a logistic regression trained here on the digits' training split:
     a judge the policy never saw, so a rise is not the reward model being fooled."""
     from sklearn.linear_model import LogisticRegression
@@ -19,7 +19,7 @@ def independent_accuracy(images: torch.Tensor, per_prompt: int) -> float:
     x, y = load_digits("train")
     judge = LogisticRegression(max_iter=3000).fit(x.flatten(1).numpy(), y.numpy())
     target = torch.arange(10).repeat_interleave(per_prompt).numpy()  # eval prompts are digits 0..9 in order
-    return float((judge.predict(images.flatten(1).numpy()) == target).mean())
+    return float((judge.predict(torch.stack(images).flatten(1).numpy()) == target).mean())
 
 
 @pytest.mark.slow

@@ -49,3 +49,16 @@ def test_shipped_prompt_files_match_their_generator(tmp_path):
         data.write_prompt_files(tmp_path)
         for path in data.PROMPT_FILES.values():
             assert (tmp_path / path.name).read_text() == path.read_text()
+
+
+def test_shipped_speech_prompts_match_their_generator_and_audio():
+    import json
+
+    from alignflow.modalities.speech import sentences
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "data/refs/*.wav" in meta["tool"]["setuptools"]["package-data"]["alignflow.modalities.speech"]
+    for split, path in sentences.PROMPT_FILES.items():
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert rows == sentences.prompt_rows(split)
+        assert all((sentences.DATA_DIR / r["ref_audio"]).is_file() for r in rows)

@@ -116,7 +116,7 @@ class FluxPolicy:
             return_dict=False,
         )[0]
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, cond: Any = None) -> torch.Tensor:
         z = self.pipeline._unpack_latents(latents, self.resolution, self.resolution, self.pipeline.vae_scale_factor)
         return self.codec.decode(z)
 

@@ -165,7 +165,7 @@ class SD3Policy:
             timestep=timestep, return_dict=False,
         )[0]
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, cond: Any = None) -> torch.Tensor:
         return self.codec.decode(latents)
 
     def to_latents(self, media: torch.Tensor) -> torch.Tensor:

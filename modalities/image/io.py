@@ -10,8 +10,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[B, C, H, W] in [0, 1] -> uint8 [B, H, W, 3]."""
+def to_uint8(images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
+    """[B, C, H, W] in [0, 1] (or B images [C, H, W]) -> uint8 [B, H, W, 3]."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.stack(list(images))
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images: expected [B, 1 or 3, H, W], got {tuple(images.shape)}")
     x = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
@@ -40,8 +42,8 @@ def _label(img: Image.Image, text: str, height: int = 14) -> Image.Image:
     return out
 
 
-def _scale_for(images: torch.Tensor) -> int:
-    return max(1, 64 // max(images.shape[-2:]))  # small images are blown up to ~64 px
+def _scale_for(images: torch.Tensor | Sequence[torch.Tensor]) -> int:
+    return max(1, 64 // max(images[0].shape[-2:]))  # small images are blown up to ~64 px
 
 
 class ImageWriter:

@@ -15,10 +15,13 @@ from alignflow.sdk.errors import ConfigError
 
 @dataclass
 class Waveform:
-    """``samples`` [B, N] float32 in [-1, 1] (mono), ``sample_rate`` in Hz."""
+    """A batch of mono audio: ``samples`` [B, N] float32 in [-1, 1] at ``sample_rate`` Hz.
+    ``lengths`` [B] (optional) counts the valid samples of each item when the batch is
+    zero-padded to a common N; indexing gives one item trimmed to its length."""
 
     samples: torch.Tensor
     sample_rate: int
+    lengths: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.samples.dim() == 1:
@@ -28,6 +31,37 @@ class Waveform:
         if self.sample_rate <= 0:
             raise ValueError(f"Waveform.sample_rate must be > 0, got {self.sample_rate}")
         self.samples = self.samples.float()
+        if self.lengths is not None:
+            self.lengths = torch.as_tensor(self.lengths, dtype=torch.long).cpu()
+            if self.lengths.shape != (len(self.samples),) or bool((self.lengths > self.samples.shape[1]).any()):
+                raise ValueError(f"Waveform.lengths must be [{len(self.samples)}] counts <= {self.samples.shape[1]}, "
+                                 f"got {self.lengths.tolist()}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def length(self, index: int) -> int:
+        return self.samples.shape[1] if self.lengths is None else int(self.lengths[index])
+
+    def __getitem__(self, index: int) -> Waveform:
+        """Item ``index`` as a [1, n] Waveform, trimmed to its length."""
+        return Waveform(self.samples[index, : self.length(index)][None], self.sample_rate)
+
+    def items(self) -> list[torch.Tensor]:
+        """The B items as 1-D tensors, each trimmed to its length."""
+        return [self.samples[b, : self.length(b)] for b in range(len(self))]
+
+    def cpu(self) -> Waveform:
+        return Waveform(self.samples.cpu(), self.sample_rate, self.lengths)
+
+    @classmethod
+    def from_items(cls, items: list[torch.Tensor], sample_rate: int) -> Waveform:
+        """Zero-pad 1-D items to one batch with their lengths."""
+        n = max(1, max(len(x) for x in items))
+        samples = torch.zeros(len(items), n)
+        for b, x in enumerate(items):
+            samples[b, : len(x)] = x.float().cpu()
+        return cls(samples, sample_rate, torch.tensor([len(x) for x in items]))
 
     @property
     def seconds(self) -> float:
@@ -38,7 +72,11 @@ class Waveform:
             return self
         import torchaudio.functional as AF
 
-        return Waveform(AF.resample(self.samples, self.sample_rate, sample_rate), sample_rate)
+        lengths = None if self.lengths is None else (self.lengths * sample_rate + self.sample_rate - 1) // self.sample_rate
+        samples = AF.resample(self.samples, self.sample_rate, sample_rate)
+        if lengths is not None:
+            lengths = lengths.clamp_max(samples.shape[1])
+        return Waveform(samples, sample_rate, lengths)
 
 
 def read_wav(path: str | Path, sample_rate: int | None = None) -> Waveform:
@@ -63,7 +101,7 @@ def write_wav(path: str | Path, wave: Waveform, index: int = 0) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = wave.samples[index].detach().cpu().clamp(-1, 1).numpy().astype(np.float32)
+    data = wave.samples[index, : wave.length(index)].detach().cpu().clamp(-1, 1).numpy().astype(np.float32)
     fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
     os.close(fd)
     try:

@@ -8,12 +8,14 @@ Vocoders (mel -> waveform):
 - ``GriffinLimVocoder``: offline and always available (torchaudio ``InverseMelScale`` +
   ``GriffinLim``); measured here WER 0.00 and speaker similarity 0.99 against the
   original on real speech (../shared/OFFLINE.md).
-- Vocos from a local folder is the product path (a later increment of issue 4).
+- ``VocosVocoder``: Vocos (charactr/vocos-mel-24khz, the vocoder F5-TTS ships with)
+  from a local folder, the product path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -82,3 +84,44 @@ class GriffinLimVocoder:
         magnitude = self.inverse_mel(frames.exp().transpose(1, 2)).clamp_min(0)  # [B, n_fft/2+1, T]
         wave = self.griffin_lim(magnitude)
         return wave / wave.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)  # never clip
+
+
+class VocosVocoder:
+    """Vocos from a local folder (``config.yaml`` + ``pytorch_model.bin``, the layout of
+    charactr/vocos-mel-24khz): log-mel [B, T, n_mels] -> waveform [B, T * hop]."""
+
+    def __init__(self, path: str):
+        from alignflow.sdk.errors import ConfigError
+
+        folder = Path(path).expanduser()
+        missing = [f for f in ("config.yaml", "pytorch_model.bin") if not (folder / f).is_file()]
+        if not path or missing:
+            raise ConfigError("policy.vocoder_path", path, "a local Vocos folder with config.yaml and "
+                              "pytorch_model.bin (e.g. a download of charactr/vocos-mel-24khz)")
+        try:
+            from vocos import Vocos
+        except ImportError as e:
+            raise ConfigError("policy.vocoder", "vocos", "installed with the speech extra (pip install vocos)") from e
+        self.model = Vocos.from_hparams(str(folder / "config.yaml"))
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        self.model.to(frames.device)
+        return self.model.decode(frames.transpose(1, 2)).clamp(-1, 1)
+
+
+VOCODERS = ("griffin_lim", "vocos")
+
+
+def make_vocoder(name: str, path: str = "", config: MelConfig = MelConfig()):
+    """``griffin_lim`` (offline, always available) or ``vocos`` from the local folder ``path``."""
+    if name == "griffin_lim":
+        return GriffinLimVocoder(config)
+    if name == "vocos":
+        return VocosVocoder(path)
+    from alignflow.sdk.errors import ConfigError
+
+    raise ConfigError("policy.vocoder", name, f"one of {list(VOCODERS)}")

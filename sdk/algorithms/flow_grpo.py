@@ -43,6 +43,8 @@ class FlowGRPOConfig:
     """the kernel's noise level a (0.7 SD3.5, 0.9 FLUX; cps ~0.8)"""
     train_fraction: float = 0.99
     """train the first floor(train_fraction * N) steps"""
+    ode_first: int = 0
+    """the first K steps are deterministic and untrained (sway-type schedules, see docs/speech.md)"""
     clip_range: float = 1e-4
     """PPO clip eps on the ratio (1e-4 for flow_sde's mean log-prob convention)"""
     adv_clip: float = 5.0
@@ -60,6 +62,7 @@ class FlowGRPOConfig:
             ("kernel", self.kernel in stochastic, f"one of {stochastic}"),
             ("noise_level", self.noise_level > 0, "a float > 0 (0 makes the SDE deterministic: nothing to train)"),
             ("train_fraction", 0 < self.train_fraction <= 1, "a float in (0, 1]"),
+            ("ode_first", self.ode_first >= 0, "an int >= 0"),
             ("clip_range", self.clip_range > 0, "a float > 0"),
             ("adv_clip", self.adv_clip > 0, "a float > 0"),
             ("adv_std", self.adv_std in STD_MODES, f"one of {STD_MODES}"),
@@ -128,7 +131,7 @@ class FlowGRPO:
         return cfg
 
     def make_plan(self) -> Plan:
-        return AllSDE(self.cfg.train_fraction)
+        return AllSDE(self.cfg.train_fraction, self.cfg.ode_first)
 
     def plan(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
         return self._plan(num_steps, iteration, seed)
@@ -180,4 +183,4 @@ class FlowGRPOFast(FlowGRPO):
     share_noise = True
 
     def make_plan(self) -> Plan:
-        return SDEWindow(self.cfg.window, None if self.cfg.max_start < 0 else self.cfg.max_start)
+        return SDEWindow(self.cfg.window, None if self.cfg.max_start < 0 else self.cfg.max_start, self.cfg.ode_first)

@@ -89,3 +89,31 @@ def test_bad_audio_files_are_named(tmp_path):
         read_wav(tmp_path / "junk.wav")
     with pytest.raises(ValueError, match="sample_rate"):
         Waveform(torch.zeros(10), 0)
+
+
+def test_padded_batches_index_trim_and_resample():
+    w = Waveform.from_items([tone(440, 0.5), tone(880, 0.25)], SR)
+    assert w.samples.shape == (2, SR // 2) and w.lengths.tolist() == [SR // 2, SR // 4] and len(w) == 2
+    assert w[1].samples.shape == (1, SR // 4) and torch.equal(w.items()[1], w.samples[1, : SR // 4])
+    down = w.resample(16000)
+    assert down.lengths.tolist() == [8000, 4000] and down.samples.shape[1] == 8000
+    with pytest.raises(ValueError, match="lengths"):
+        Waveform(torch.zeros(2, 10), SR, torch.tensor([5, 11]))
+
+
+def test_wav_writes_only_the_valid_samples(tmp_path):
+    w = Waveform.from_items([tone(440, 0.5), tone(880, 0.25)], SR)
+    back = read_wav(write_wav(tmp_path / "b.wav", w, index=1))
+    assert back.samples.shape == (1, SR // 4)
+
+
+def test_speech_writer_writes_wavs_and_spectrograms(tmp_path):
+    from alignflow.modalities.speech.io import SpeechWriter
+
+    items = [Waveform(tone(220 * (i + 1), 0.3)[None], SR) for i in range(4)]
+    png = SpeechWriter().save_samples(items, tmp_path / "eval-00010", per_row=2, title="iteration 10")
+    assert png.name == "eval-00010.png" and png.stat().st_size > 1000
+    assert sorted(p.name for p in (tmp_path / "eval-00010").iterdir()) == [
+        "000_00.wav", "000_01.wav", "001_00.wav", "001_01.wav"]
+    SpeechWriter().save_comparison(items, items, tmp_path / "before_after", per_row=2, titles=("base", "after"))
+    assert (tmp_path / "before_after.png").is_file() and len(list((tmp_path / "before_after" / "after").iterdir())) == 4

@@ -26,3 +26,17 @@ def test_invalid_plans_are_rejected():
         StepPlan((True, True), (True, False), shared_prefix=1)
     with pytest.raises(ValueError, match="does not fit"):
         SDEWindow(window=5)(4, 0, 0)
+
+
+def test_ode_first_keeps_the_first_steps_deterministic_and_untrained():
+    from alignflow.sdk.plans import AllSDE, SDEWindow
+
+    plan = AllSDE(0.99, ode_first=2)(12, 0, 0)
+    assert plan.sde == (False, False) + (True,) * 10
+    assert plan.trained_steps == list(range(2, 11))
+    for it in range(20):
+        window = SDEWindow(2, ode_first=3)(12, it, 0)
+        assert window.trained_steps[0] >= 3 and window.shared_prefix >= 3
+    assert AllSDE(0.99)(12, 0, 0) == AllSDE(0.99, ode_first=0)(12, 0, 0)
+    with pytest.raises(ValueError, match="ode_first"):
+        AllSDE(0.99, ode_first=12)(12, 0, 0)

@@ -1,0 +1,337 @@
+"""F5-TTS as a FlowPolicy: infilling text-to-speech over log-mel frames.
+
+F5-TTS samples with a black-box ODE solver; here the policy exposes the velocity and
+the SDK's kernels own the step loop, so every step has a log-prob. Conventions
+(docs/speech.md writes them out):
+
+- time: F5's t runs from noise (0) to data (1) and its DiT predicts u = data - noise;
+  alignflow's sigma = 1 - t and v = -u, so x_sigma = (1 - sigma) x0 + sigma eps is
+  F5's x_t unchanged;
+- schedule: F5's sway sampling t' = t + s (cos(pi t / 2) - 1 + t) of a uniform grid
+  (s = -1: t' = 1 - cos(pi t / 2)), i.e. sigma_i = 1 - t'_i;
+- guidance: F5's ``pred + (pred - null) * cfg_strength`` is alignflow's w = 1 +
+  cfg_strength; the null branch drops the text and the audio prompt together;
+- duration: F5's rule, prompt frames + prompt frames * bytes(text) / bytes(ref_text) / speed.
+
+Latents are [B, max_frames, n_mels] (a fixed size: a group and a batch share one
+shape). Frames of one sample:
+
+    [0, prompt)          the reference audio's frames (given, F5's ``cond``)
+    [prompt, length)     the generated speech
+    [length, max_frames) padding, silence
+
+Prompt and padding frames do not depend on the model: ``velocity`` returns there the
+exact velocity of the straight path to their target, (x - target) / sigma, so every
+kernel keeps them on x_sigma = (1 - sigma) target + sigma eps, their log-prob terms are
+equal under every policy (they cancel in the ratio) and ``decode`` reads only
+[prompt, length).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alignflow.adapters.speech.dit import DiT, DiTConfig, f5_state_dict
+from alignflow.modalities.speech.audio import Waveform
+from alignflow.modalities.speech.mel import MelCodec, MelConfig, make_vocoder
+from alignflow.modalities.speech.prompts import ReferenceAudio
+from alignflow.sdk.batching import SHARED
+from alignflow.sdk.errors import ConfigError, DataError
+from alignflow.sdk.random import Generators, randn
+from alignflow.sdk.weights import resolve_dtype
+
+# Attention projections of every DiT block: the usual LoRA targets.
+F5_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TARGET_RMS = 0.1  # F5-TTS raises quieter reference audio to this RMS
+
+
+def sway_sigmas(num_steps: int, coef: float = -1.0) -> torch.Tensor:
+    """[N+1] float32 sigmas 1 -> 0 of F5's sway-sampled time grid (coef s = -1 default;
+    s = 0 is uniform). Small steps near the noise end (sigma ~ 1)."""
+    if num_steps < 1:
+        raise ConfigError("sample.num_steps", num_steps, "an int >= 1")
+    t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    t = t + coef * (torch.cos(math.pi / 2 * t) - 1 + t)
+    t[0], t[-1] = 0.0, 1.0  # exactly, whatever the rounding of cos(pi / 2)
+    return (1 - t).float()
+
+
+class CharVocab:
+    """F5-TTS's character vocabulary (``vocab.txt``: one token per line, the line number
+    is its id). Unknown characters map to id 0, as F5-TTS does."""
+
+    def __init__(self, tokens: Sequence[str]):
+        self.tokens = list(tokens)
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> CharVocab:
+        with open(path, encoding="utf-8") as f:
+            return cls([line[:-1] if line.endswith("\n") else line for line in f])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(c, 0) for c in text]
+
+
+@dataclass
+class SpeechCondition:
+    """Attributes:
+    text: [B, max_frames] long character ids of ref_text + text, -1 padded;
+    cond: [B, max_frames, n_mels] the prompt's frames, zero elsewhere;
+    prompt: [B] long number of prompt frames; length: [B] long total frames;
+    drop: [B] bool, the sample is the unconditional branch (pretraining's dropout);
+    silence: the log-mel value of the padding (shared)."""
+
+    text: torch.Tensor
+    cond: torch.Tensor
+    prompt: torch.Tensor
+    length: torch.Tensor
+    drop: torch.Tensor
+    silence: float = field(default=math.log(1e-5), metadata=SHARED)
+
+    def frame_masks(self, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt [B, frames], generated [B, frames]) bool masks."""
+        pos = torch.arange(frames, device=self.prompt.device)[None]
+        prompt = pos < self.prompt[:, None]
+        return prompt, ~prompt & (pos < self.length[:, None])
+
+
+class F5Policy:
+    modality = "speech"
+    default_lora_targets = F5_LORA_TARGETS
+
+    def __init__(self, transformer: DiT, vocab: CharVocab, codec: MelCodec, max_frames: int, sway: float = -1.0,
+                 speed: float = 1.0, audio_root: str = "", dtype: torch.dtype = torch.float32):
+        if transformer.config.mel_dim != codec.config.n_mels:
+            raise ConfigError("policy.mel", codec.config.n_mels, f"the DiT's mel_dim ({transformer.config.mel_dim})")
+        if transformer.config.text_num_embeds < len(vocab):
+            raise ConfigError("policy.vocab", len(vocab), f"at most {transformer.config.text_num_embeds} tokens")
+        self.transformer = transformer.to(dtype).eval().requires_grad_(False)
+        self.vocab, self.codec, self.max_frames, self.sway, self.speed = vocab, codec, max_frames, sway, speed
+        self.references = ReferenceAudio(audio_root, codec.config.sample_rate)
+        self.device = torch.device("cpu")
+
+    # ------------------------------------------------------------------ conditions
+
+    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> SpeechCondition:
+        """F5-TTS's inference inputs for B (text, reference) pairs; ``metadata`` rows carry
+        ``ref_audio`` and ``ref_text`` (:mod:`alignflow.modalities.speech.prompts`)."""
+        if metadata is None or len(metadata) != len(prompts):
+            raise DataError(f"speech prompts need one metadata row (ref_audio, ref_text) per prompt; got "
+                            f"{0 if metadata is None else len(metadata)} rows for {len(prompts)} prompts")
+        hop, rows = self.codec.config.hop_length, []
+        for text, meta in zip(prompts, metadata):
+            wave = self.references(meta).samples
+            rms = wave.pow(2).mean().sqrt()
+            if rms < TARGET_RMS:
+                wave = wave * TARGET_RMS / rms.clamp_min(1e-8)
+            mel = self.codec.encode(Waveform(wave, self.codec.config.sample_rate))[0]  # [prompt, n_mels]
+            ref_text = reference_text(meta["ref_text"])
+            ref_len = wave.shape[-1] // hop
+            duration = ref_len + int(ref_len / len(ref_text.encode()) * len(text.encode()) / self.speed)
+            ids = self.vocab.encode(ref_text + text)
+            rows.append((mel, ids, max(duration, max(len(ids), len(mel)) + 1)))
+        return self._condition(rows, self.references.path(metadata[0]), prompts)
+
+    def _condition(self, rows, source, prompts) -> SpeechCondition:
+        B, F, M = len(rows), self.max_frames, self.codec.config.n_mels
+        too_long = [i for i, (_, _, n) in enumerate(rows) if n > F]
+        if too_long:
+            i = too_long[0]
+            raise DataError(f"speech prompt {prompts[i]!r} (reference {source}) needs {rows[i][2]} mel frames; "
+                            f"policy.max_frames is {F}: raise it or shorten the text/reference")
+        text = torch.full((B, F), -1, dtype=torch.long)
+        cond = torch.zeros(B, F, M)
+        for b, (mel, ids, _) in enumerate(rows):
+            text[b, : len(ids)] = torch.tensor(ids[:F], dtype=torch.long)
+            cond[b, : len(mel)] = mel
+        dev = self.device
+        return SpeechCondition(
+            text.to(dev), cond.to(dev), torch.tensor([len(m) for m, _, _ in rows], device=dev),
+            torch.tensor([n for _, _, n in rows], device=dev), torch.zeros(B, dtype=torch.bool, device=dev),
+            math.log(self.codec.config.log_floor),
+        )
+
+    def pretrain_inputs(self, x0: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
+                        drop: torch.Tensor) -> tuple[SpeechCondition, torch.Tensor]:
+        """Flow-matching pretraining on known utterances: x0 [B, max_frames, n_mels] holds
+        the reference and the target back to back; ``metadata`` gives ``ref_text``,
+        ``prompt_frames`` and ``frames`` (total). Returns the condition and the loss
+        weights [B, max_frames, 1] (1 on the generated span, as F5-TTS's masked loss)."""
+        rows = []
+        for b, (text, meta) in enumerate(zip(prompts, metadata)):
+            ids = self.vocab.encode(reference_text(meta["ref_text"]) + text)
+            rows.append((x0[b, : int(meta["prompt_frames"])].cpu(), ids, int(meta["frames"])))
+        cond = self._condition(rows, "pretraining data", prompts)
+        cond.drop = drop.to(self.device)
+        _, generated = cond.frame_masks(self.max_frames)
+        return cond, generated[..., None].float()
+
+    # ------------------------------------------------------------------ sampling
+
+    def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
+        return randn((batch_size, self.max_frames, self.codec.config.n_mels), generator, device=self.device)
+
+    def sigmas(self, num_steps: int) -> torch.Tensor:
+        return sway_sigmas(num_steps, self.sway)
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: SpeechCondition, guidance: float = 1.0) -> torch.Tensor:
+        B, F, _ = x.shape
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(B)
+        dtype = next(self.transformer.parameters()).dtype
+        t = (1 - sigma).to(dtype)
+        if guidance != 1.0:  # one batched call: conditional and null branches
+            drop = torch.cat([cond.drop, torch.ones_like(cond.drop)])
+            u = self.transformer(x.to(dtype).repeat(2, 1, 1), cond.cond.to(dtype).repeat(2, 1, 1),
+                                 cond.text.repeat(2, 1), t.repeat(2), drop=drop)
+            u_c, u_u = u.float().chunk(2)
+            u = u_u + guidance * (u_c - u_u)
+        else:
+            u = self.transformer(x.to(dtype), cond.cond.to(dtype), cond.text, t, drop=cond.drop).float()
+        prompt, generated = cond.frame_masks(F)
+        target = torch.where(prompt[..., None], cond.cond.float(), torch.full_like(cond.cond, cond.silence).float())
+        pinned = (x.float() - target) / sigma.clamp_min(1e-6).view(B, 1, 1)
+        return torch.where(generated[..., None], -u, pinned)
+
+    # ------------------------------------------------------------------ media
+
+    def decode(self, latents: torch.Tensor, cond: SpeechCondition | None = None) -> Waveform:
+        """The generated span [prompt, length) of each sample -> Waveform [B, N] with
+        ``lengths`` (the prompt's audio is not part of the output, as in F5-TTS)."""
+        frames = latents.float()
+        if cond is None:
+            spans = [frames[b] for b in range(len(frames))]
+        else:
+            spans = [frames[b, int(p): int(n)] for b, (p, n) in enumerate(zip(cond.prompt, cond.length))]
+        silence = math.log(self.codec.config.log_floor)
+        T = max(len(s) for s in spans) + 1  # one frame of silence: Griffin-Lim returns (T - 1) * hop samples
+        batch = torch.full((len(spans), T, frames.shape[-1]), silence, device=frames.device)
+        for b, s in enumerate(spans):
+            batch[b, : len(s)] = s
+        wave = self.codec.decode(batch)
+        hop = self.codec.config.hop_length
+        lengths = torch.tensor([min(len(s) * hop, wave.samples.shape[1]) for s in spans])
+        return Waveform(wave.samples.cpu(), wave.sample_rate, lengths)
+
+    def to_latents(self, media: Waveform) -> torch.Tensor:
+        """Waveform [B, N] (with lengths) -> [B, max_frames, n_mels]: F5's log-mel, silence
+        after each item's last frame and up to max_frames."""
+        mel = self.codec.encode(media.resample(self.codec.config.sample_rate))
+        F = self.max_frames
+        out = torch.full((len(mel), F, mel.shape[-1]), math.log(self.codec.config.log_floor))
+        for b in range(len(mel)):
+            n = min(F, self.codec.config.frames(media.length(b)), mel.shape[1])
+            out[b, :n] = mel[b, :n].cpu()
+        return out.to(self.device)
+
+    # ------------------------------------------------------------------ modules
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"transformer": self.transformer}
+
+    def to(self, device: torch.device | str) -> F5Policy:
+        self.device = torch.device(device)
+        self.transformer.to(self.device)
+        return self
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """config.json (architecture, mel, policy settings), model.safetensors, vocab.txt."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        net = getattr(self.transformer, "module", self.transformer)
+        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, folder / "model.safetensors")
+        self.vocab.save(folder / "vocab.txt")
+        config = {"arch": net.config.to_dict(), "mel": vars(self.codec.config),
+                  "max_frames": self.max_frames, "sway": self.sway, "speed": self.speed}
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def reference_text(text: str) -> str:
+    """F5-TTS ends the reference transcript with '. ' so that the generated text starts
+    a new sentence."""
+    text = text.strip()
+    if text.endswith(". ") or text.endswith("。"):
+        return text
+    return text + " " if text.endswith(".") else text + ". "
+
+
+def _checkpoint_file(folder: Path) -> Path:
+    for pattern in ("model.safetensors", "model_*.safetensors", "*.safetensors", "model_*.pt", "*.pt"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[-1]
+    raise ConfigError("policy.path", str(folder), "a folder with an F5-TTS checkpoint (*.safetensors or *.pt) "
+                      "and vocab.txt")
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """The DiT weights of an F5-TTS checkpoint file (safetensors, or a .pt read with
+    ``weights_only=True``: EMA weights when present)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return f5_state_dict(load_file(str(path)))
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("ema_model_state_dict", "model_state_dict"):
+        if key in ckpt:
+            return f5_state_dict(ckpt[key])
+    return f5_state_dict(ckpt)
+
+
+def load_f5_policy(
+    path: str,
+    max_frames: int = 0,
+    sway: float = -1.0,
+    speed: float = 1.0,
+    vocoder: str = "griffin_lim",
+    vocoder_path: str = "",
+    audio_root: str = "",
+    dtype: str = "float32",
+    arch: dict[str, Any] | None = None,
+) -> F5Policy:
+    """An F5-TTS policy from a local folder: a released checkpoint (``F5TTS_v1_Base``:
+    ``model_1250000.safetensors`` + ``vocab.txt``; the architecture defaults to v1 Base,
+    override with ``arch``) or a folder written by :meth:`F5Policy.save_pretrained`
+    (``config.json`` gives the architecture). ``vocoder``: ``griffin_lim`` (offline) or
+    ``vocos`` with ``vocoder_path`` a local Vocos folder (config.yaml, pytorch_model.bin).
+    ``max_frames`` (the latent length, prompt included; 0 = the saved value, else 2048 =
+    21.8 s) bounds prompt + generated speech."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError("policy.path", path, "a local folder with an F5-TTS checkpoint and vocab.txt "
+                          "(download F5TTS_v1_Base once while online; see docs/speech.md)")
+    if not (folder / "vocab.txt").is_file():
+        raise ConfigError("policy.path", path, "a folder that also holds vocab.txt (the checkpoint's vocabulary)")
+    vocab = CharVocab.from_file(folder / "vocab.txt")
+    saved = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    settings = {**saved.get("arch", {"text_num_embeds": len(vocab)}), **(arch or {})}
+    unknown = sorted(set(settings) - set(DiTConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError("policy.arch", unknown, f"keys of {sorted(DiTConfig.__dataclass_fields__)}")
+    model = DiT(DiTConfig(**settings))
+    state = load_state(_checkpoint_file(folder))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ConfigError("policy.path", path, f"an F5-TTS checkpoint matching the architecture {settings} "
+                          f"(set policy.arch to the checkpoint's): {str(e)[:400]}") from e
+    mel = MelConfig(**saved.get("mel", {}))
+    codec = MelCodec(mel, make_vocoder(vocoder, vocoder_path, mel))
+    return F5Policy(model, vocab, codec, max_frames=max_frames or saved.get("max_frames", 2048), sway=sway, speed=speed,
+                    audio_root=audio_root, dtype=resolve_dtype(dtype))

