@@ -187,7 +187,7 @@ def test_one_grpo_iteration_on_the_tiny_f5(tmp_path):
         "experiment=speech_tiny", f"policy.path={tmp_path / 'base'}", f"output_dir={tmp_path / 'run'}",
         "train.iterations=1", "sample.num_steps=4",
         "sample.group_size=2", "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4",
-        "algorithm.ode_first=1", "eval.every=0", "eval.samples_per_prompt=1", "eval.num_steps=2",
+        "algorithm.ode_first=1", "algorithm.train_fraction=0.99", "eval.every=0", "eval.samples_per_prompt=1", "eval.num_steps=2",
         "data.eval=", "logging.progress_bar=false", "logging.tensorboard=false",
     ])
     tr = Trainer(cfg)

@@ -156,3 +156,16 @@ def test_dnsmos_prefers_clean_speech(speech):
     reward = DNSMOSReward()
     a, b = reward(clean, list(SENTENCES), [{}] * 3), reward(noisy, list(SENTENCES), [{}] * 3)
     assert a.scores.mean() > b.scores.mean() + 0.3 and set(a.components) == {"ovrl", "sig", "bak", "p808"}
+
+
+def test_building_and_calling_the_asr_keep_torchs_thread_count(asr_reward):
+    """CTranslate2 sets the calling thread's OpenMP threads: it must not leave the
+    trainer's own rollouts and training single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        WERReward()
+        asr_reward(Waveform(torch.randn(1, 16000) * 0.1, 16000), ["a b"], [{}])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
