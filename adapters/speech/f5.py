@@ -145,14 +145,14 @@ class F5Policy:
             duration = ref_len + int(ref_len / len(ref_text.encode()) * len(text.encode()) / self.speed)
             ids = self.vocab.encode(ref_text + text)
             rows.append((mel, ids, max(duration, max(len(ids), len(mel)) + 1)))
-        return self._condition(rows, self.references.path(metadata[0]), prompts)
+        return self._condition(rows, [str(self.references.path(m)) for m in metadata], prompts)
 
-    def _condition(self, rows, source, prompts) -> SpeechCondition:
+    def _condition(self, rows, sources, prompts) -> SpeechCondition:
         B, F, M = len(rows), self.max_frames, self.codec.config.n_mels
         too_long = [i for i, (_, _, n) in enumerate(rows) if n > F]
         if too_long:
             i = too_long[0]
-            raise DataError(f"speech prompt {prompts[i]!r} (reference {source}) needs {rows[i][2]} mel frames; "
+            raise DataError(f"speech prompt {prompts[i]!r} (reference {sources[i]}) needs {rows[i][2]} mel frames; "
                             f"policy.max_frames is {F}: raise it or shorten the text/reference")
         text = torch.full((B, F), -1, dtype=torch.long)
         cond = torch.zeros(B, F, M)
@@ -176,7 +176,7 @@ class F5Policy:
         for b, (text, meta) in enumerate(zip(prompts, metadata)):
             ids = self.vocab.encode(reference_text(meta["ref_text"]) + text)
             rows.append((x0[b, : int(meta["prompt_frames"])].cpu(), ids, int(meta["frames"])))
-        cond = self._condition(rows, "pretraining data", prompts)
+        cond = self._condition(rows, ["pretraining data"] * len(rows), prompts)
         cond.drop = drop.to(self.device)
         _, generated = cond.frame_masks(self.max_frames)
         return cond, generated[..., None].float()

@@ -9,6 +9,7 @@ and ships in ``assets/sentences_base`` (``scripts/build_speech_assets.py`` regen
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -31,14 +32,19 @@ def tiny_vocab() -> CharVocab:
 
 
 def load_tiny_f5(path: str = "", random_init: bool = False, seed: int = 0, max_frames: int = MAX_FRAMES,
-                 audio_root: str = str(sentences.DATA_DIR)) -> F5Policy:
+                 audio_root: str = str(sentences.DATA_DIR), arch: dict | None = None) -> F5Policy:
     """The tiny policy from ``path`` (default: the shipped base), or freshly initialised
-    (seeded) with ``random_init=True`` for pretraining."""
+    (seeded) with ``random_init=True`` for pretraining; ``arch`` overrides fields of
+    ``TINY_ARCH`` for a fresh one (e.g. ``{dim: 256}``)."""
     if not random_init:
         folder = Path(path) if path else ASSETS / "sentences_base"
         if not (folder / "model.safetensors").is_file():
             raise ConfigError("policy.path", str(folder), "a folder written by `alignflow pretrain "
                               "experiment=speech_tiny` (scripts/build_speech_assets.py --base makes the shipped one)")
         return load_f5_policy(str(folder), max_frames=max_frames, audio_root=audio_root)
+    unknown = sorted(set(arch or {}) - set(DiTConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError("policy.arch", unknown, f"keys of {sorted(DiTConfig.__dataclass_fields__)}")
     torch.manual_seed(seed)
-    return F5Policy(DiT(TINY_ARCH), tiny_vocab(), MelCodec(), max_frames=max_frames, audio_root=audio_root)
+    config = dataclasses.replace(TINY_ARCH, **(arch or {}))
+    return F5Policy(DiT(config), tiny_vocab(), MelCodec(), max_frames=max_frames, audio_root=audio_root)

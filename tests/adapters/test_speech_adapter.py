@@ -204,3 +204,11 @@ def test_policy_protocol():
 
     assert isinstance(load_tiny_f5(random_init=True), FlowPolicy)
     assert F5Policy.modality == "speech"
+
+
+def test_tiny_architecture_overrides_are_checked():
+    assert load_tiny_f5(random_init=True, arch={"depth": 2}).transformer.config.depth == 2
+    with pytest.raises(ConfigError, match="policy.arch"):
+        load_tiny_f5(random_init=True, arch={"width": 2})
+    with pytest.raises(ConfigError, match="speech_tiny"):
+        load_tiny_f5(path="/nonexistent/base")
