@@ -180,7 +180,8 @@ class Trainer:
                     share_noise=shared,
                 )
                 traj.group = torch.tensor([s for s, _ in chunk], device=traj.x0.device).repeat_interleave(G)
-                media = self.policy.decode(traj.x0, repeat_interleave(cond, G))
+                cond = repeat_interleave(cond, G)  # one row per sample, for decoding and training
+                media = self.policy.decode(traj.x0, cond)
                 futures.append(self.reward_pool.submit(
                     self._score, media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)]))
                 trajs.append(traj)
@@ -199,7 +200,7 @@ class Trainer:
         B = len(reward.scores)
         local_adv = adv.advantages[self.acc.process_index * B:(self.acc.process_index + 1) * B]
         items = self.algo.training_items(traj, local_adv)
-        cond = repeat_interleave(concat(conds), G)
+        cond = concat(conds)
         with timer("train"):
             stats = self._update(items, cond, it)
 

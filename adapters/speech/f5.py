@@ -203,7 +203,7 @@ class F5Policy:
         else:
             u = self.transformer(x.to(dtype), cond.cond.to(dtype), cond.text, t, drop=cond.drop).float()
         prompt, generated = cond.frame_masks(F)
-        target = torch.where(prompt[..., None], cond.cond.float(), torch.full_like(cond.cond, cond.silence).float())
+        target = torch.where(prompt[..., None], cond.cond.float(), cond.silence)
         pinned = (x.float() - target) / sigma.clamp_min(1e-6).view(B, 1, 1)
         return torch.where(generated[..., None], -u, pinned)
 
