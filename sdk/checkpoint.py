@@ -42,6 +42,7 @@ class Checkpoint:
     path: Path
     trained: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] | None
+    algorithm: dict[str, torch.Tensor] | None
     optimizer: dict[str, Any]
     rng: dict[str, Any]
     state: dict[str, Any]
@@ -75,6 +76,7 @@ def save_checkpoint(
     optimizer: dict[str, Any],
     state: dict[str, Any],
     ema: dict[str, torch.Tensor] | None = None,
+    algorithm: dict[str, torch.Tensor] | None = None,
     keep_last: int = 2,
 ) -> Path:
     """Write ``checkpoint-<iteration>`` atomically and delete all but the newest
@@ -88,8 +90,9 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in trained.items()}, tmp / "trained.safetensors")
-        if ema is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
+        for name, tensors in (("ema", ema), ("algorithm", algorithm)):
+            if tensors is not None:
+                save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / f"{name}.safetensors")
         torch.save(optimizer, tmp / "optimizer.pt")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -165,11 +168,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path}: no such folder")
     verify(path)
-    ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
+    optional = {name: load_file(path / f"{name}.safetensors") if (path / f"{name}.safetensors").is_file() else None
+                for name in ("ema", "algorithm")}
     return Checkpoint(
         path=path,
         trained=load_file(path / "trained.safetensors"),
-        ema=ema,
+        **optional,
         optimizer=torch.load(path / "optimizer.pt", weights_only=True),
         rng=torch.load(path / "rng.pt", weights_only=True),
         state=json.loads((path / "trainer_state.json").read_text()),

@@ -1,4 +1,5 @@
-"""Exponential moving average of the trained parameters (used for evaluation)."""
+"""Exponential moving average of the trained parameters (evaluation weights; DiffusionNFT's
+"old" policy)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ class EMA:
         self.num_steps = 0
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, decay: float | None = None) -> None:
+        """One update; ``decay`` overrides the fixed decay (ramped schedules)."""
         self.num_steps += 1
         if self.num_steps % self.update_every:
             return
+        d = self.decay if decay is None else decay
         for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach().float(), 1 - self.decay)
+            s.lerp_(p.detach().float(), 1 - d)
 
     @contextmanager
     def applied(self) -> Iterator[None]:

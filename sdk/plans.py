@@ -109,3 +109,50 @@ class SDEWindow:
         k = lo + int(torch.randint(0, hi - lo + 1, (), generator=generator(seed, "plan", iteration)))
         inside = tuple(k <= i < k + self.window for i in range(num_steps))
         return StepPlan(inside, inside, shared_prefix=k)
+
+
+SLIDE_MODES = ("progressive", "frozen", "random")
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """MixGRPO (arXiv 2507.21802): SDE and training only inside a window of ``window``
+    steps, ODE before and after; the window's start k is driven by the iteration.
+
+    - ``progressive``: k = ``start`` + ``stride`` x (iteration // ``every``); past
+      ``max_start`` it rolls back to ``start`` (``roll_back``) or stays at ``max_start``.
+    - ``frozen``: k = ``start`` for ever.
+    - ``random``: k uniform in [start, max_start], drawn from (seed, iteration).
+
+    ``max_start`` defaults to N - 1 - window, so the sharp last step is never trained.
+    The ODE prefix before the window is shared by the group (MixGRPO draws one initial
+    noise per prompt), so it is computed once per prompt. Reference defaults: N = 25,
+    window 4, every 25 iterations, stride 1, roll back.
+    """
+
+    window: int = 4
+    every: int = 25
+    stride: int = 1
+    mode: str = "progressive"
+    roll_back: bool = True
+    start: int = 0
+    max_start: int | None = None
+
+    def start_at(self, num_steps: int, iteration: int, seed: int) -> int:
+        hi = num_steps - 1 - self.window if self.max_start is None else min(self.max_start, num_steps - self.window)
+        if hi < self.start:
+            raise ValueError(f"SlidingWindow: a window of {self.window} from step {self.start} does not fit in "
+                             f"{num_steps} steps (max_start {hi})")
+        if self.mode == "frozen":
+            return self.start
+        if self.mode == "random":
+            return self.start + int(torch.randint(0, hi - self.start + 1, (), generator=generator(seed, "plan", iteration)))
+        moves = iteration // self.every
+        if self.roll_back:
+            return self.start + self.stride * (moves % ((hi - self.start) // self.stride + 1))
+        return min(self.start + self.stride * moves, hi)
+
+    def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
+        k = self.start_at(num_steps, iteration, seed)
+        inside = tuple(k <= i < k + self.window for i in range(num_steps))
+        return StepPlan(inside, inside, shared_prefix=k)

@@ -103,10 +103,19 @@ REWARDS = Registry("reward", {
     "wer": "alignflow.rewards.speech.asr:WERReward",
     "speaker_similarity": "alignflow.rewards.speech.speaker:SpeakerSimilarity",
     "dnsmos": "alignflow.rewards.speech.quality:DNSMOSReward",
+    "pref_winrate": "alignflow.rewards.group:PairwiseWinRate",
+    "group_duplicates": "alignflow.rewards.group:GroupDuplicates",
 })
 ALGORITHMS = Registry("algorithm", {
     "flow_grpo": "alignflow.sdk.algorithms.flow_grpo:FlowGRPO",
     "flow_grpo_fast": "alignflow.sdk.algorithms.flow_grpo:FlowGRPOFast",
+    "mixgrpo": "alignflow.sdk.algorithms.mixgrpo:MixGRPO",
+    "dance_grpo": "alignflow.sdk.algorithms.dance_grpo:DanceGRPO",
+    "diffusion_nft": "alignflow.sdk.algorithms.diffusion_nft:DiffusionNFT",
+    "grpo_guard": "alignflow.sdk.algorithms.grpo_guard:GRPOGuard",
+    "branch_grpo": "alignflow.sdk.algorithms.branch_grpo:BranchGRPO",
+    "tree_grpo": "alignflow.sdk.algorithms.branch_grpo:TreeGRPO",
+    "tempflow_grpo": "alignflow.sdk.algorithms.branch_grpo:TempFlowGRPO",
 })
 MEDIA_WRITERS = Registry("modality", {
     "image": "alignflow.modalities.image.io:ImageWriter",

@@ -9,6 +9,11 @@ A reward is a callable with a ``modality`` attribute::
 text). A score may be NaN or None: "not applicable to this sample"; the trainer leaves
 such samples out of their group's statistics. Anything else that is not one finite
 number per sample is an error that names the reward.
+
+A *groupwise* reward (``groupwise = True``) scores a sample relative to the other
+samples of its prompt (Pref-GRPO's win rates, DisCo's duplicate penalties): it is
+called with ``groups=`` [B] long prompt-slot ids as well, and the trainer always passes
+whole groups in one call.
 """
 
 from __future__ import annotations
@@ -79,12 +84,19 @@ class WeightedSum:
         self.terms = dict(terms)
         self.modality = next(iter(modalities.values()))
 
-    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
+                 groups: torch.Tensor | None = None) -> RewardOutput:
         batch = len(prompts)
         total = torch.zeros(batch)
         comps: dict[str, torch.Tensor] = {}
         for name, (reward, weight) in self.terms.items():
-            out = check_output(reward(media, prompts, metadata), batch, name)
+            if getattr(reward, "groupwise", False):
+                if groups is None:
+                    raise RewardError(f"reward {name!r} is groupwise: it needs the samples' group ids (groups=)")
+                raw = reward(media, prompts, metadata, groups=groups)
+            else:
+                raw = reward(media, prompts, metadata)
+            out = check_output(raw, batch, name)
             total = total + weight * out.scores
             if len(self.terms) > 1:
                 comps[name] = out.scores

@@ -36,7 +36,7 @@ from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
 from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
 from alignflow.sdk.ema import EMA
-from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.random import derive_seed, generator
 from alignflow.sdk.registry import ALGORITHMS, MEDIA_WRITERS, POLICIES, REWARDS
@@ -107,6 +107,8 @@ class Trainer:
             setattr(self.policy, name, self.models[name])
         self.optimizer = self.acc.prepare(optimizer)
         self.ema = EMA(self.params, t.ema_decay) if t.ema_decay > 0 else None
+        if hasattr(self.algo, "bind"):  # algorithms with their own copy of the weights (DiffusionNFT's old policy)
+            self.algo.bind(self.params)
         self.sampler = PromptSampler(len(self.train_set), P, cfg.seed)
         # One intra-op thread for the reward worker: a second OpenMP team of full size
         # would compete with the main thread's for the same cores (measured: the
@@ -171,19 +173,25 @@ class Trainer:
                 prompts = [self.train_set.prompts[i] for _, i in chunk]
                 meta = [self.train_set.metadata[i] for _, i in chunk]
                 cond = self.policy.encode(prompts, meta)
-                traj = rollout(
-                    self.policy, cond, sigmas, plan, self.algo.kernel,
-                    noise_level=self.algo.noise_level, guidance=cfg.sample.guidance, group_size=G,
-                    noise_generators=[generator(cfg.seed, "noise", it, s, m)
-                                      for s, _ in chunk for m in range(1 if shared else G)],
-                    sde_generators=[generator(cfg.seed, "sde", it, s, m) for s, _ in chunk for m in range(G)],
-                    share_noise=shared,
-                )
-                traj.group = torch.tensor([s for s, _ in chunk], device=traj.x0.device).repeat_interleave(G)
+                slots = [s for s, _ in chunk]
+                if hasattr(self.algo, "rollout"):  # its own topology (trees); G samples per prompt all the same
+                    traj = self.algo.rollout(self.policy, cond, sigmas, guidance=cfg.sample.guidance, group_size=G,
+                                             seed=cfg.seed, iteration=it, slots=slots)
+                else:
+                    traj = rollout(
+                        self.policy, cond, sigmas, plan, self.algo.kernel,
+                        noise_level=self.algo.noise_level, guidance=cfg.sample.guidance, group_size=G,
+                        noise_generators=[generator(cfg.seed, "noise", it, s, m)
+                                          for s in slots for m in range(1 if shared else G)],
+                        sde_generators=[generator(cfg.seed, "sde", it, s, m) for s in slots for m in range(G)],
+                        share_noise=shared,
+                    )
+                traj.group = torch.tensor(slots, device=traj.x0.device).repeat_interleave(G)
                 cond = repeat_interleave(cond, G)  # one row per sample, for decoding and training
                 media = self.policy.decode(traj.x0, cond)
                 futures.append(self.reward_pool.submit(
-                    self._score, media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)]))
+                    self._score, media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)],
+                    traj.group.cpu()))
                 trajs.append(traj)
                 conds.append(cond)
         with timer("reward"):
@@ -196,10 +204,14 @@ class Trainer:
         # Advantages need the whole group and, for the global std, the whole iteration.
         all_rewards = self.acc.gather(reward.scores.to(self.acc.device)).cpu()
         all_groups = self.acc.gather(traj.group).cpu()
-        adv = self.algo.advantages(all_rewards, all_groups)
+        terms = None
+        if len(self.reward.terms) > 1:  # per-term scores for algorithms that z-score each term
+            terms = {name: (self.acc.gather(reward.components[name].to(self.acc.device)).cpu(), weight)
+                     for name, (_, weight) in self.reward.terms.items()}
+        adv = self.algo.advantages(all_rewards, all_groups, terms)
         B = len(reward.scores)
         local_adv = adv.advantages[self.acc.process_index * B:(self.acc.process_index + 1) * B]
-        items = self.algo.training_items(traj, local_adv)
+        items = self.algo.training_items(traj, local_adv, seed=cfg.seed, iteration=it, rewards=reward.scores)
         cond = concat(conds)
         with timer("train"):
             stats = self._update(items, cond, it)
@@ -213,7 +225,7 @@ class Trainer:
             m[f"train/{k}_mean"] = v[torch.isfinite(v)].mean().item() if torch.isfinite(v).any() else float("nan")
         m["train/zero_std_groups"] = adv.zero_std_fraction
         m["train/dropped_samples"] = float(self.acc.gather(torch.tensor([dropped], device=self.acc.device)).sum())
-        m["train/trained_steps"] = float(len(plan.trained_steps))
+        m["train/trained_steps"] = float(len(torch.unique(items.step))) if hasattr(items, "step") else 0.0
         m.update(stats)
         self.counters["samples"] += len(all_rewards)
         self.counters["dropped_samples"] += int(m["train/dropped_samples"])
@@ -221,9 +233,9 @@ class Trainer:
         m.update({f"time/{k}": v for k, v in timer.seconds.items()})
         return m
 
-    def _score(self, media, prompts, metadata) -> tuple[RewardOutput, float]:
+    def _score(self, media, prompts, metadata, groups: torch.Tensor) -> tuple[RewardOutput, float]:
         start = time.perf_counter()
-        out = check_output(self.reward(media, prompts, metadata), len(prompts), "reward")
+        out = check_output(self.reward(media, prompts, metadata, groups=groups), len(prompts), "reward")
         return out, time.perf_counter() - start
 
     def _check_rewards(self, scores: torch.Tensor) -> int:
@@ -273,6 +285,8 @@ class Trainer:
                 m[f"train/{name}_min"], m[f"train/{name}_max"] = v.min().item(), v.max().item()
         if grad_norms:
             m["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
+        if hasattr(self.algo, "end_iteration"):
+            m.update(self.algo.end_iteration(t.inner_epochs * t.optimizer_steps))
         return m
 
     def _no_sync(self, skip: bool):
@@ -304,14 +318,17 @@ class Trainer:
         jobs = [(p, k) for p in range(len(prompts)) for k in range(ev.samples_per_prompt)]
         results = []  # (job, score, components, media) of this process's share
         with (self.ema.applied() if self.ema else contextlib.nullcontext()), self.acc.autocast():
-            for chunk in _chunks(jobs[self.acc.process_index::self.acc.num_processes], ev.batch_size):
+            size = ev.batch_size
+            if any(getattr(r, "groupwise", False) for r, _ in self.reward.terms.values()):
+                size = max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt  # whole groups per call
+            for chunk in _chunks(jobs[self.acc.process_index::self.acc.num_processes], size):
                 text = [prompts.prompts[p] for p, _ in chunk]
                 meta = [prompts.metadata[p] for p, _ in chunk]
                 cond = self.policy.encode(text, meta)
                 x0 = sample(self.policy, cond, ev.num_steps, guidance=ev.guidance,
                             noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk])
                 media = self.policy.decode(x0, cond).cpu()
-                out = self._score(media, text, meta)[0] if score else None
+                out = self._score(media, text, meta, torch.tensor([p for p, _ in chunk]))[0] if score else None
                 for b, job in enumerate(chunk):
                     results.append((job, out.scores[b].item() if out else None,
                                     {n: v[b].item() for n, v in out.components.items()} if out else {}, media[b]))
@@ -337,6 +354,7 @@ class Trainer:
                 self.out, self.iteration,
                 trained=self.finetune.state_dict(),
                 ema=self.ema.state_dict() if self.ema else None,
+                algorithm=self.algo.state_dict() if hasattr(self.algo, "state_dict") else None,
                 optimizer=self.optimizer.state_dict(),
                 state={"seed": self.cfg.seed, "counters": self.counters, "config": asdict(self.cfg),
                        # where the prompt stream stands (a function of the iteration; kept for people)
@@ -376,6 +394,11 @@ class Trainer:
                 log.warning("checkpoint %s has no EMA; the EMA restarts from the current weights", path)
             else:
                 self.ema.load_state_dict(c.ema)
+        if hasattr(self.algo, "load_state_dict"):
+            if c.algorithm is None:
+                raise CheckpointError(f"checkpoint {path} has no algorithm state, which {self.algo.name} needs "
+                                      "(it was written by another algorithm)")
+            self.algo.load_state_dict(c.algorithm)
         ckpt.restore_rng(c.rng)
         self.iteration = c.iteration
         self.resumed_from = path

@@ -3,12 +3,20 @@
 Per iteration the trainer asks the algorithm for a :class:`~alignflow.sdk.plans.StepPlan`,
 rolls it out with the algorithm's kernel, scores the samples, and then
 
-1. ``advantages(rewards, group)`` -> per-sample advantages;
-2. ``training_items(trajectories, advantages)`` -> a batch of E training items (a
-   dataclass whose tensors have E first, with a ``sample`` field [E] that says which
-   rollout sample, hence which condition, an item belongs to);
+1. ``advantages(rewards, group, terms)`` -> per-sample advantages (``terms``: each
+   reward term's scores and weight, when there are several);
+2. ``training_items(trajectories, advantages, seed=, iteration=, rewards=)`` -> a batch
+   of E training items (a dataclass whose tensors have E first, with a ``sample`` field [E]
+   that says which rollout sample, hence which condition, an item belongs to); any
+   draw here comes from a generator seeded by (seed, iteration, group slot, member);
 3. for every shuffled micro-batch of items: ``loss(policy, items, cond, ctx)`` ->
    :class:`LossOutput`, whose gradient the trainer accumulates and applies.
+
+Optional hooks: ``rollout(policy, cond, sigmas, guidance=, group_size=, seed=,
+iteration=, slots=)`` replaces the core rollout (tree topologies; it must return an
+object with ``x0`` [P * G, ...] and ``group``); ``bind(params)``, ``end_iteration(
+optimizer_steps) -> metrics``, ``state_dict()`` / ``load_state_dict()`` for algorithms
+that keep their own state (DiffusionNFT's old policy, saved in checkpoints).
 
 Everything else (optimizer, accumulation, EMA, checkpoints, logging, distribution)
 is the trainer's.
@@ -78,8 +86,35 @@ class Algorithm(Protocol):
 
     def plan(self, num_steps: int, iteration: int, seed: int) -> StepPlan: ...
 
-    def advantages(self, rewards: torch.Tensor, group: torch.Tensor) -> GroupAdvantages: ...
+    def advantages(self, rewards: torch.Tensor, group: torch.Tensor,
+                   terms: dict[str, tuple[torch.Tensor, float]] | None = None) -> GroupAdvantages: ...
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor) -> Any: ...
+    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int, iteration: int,
+                       rewards: torch.Tensor) -> Any: ...
 
     def loss(self, policy: FlowPolicy, items: Any, cond: Any, ctx: StepContext) -> LossOutput: ...
+
+
+def algorithm_config(cls: type, args: dict[str, Any]) -> Any:
+    """``cls.Config`` from config arguments. An experiment tunes the algorithm it ships
+    with (``algorithm.noise_level`` ...); switching ``algorithm=`` on the command line
+    keeps those keys, so keys that only *other* registered algorithms know are dropped
+    with a warning. Keys no algorithm knows are a ConfigError."""
+    import dataclasses
+    import logging
+
+    from alignflow.sdk.config import dataclass_from
+    from alignflow.sdk.registry import ALGORITHMS
+
+    known = {f.name for f in dataclasses.fields(cls.Config)}
+    elsewhere: set[str] = set()
+    for name in ALGORITHMS.names():
+        other = ALGORITHMS.resolve(name, "algorithm.name")
+        elsewhere |= {f.name for f in dataclasses.fields(other.Config)}
+    foreign = sorted(k for k in args if k not in known and k in elsewhere)
+    if foreign:
+        logging.getLogger(__name__).warning("algorithm %s does not use %s (set for another algorithm): ignored",
+                                            cls.name, foreign)
+    cfg = dataclass_from(cls.Config, {k: v for k, v in args.items() if k not in foreign}, "algorithm")
+    cfg.validate()
+    return cfg

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alignflow.sdk.advantages import STD_MODES, GroupAdvantages, group_advantages
-from alignflow.sdk.algorithms.base import LossOutput, StepContext
+from alignflow.sdk.advantages import AGGREGATES, STD_MODES, GroupAdvantages, group_credit
+from alignflow.sdk.algorithms.base import LossOutput, StepContext, algorithm_config
 from alignflow.sdk.batching import SHARED
-from alignflow.sdk.config import dataclass_from
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.kernels import KERNELS, get_kernel
 from alignflow.sdk.losses import KL_CONVENTIONS, clipped_policy_loss, kl_to_reference
@@ -51,6 +50,8 @@ class FlowGRPOConfig:
     """advantages are clamped to [-adv_clip, adv_clip]"""
     adv_std: str = "group"
     """z-score with the group's own std ('group') or the iteration's ('global')"""
+    aggregate: str = "reward"
+    """several reward terms: z-score their weighted sum ('reward') or sum their weighted z-scores ('advantage')"""
     kl_beta: float = 0.04
     """weight of the KL to the reference (0 = no KL, no reference forward)"""
     kl_convention: str = "reference"
@@ -66,6 +67,7 @@ class FlowGRPOConfig:
             ("clip_range", self.clip_range > 0, "a float > 0"),
             ("adv_clip", self.adv_clip > 0, "a float > 0"),
             ("adv_std", self.adv_std in STD_MODES, f"one of {STD_MODES}"),
+            ("aggregate", self.aggregate in AGGREGATES, f"one of {AGGREGATES}"),
             ("kl_beta", self.kl_beta >= 0, "a float >= 0"),
             ("kl_convention", self.kl_convention in KL_CONVENTIONS, f"one of {KL_CONVENTIONS}"),
         ]
@@ -99,6 +101,7 @@ class Transitions:
         step: [E] long step index i; sample: [E] long rollout sample index.
         advantage: [E] the sample's advantage.
         sigmas: [N+1] the schedule (shared).
+        weight: [E] optional per-transition loss weight (TempFlow-GRPO's noise-aware weights).
     """
 
     x: torch.Tensor
@@ -108,6 +111,7 @@ class Transitions:
     sample: torch.Tensor
     advantage: torch.Tensor
     sigmas: torch.Tensor = field(metadata=SHARED)
+    weight: torch.Tensor | None = None
 
 
 class FlowGRPO:
@@ -126,9 +130,7 @@ class FlowGRPO:
 
     @classmethod
     def config_from(cls, args: dict) -> FlowGRPOConfig:
-        cfg = dataclass_from(cls.Config, args, "algorithm")
-        cfg.validate()
-        return cfg
+        return algorithm_config(cls, args)
 
     def make_plan(self) -> Plan:
         return AllSDE(self.cfg.train_fraction, self.cfg.ode_first)
@@ -136,10 +138,13 @@ class FlowGRPO:
     def plan(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
         return self._plan(num_steps, iteration, seed)
 
-    def advantages(self, rewards: torch.Tensor, group: torch.Tensor) -> GroupAdvantages:
-        return group_advantages(rewards, group, std=self.cfg.adv_std, clip=self.cfg.adv_clip)
+    def advantages(self, rewards: torch.Tensor, group: torch.Tensor,
+                   terms: dict[str, tuple[torch.Tensor, float]] | None = None) -> GroupAdvantages:
+        return group_credit(rewards, group, terms, aggregate=self.cfg.aggregate, std=self.cfg.adv_std,
+                            clip=self.cfg.adv_clip)
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor) -> Transitions:
+    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int = 0,
+                       iteration: int = 0, rewards: torch.Tensor | None = None) -> Transitions:
         B, K = traj.log_prob.shape
         return Transitions(
             x=traj.x.flatten(0, 1),
@@ -160,7 +165,7 @@ class FlowGRPO:
         # (batch composition, kernels); using this one makes the first ratio exactly 1
         # and the mismatch is reported so that a real discrepancy cannot hide.
         old = out.log_prob.detach() if ctx.on_policy else items.log_prob
-        pg = clipped_policy_loss(out.log_prob, old, items.advantage, cfg.clip_range)
+        pg = self.policy_loss(out, old, items, ctx)
         stats = {"ratio": pg.ratio, "clipfrac": pg.clipped.float(), "approx_kl": pg.approx_kl.expand(len(old)),
                  "policy_loss": pg.loss.detach().expand(len(old))}
         if ctx.on_policy:
@@ -175,6 +180,12 @@ class FlowGRPO:
             loss = loss + cfg.kl_beta * kl.mean()
             stats["kl_ref"] = kl.detach()
         return LossOutput(loss, stats)
+
+
+    def policy_loss(self, out, old_log_prob: torch.Tensor, items: Transitions, ctx: StepContext):
+        """The clipped surrogate on the step's log-ratio (variants override this)."""
+        return clipped_policy_loss(out.log_prob, old_log_prob, items.advantage, self.cfg.clip_range,
+                                   weights=items.weight)
 
 
 class FlowGRPOFast(FlowGRPO):

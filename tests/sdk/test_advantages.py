@@ -49,3 +49,19 @@ def test_bad_arguments():
         group_advantages(torch.zeros(2), torch.zeros(2, dtype=torch.long), std="batch")
     with pytest.raises(ValueError, match="must be"):
         group_advantages(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))
+
+
+def test_per_term_advantages_sum_weighted_z_scores():
+    from alignflow.sdk.advantages import term_advantages
+
+    g = torch.tensor([0, 0, 1, 1])
+    big = torch.tensor([0.0, 100.0, 5.0, 5.0])  # large spread in group 0, none in group 1
+    small = torch.tensor([0.2, 0.1, 0.0, float("nan")])
+    out = term_advantages({"big": (big, 1.0), "small": (small, 2.0)}, g, eps=0.0, clip=10)
+    # group 0: z(big) = [-1, 1], z(small) = [1, -1] -> 1 * z + 2 * z = [1, -1]
+    torch.testing.assert_close(out.advantages, torch.tensor([1.0, -1.0, 0.0, 0.0]))
+    assert out.valid_fraction == 0.75 and out.zero_std_fraction == 0.5
+    # the weighted sum of rewards would follow the large term only
+    summed = group_advantages(big + 2 * small, g, eps=0.0, clip=10).advantages
+    assert summed[0] < 0 < summed[1]
+    assert term_advantages({"big": (big, 3.0)}, g, eps=0.0, clip=2).advantages.tolist() == [-2.0, 2.0, 0.0, 0.0]

@@ -40,3 +40,19 @@ def test_ode_first_keeps_the_first_steps_deterministic_and_untrained():
     assert AllSDE(0.99)(12, 0, 0) == AllSDE(0.99, ode_first=0)(12, 0, 0)
     with pytest.raises(ValueError, match="ode_first"):
         AllSDE(0.99, ode_first=12)(12, 0, 0)
+
+
+def test_mixgrpo_window_slides_with_the_iteration_and_rolls_back():
+    from alignflow.sdk.plans import SlidingWindow
+
+    plan = SlidingWindow(window=4, every=25, stride=1)  # N = 10: starts 0..5
+    starts = [plan(10, it, 0).shared_prefix for it in range(0, 200, 25)]
+    assert starts == [0, 1, 2, 3, 4, 5, 0, 1]
+    p = plan(10, 60, 0)
+    assert p.trained_steps == [2, 3, 4, 5] and sum(p.sde) == 4 and p.shared_prefix == 2
+    assert SlidingWindow(4, every=1, roll_back=False)(10, 99, 0).trained_steps == [5, 6, 7, 8]
+    assert SlidingWindow(4, mode="frozen", start=3)(10, 99, 0).trained_steps == [3, 4, 5, 6]
+    random = {SlidingWindow(2, mode="random")(10, it, 1).shared_prefix for it in range(100)}
+    assert random == set(range(8))
+    with pytest.raises(ValueError, match="does not fit"):
+        SlidingWindow(window=4, start=7)(10, 0, 0)
