@@ -1,6 +1,6 @@
 """A tiny F5-TTS for the offline speech default (``experiment=speech_tiny``).
 
-The real architecture (:class:`~alignflow.adapters.speech.dit.DiT`) at 4 layers x 128
+The real architecture (:class:`~alignflow.adapters.speech.dit.DiT`) at 4 layers x 256
 wide, a character vocabulary of the task's sentences, F5-TTS's mel (24 kHz, 100 mels,
 hop 256) and the Griffin-Lim vocoder. Its base is pretrained by ``alignflow pretrain
 experiment=speech_tiny`` on flite speech (:mod:`alignflow.modalities.speech.sentences`)
@@ -21,7 +21,7 @@ from alignflow.modalities.speech.mel import MelCodec
 from alignflow.sdk.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
-TINY_ARCH = DiTConfig(dim=128, depth=4, heads=4, dim_head=32, ff_mult=2, text_dim=64, conv_layers=2, dropout=0.0,
+TINY_ARCH = DiTConfig(dim=256, depth=4, heads=4, dim_head=64, ff_mult=2, text_dim=128, conv_layers=2, dropout=0.0,
                       text_num_embeds=64)
 MAX_FRAMES = 224  # 2.4 s: the longest reference + target of the task (slowest speed) is ~2.3 s
 
