@@ -106,6 +106,8 @@ class RunConfig:
     policy: dict[str, Any] = option({"name": "???"}, "the policy: {name: <registered name or dotted path>, <arguments>}")
     reward: dict[str, Any] = option({}, "reward terms: {<term>: {name: ..., weight: 1.0, <arguments>}}")
     algorithm: dict[str, Any] = option({"name": "flow_grpo"}, "the algorithm: {name: ..., <its config>}")
+    gold: dict[str, Any] = option({}, "held-out rewards, logged as gold/<term> but never optimised (a reward that "
+                                  "rises while gold falls is being hacked): {<term>: {name: ..., <arguments>}}")
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -205,16 +207,21 @@ def validate(cfg: RunConfig) -> None:
         _need(isinstance(weight, (int, float)) and not isinstance(weight, bool), f"reward.{term}.weight", weight, "a number")
         check_arguments(builder(REWARDS, rname, f"reward.{term}.name"), rargs, f"reward.{term}")
 
+    for term, spec in cfg.gold.items():
+        gname, gargs = split_component(spec, f"gold.{term}")
+        gargs.pop("weight", None)
+        check_arguments(builder(REWARDS, gname, f"gold.{term}.name"), gargs, f"gold.{term}")
+
     aname, aargs = split_component(cfg.algorithm, "algorithm")
     algo_cls = ALGORITHMS.resolve(aname, "algorithm.name")
     algo_cls.config_from(aargs)  # raises ConfigError on unknown keys, bad types, bad ranges
 
 
-def reward_terms(cfg: RunConfig) -> dict[str, tuple[str, float, dict[str, Any]]]:
-    """{term: (name, weight, arguments)} from ``cfg.reward``."""
+def reward_terms(cfg: RunConfig, key: str = "reward") -> dict[str, tuple[str, float, dict[str, Any]]]:
+    """{term: (name, weight, arguments)} from ``cfg.reward`` (or ``cfg.gold``)."""
     out = {}
-    for term, spec in cfg.reward.items():
-        name, args = split_component(spec, f"reward.{term}")
+    for term, spec in getattr(cfg, key).items():
+        name, args = split_component(spec, f"{key}.{term}")
         weight = float(args.pop("weight", 1.0))
         out[term] = (name, weight, args)
     return out

@@ -35,6 +35,7 @@ from alignflow.sdk.algorithms.base import StepContext
 from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
 from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
+from alignflow.sdk.diagnostics import group_diversity
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
 from alignflow.sdk.finetune import build_finetune
@@ -84,6 +85,9 @@ class Trainer:
         self.policy = POLICIES.resolve(pname, "policy.name")(**pargs).to(self.acc.device)
         self.reward = WeightedSum({term: (REWARDS.resolve(name, f"reward.{term}.name")(**args), weight)
                                    for term, (name, weight, args) in reward_terms(cfg).items()})
+        # held-out rewards: scored and logged, never in the advantage
+        self.gold = {term: REWARDS.resolve(name, f"gold.{term}.name")(**args)
+                     for term, (name, _, args) in reward_terms(cfg, "gold").items()}
         if self.reward.modality != self.policy.modality:
             raise ConfigError("reward", list(cfg.reward), f"rewards for {self.policy.modality!r} media "
                               f"(policy {pname!r} makes {self.policy.modality}, the rewards score {self.reward.modality})")
@@ -224,6 +228,7 @@ class Trainer:
             v = self.acc.gather(v.to(self.acc.device)).cpu()
             m[f"train/{k}_mean"] = v[torch.isfinite(v)].mean().item() if torch.isfinite(v).any() else float("nan")
         m["train/zero_std_groups"] = adv.zero_std_fraction
+        m["train/diversity"] = group_diversity(traj.x0, traj.group)
         m["train/dropped_samples"] = float(self.acc.gather(torch.tensor([dropped], device=self.acc.device)).sum())
         m["train/trained_steps"] = float(len(torch.unique(items.step))) if hasattr(items, "step") else 0.0
         m.update(stats)
@@ -236,6 +241,10 @@ class Trainer:
     def _score(self, media, prompts, metadata, groups: torch.Tensor) -> tuple[RewardOutput, float]:
         start = time.perf_counter()
         out = check_output(self.reward(media, prompts, metadata, groups=groups), len(prompts), "reward")
+        for term, reward in self.gold.items():
+            raw = reward(media, prompts, metadata, groups=groups) if getattr(reward, "groupwise", False) \
+                else reward(media, prompts, metadata)
+            out.components[f"gold/{term}"] = check_output(raw, len(prompts), f"gold.{term}").scores
         return out, time.perf_counter() - start
 
     def _check_rewards(self, scores: torch.Tensor) -> int:

@@ -32,7 +32,8 @@ def test_iteration_metrics_are_complete_and_finite(tmp_path):
     m = tr.train_iteration(0)
     for key in ("train/reward_mean", "train/reward_std", "train/digit/accuracy_mean", "train/clipfrac",
                 "train/approx_kl", "train/kl_ref", "train/ratio", "train/ratio_min", "train/ratio_max",
-                "train/zero_std_groups", "train/grad_norm", "time/rollout", "time/reward", "time/train"):
+                "train/zero_std_groups", "train/grad_norm", "train/diversity", "time/rollout", "time/reward",
+                "time/train"):
         assert key in m and torch.isfinite(torch.tensor(m[key])), key
 
 
@@ -97,3 +98,34 @@ def test_flow_grpo_fast_trains_only_its_window(tmp_path):
     m = tr.train_iteration(0)
     assert m["train/trained_steps"] == 2.0
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0
+
+
+def test_group_diversity_is_zero_for_copies_and_grows_with_spread():
+    from alignflow.sdk.diagnostics import group_diversity
+
+    g = torch.tensor([0, 0, 1, 1])
+    same = torch.ones(4, 3)
+    assert group_diversity(same, g) == 0.0
+    x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, 4.0]])
+    # RMS distances: group 0 = 2 / sqrt(2), group 1 = 4 / sqrt(2)
+    assert abs(group_diversity(x, g) - 3 / 2**0.5) < 1e-6
+    assert group_diversity(x[:1], g[:1]) == 0.0
+
+
+def test_gold_reward_is_logged_and_not_optimised(tmp_path):
+    cfg = digits_cfg(tmp_path, "+gold.judge.name=digit_classifier", "train.optimizer_steps=1")
+    tr = Trainer(cfg)
+    m = tr.train_iteration(0)
+    assert "train/gold/judge_mean" in m and "train/digit/accuracy_mean" in m
+    # the same model as the optimised reward here, so the same numbers; not in the advantage
+    assert abs(m["train/gold/judge_mean"] - m["train/reward_mean"]) < 1e-6
+    assert "gold" not in tr.reward.terms
+
+
+def test_a_bad_gold_reward_is_named_before_anything_is_built(tmp_path):
+    import pytest
+
+    from alignflow.sdk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gold.judge.name"):
+        Trainer(digits_cfg(tmp_path, "+gold.judge.name=no_such_reward"))
