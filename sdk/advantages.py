@@ -109,3 +109,9 @@ def group_credit(rewards: torch.Tensor, group: torch.Tensor, terms: dict[str, tu
     if aggregate == "advantage" and terms:
         return term_advantages(terms, group, std=std, clip=clip)
     return group_advantages(rewards, group, std=std, clip=clip)
+
+
+def members(group: torch.Tensor) -> list[int]:
+    """Each sample's index within its group (samples of a group are contiguous)."""
+    ids = group.tolist()
+    return [b - ids.index(g) for b, g in enumerate(ids)]

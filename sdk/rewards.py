@@ -70,6 +70,18 @@ def check_output(raw: Any, batch: int, name: str) -> RewardOutput:
     return RewardOutput(_as_scores(raw, batch, name))
 
 
+def score(reward: Reward, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
+          groups: torch.Tensor | None, name: str) -> RewardOutput:
+    """One reward's checked output; groupwise rewards also get the group ids."""
+    if getattr(reward, "groupwise", False):
+        if groups is None:
+            raise RewardError(f"reward {name!r} is groupwise: it needs the samples' group ids (groups=)")
+        raw = reward(media, prompts, metadata, groups=groups)
+    else:
+        raw = reward(media, prompts, metadata)
+    return check_output(raw, len(prompts), name)
+
+
 class WeightedSum:
     """r = sum_k w_k r_k over named rewards. Components: each term's own components as
     ``name/component`` and, when there are several terms, each term's score under its
@@ -90,13 +102,7 @@ class WeightedSum:
         total = torch.zeros(batch)
         comps: dict[str, torch.Tensor] = {}
         for name, (reward, weight) in self.terms.items():
-            if getattr(reward, "groupwise", False):
-                if groups is None:
-                    raise RewardError(f"reward {name!r} is groupwise: it needs the samples' group ids (groups=)")
-                raw = reward(media, prompts, metadata, groups=groups)
-            else:
-                raw = reward(media, prompts, metadata)
-            out = check_output(raw, batch, name)
+            out = score(reward, media, prompts, metadata, groups, name)
             total = total + weight * out.scores
             if len(self.terms) > 1:
                 comps[name] = out.scores

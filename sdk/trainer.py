@@ -41,7 +41,7 @@ from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.random import derive_seed, generator
 from alignflow.sdk.registry import ALGORITHMS, MEDIA_WRITERS, POLICIES, REWARDS
-from alignflow.sdk.rewards import RewardOutput, WeightedSum, check_output
+from alignflow.sdk.rewards import RewardOutput, WeightedSum, check_output, score
 from alignflow.sdk.rollout import rollout, sample
 from alignflow.sdk.tracking import MetricsLog
 
@@ -242,9 +242,7 @@ class Trainer:
         start = time.perf_counter()
         out = check_output(self.reward(media, prompts, metadata, groups=groups), len(prompts), "reward")
         for term, reward in self.gold.items():
-            raw = reward(media, prompts, metadata, groups=groups) if getattr(reward, "groupwise", False) \
-                else reward(media, prompts, metadata)
-            out.components[f"gold/{term}"] = check_output(raw, len(prompts), f"gold.{term}").scores
+            out.components[f"gold/{term}"] = score(reward, media, prompts, metadata, groups, f"gold.{term}").scores
         return out, time.perf_counter() - start
 
     def _check_rewards(self, scores: torch.Tensor) -> int:

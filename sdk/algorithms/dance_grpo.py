@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alignflow.sdk.advantages import members
 from alignflow.sdk.algorithms.flow_grpo import FlowGRPO, FlowGRPOConfig, Transitions
 from alignflow.sdk.batching import select
 from alignflow.sdk.errors import ConfigError
@@ -56,10 +57,9 @@ class DanceGRPO(FlowGRPO):
         items = super().training_items(traj, advantages)
         B, K = traj.log_prob.shape
         keep = max(1, int(self.cfg.step_fraction * K))
-        groups = traj.group.tolist()
+        groups, member = traj.group.tolist(), members(traj.group)
         chosen = []
         for b in range(B):
-            member = b - groups.index(groups[b])  # samples of a group are contiguous
-            order = torch.randperm(K, generator=generator(seed, "dance_steps", iteration, groups[b], member))
+            order = torch.randperm(K, generator=generator(seed, "dance_steps", iteration, groups[b], member[b]))
             chosen.append(b * K + order[:keep].sort().values)
         return select(items, torch.cat(chosen).to(items.x.device))

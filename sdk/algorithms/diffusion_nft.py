@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignflow.sdk.advantages import AGGREGATES, STD_MODES, GroupAdvantages, group_credit
+from alignflow.sdk.advantages import AGGREGATES, STD_MODES, GroupAdvantages, group_credit, members
 from alignflow.sdk.algorithms.base import LossOutput, StepContext, algorithm_config
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import ConfigError
@@ -151,11 +151,10 @@ class DiffusionNFT:
                        iteration: int = 0, rewards: torch.Tensor | None = None) -> CleanSamples:
         B, N = len(traj.x0), len(traj.sigmas) - 1
         K = max(1, int(self.cfg.timestep_fraction * N))
-        groups = traj.group.tolist()
+        groups, member = traj.group.tolist(), members(traj.group)
         sigmas, rows, eps = [], [], []
         for b in range(B):
-            member = b - groups.index(groups[b])
-            g = generator(seed, "nft", iteration, groups[b], member)
+            g = generator(seed, "nft", iteration, groups[b], member[b])
             sigmas.append(traj.sigmas[torch.randperm(N, generator=g)[:K]].float())
             eps.append(randn((K, *traj.x0.shape[1:]), g, device=traj.x0.device))
             rows.append(torch.full((K,), b, dtype=torch.long))
