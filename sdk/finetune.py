@@ -23,6 +23,8 @@ from alignflow.sdk.policy import FlowPolicy
 class Finetune(Protocol):
     def parameters(self) -> list[nn.Parameter]: ...
 
+    has_reference: bool  # whether reference() is available
+
     def reference(self): ...  # a context manager in which the policy is the reference
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
@@ -82,6 +84,8 @@ class LoRA:
                     # input to the adapter's dtype and the output back).
                     p.data = p.data.float()
 
+    has_reference = True  # the adapters off
+
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
 
@@ -117,6 +121,10 @@ class Full:
         for m in self.modules.values():
             m.requires_grad_(True)
         self.frozen = {n: copy.deepcopy(m).requires_grad_(False).eval() for n, m in self.modules.items()} if keep_reference else {}
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.frozen)
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules.values() for p in m.parameters()]

@@ -110,6 +110,8 @@ ALGORITHMS = Registry("algorithm", {
     "flow_grpo": "alignflow.sdk.algorithms.flow_grpo:FlowGRPO",
     "flow_grpo_fast": "alignflow.sdk.algorithms.flow_grpo:FlowGRPOFast",
     "mixgrpo": "alignflow.sdk.algorithms.mixgrpo:MixGRPO",
+    "mixgrpo_flash": "alignflow.sdk.algorithms.mixgrpo_flash:MixGRPOFlash",
+    "dense_grpo": "alignflow.sdk.algorithms.dense_grpo:DenseGRPO",
     "dance_grpo": "alignflow.sdk.algorithms.dance_grpo:DanceGRPO",
     "diffusion_nft": "alignflow.sdk.algorithms.diffusion_nft:DiffusionNFT",
     "grpo_guard": "alignflow.sdk.algorithms.grpo_guard:GRPOGuard",

@@ -18,6 +18,7 @@ uninterrupted run would have done.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -35,10 +36,11 @@ from alignflow.sdk.algorithms.base import StepContext
 from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
 from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
-from alignflow.sdk.diagnostics import group_diversity
+from alignflow.sdk.diagnostics import group_diversity, kl_drift
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
 from alignflow.sdk.finetune import build_finetune
+from alignflow.sdk.kernels import get_kernel
 from alignflow.sdk.random import derive_seed, generator
 from alignflow.sdk.registry import ALGORITHMS, MEDIA_WRITERS, POLICIES, REWARDS
 from alignflow.sdk.rewards import RewardOutput, WeightedSum, check_output, score
@@ -94,6 +96,11 @@ class Trainer:
         aname, aargs = split_component(cfg.algorithm, "algorithm")
         algo_cls = ALGORITHMS.resolve(aname, "algorithm.name")
         self.algo = algo_cls(algo_cls.config_from(aargs))
+        try:  # a step plan that cannot fit the schedule fails now, not at the first iteration
+            self.algo.plan(cfg.sample.num_steps, 0, cfg.seed)
+        except ValueError as e:
+            raise ConfigError("sample.num_steps", cfg.sample.num_steps, f"enough steps for algorithm {aname}'s plan",
+                              hint=str(e)) from e
         self.writer = MEDIA_WRITERS.resolve(self.policy.modality, "policy.modality")()
 
         t = cfg.train
@@ -178,9 +185,15 @@ class Trainer:
                 meta = [self.train_set.metadata[i] for _, i in chunk]
                 cond = self.policy.encode(prompts, meta)
                 slots = [s for s, _ in chunk]
+                group = torch.tensor(slots).repeat_interleave(G)
                 if hasattr(self.algo, "rollout"):  # its own topology (trees); G samples per prompt all the same
+                    extra = {}
+                    if getattr(self.algo, "scores_peeks", False):  # rewards of intermediate clean samples (DenseGRPO)
+                        extra["score"] = functools.partial(self._peek_score, cond=repeat_interleave(cond, G),
+                                                           prompts=[p for p in prompts for _ in range(G)],
+                                                           metadata=[m for m in meta for _ in range(G)], groups=group)
                     traj = self.algo.rollout(self.policy, cond, sigmas, guidance=cfg.sample.guidance, group_size=G,
-                                             seed=cfg.seed, iteration=it, slots=slots)
+                                             seed=cfg.seed, iteration=it, slots=slots, **extra)
                 else:
                     traj = rollout(
                         self.policy, cond, sigmas, plan, self.algo.kernel,
@@ -190,7 +203,7 @@ class Trainer:
                         sde_generators=[generator(cfg.seed, "sde", it, s, m) for s in slots for m in range(G)],
                         share_noise=shared,
                     )
-                traj.group = torch.tensor(slots, device=traj.x0.device).repeat_interleave(G)
+                traj.group = group.to(traj.x0.device)
                 cond = repeat_interleave(cond, G)  # one row per sample, for decoding and training
                 media = self.policy.decode(traj.x0, cond)
                 futures.append(self.reward_pool.submit(
@@ -229,6 +242,12 @@ class Trainer:
             m[f"train/{k}_mean"] = v[torch.isfinite(v)].mean().item() if torch.isfinite(v).any() else float("nan")
         m["train/zero_std_groups"] = adv.zero_std_fraction
         m["train/diversity"] = group_diversity(traj.x0, traj.group)
+        if self.finetune.has_reference:  # LoRA always; full fine-tuning when the algorithm keeps the base
+            kernel = self.algo.kernel if self.algo.kernel.stochastic else get_kernel("flow_sde")
+            with self.acc.autocast():
+                m["train/kl_base"] = kl_drift(self.policy, self.finetune.reference, traj.x0, cond, sigmas, kernel,
+                                              self.algo.noise_level or 0.7, cfg.sample.guidance,
+                                              generator(cfg.seed, "drift", it))
         m["train/dropped_samples"] = float(self.acc.gather(torch.tensor([dropped], device=self.acc.device)).sum())
         m["train/trained_steps"] = float(len(torch.unique(items.step))) if hasattr(items, "step") else 0.0
         m.update(stats)
@@ -244,6 +263,12 @@ class Trainer:
         for term, reward in self.gold.items():
             out.components[f"gold/{term}"] = score(reward, media, prompts, metadata, groups, f"gold.{term}").scores
         return out, time.perf_counter() - start
+
+    def _peek_score(self, x0: torch.Tensor, *, cond, prompts, metadata, groups: torch.Tensor) -> torch.Tensor:
+        """The reward of latents that are not the rollout's output (an algorithm's peeks);
+        synchronous, gold rewards not scored."""
+        media = self.policy.decode(x0, cond)
+        return check_output(self.reward(media, prompts, metadata, groups=groups), len(prompts), "reward").scores
 
     def _check_rewards(self, scores: torch.Tensor) -> int:
         bad = int((~torch.isfinite(scores)).sum())

@@ -14,7 +14,9 @@ rolls it out with the algorithm's kernel, scores the samples, and then
 
 Optional hooks: ``rollout(policy, cond, sigmas, guidance=, group_size=, seed=,
 iteration=, slots=)`` replaces the core rollout (tree topologies; it must return an
-object with ``x0`` [P * G, ...] and ``group``); ``bind(params)``, ``end_iteration(
+object with ``x0`` [P * G, ...] and ``group``; an algorithm with ``scores_peeks = True``
+also gets ``score``, latents [P * G, ...] -> rewards [P * G], for intermediate clean
+samples, as DenseGRPO needs); ``bind(params)``, ``end_iteration(
 optimizer_steps) -> metrics``, ``state_dict()`` / ``load_state_dict()`` for algorithms
 that keep their own state (DiffusionNFT's old policy, saved in checkpoints).
 

@@ -22,6 +22,8 @@ def test_mixgrpo_trains_its_window_and_the_window_slides(tmp_path):
 def test_mixgrpo_config_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="algorithm.slide"):
         Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "algorithm.slide=backwards"))
+    with pytest.raises(ConfigError, match="sample.num_steps.*window of 4"):  # at build time, not at iteration 0
+        Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "sample.num_steps=4"))
 
 
 def test_dance_grpo_trains_a_random_subset_of_steps_per_sample(tmp_path):
@@ -143,3 +145,60 @@ def test_tempflow_branches_once_per_iteration_with_noise_aware_weights(tmp_path)
     assert items.weight is not None and items.weight.unique().numel() == 1 and items.weight[0] > 0
     ks = {tr.algo.tree_spec(6, it, 0, 4).steps[0] for it in range(40)}
     assert ks == {0, 1, 2, 3, 4}  # every step but the last
+
+
+def _count_rollout_calls(tr):
+    """Batch sizes of the policy's velocity calls made inside the algorithm's rollout."""
+    calls, inside = [], []
+    velocity, rollout_hook = tr.policy.velocity, tr.algo.rollout
+
+    def counted(*a, **kw):
+        if inside:
+            calls.append(a[0].shape[0])
+        return velocity(*a, **kw)
+
+    def hooked(*a, **kw):
+        inside.append(True)
+        try:
+            return rollout_hook(*a, **kw)
+        finally:
+            inside.clear()
+
+    tr.policy.velocity, tr.algo.rollout = counted, hooked
+    return calls
+
+
+def test_mixgrpo_flash_finishes_the_tail_with_fewer_second_order_steps(tmp_path):
+    tr = Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo_flash", "sample.num_steps=10", "algorithm.window=2",
+                            "algorithm.every=1", "train.optimizer_steps=1"))
+    calls = _count_rollout_calls(tr)
+    m = tr.train_iteration(3)  # window at steps 3-4; tail: 5 steps compressed to ceil(0.4 x 5) = 2
+    P, G = 2, 4
+    assert calls == [P] * 3 + [P * G] * 2 + [P * G] * 2
+    assert m["train/trained_steps"] == 2.0 and m["train/ratio_min"] == m["train/ratio_max"] == 1.0
+    assert m["train/reward_mean"] > 0.05  # the compressed tail still gives digits the classifier reads
+
+
+def test_dense_grpo_credits_each_step_with_its_reward_gain(tmp_path):
+    import torch
+
+    tr = Trainer(digits_cfg(tmp_path, "algorithm=dense_grpo", "sample.num_steps=6", "train.optimizer_steps=1"))
+    seen, scored = {}, []
+    real_items, real_peek = tr.algo.training_items, tr._peek_score
+    tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", (traj, real_items(traj, adv, **kw)))[1]
+    tr._peek_score = lambda x0, **kw: scored.append(x0) or real_peek(x0, **kw)
+    m = tr.train_iteration(0)
+    traj, items = seen["items"]
+    P, G, K = 2, 4, 3  # floor(0.6 x 6) trained steps
+    assert traj.steps.tolist() == [0, 1, 2] and m["train/trained_steps"] == 3.0
+    assert len(scored) == 1 + K + 1  # the final samples, then peeks at steps 0, 1, 2, 3
+    # V after step i is V before step i + 1 (the same peek), and V_N is the final reward
+    torch.testing.assert_close(traj.values[:, 1:, 0], traj.values[:, :-1, 1])
+    gains = traj.values[..., 1] - traj.values[..., 0]
+    adv = items.advantage.view(P * G, K)
+    for j in range(K):  # z-scored per step within each group
+        for g in range(P):
+            a, d = adv[g * G:(g + 1) * G, j], gains[g * G:(g + 1) * G, j]
+            if d.std() > 1e-6:
+                assert abs(float(a.mean())) < 1e-4 and torch.equal(a.argsort(), d.argsort())
+    assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0

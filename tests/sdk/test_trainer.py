@@ -32,7 +32,7 @@ def test_iteration_metrics_are_complete_and_finite(tmp_path):
     m = tr.train_iteration(0)
     for key in ("train/reward_mean", "train/reward_std", "train/digit/accuracy_mean", "train/clipfrac",
                 "train/approx_kl", "train/kl_ref", "train/ratio", "train/ratio_min", "train/ratio_max",
-                "train/zero_std_groups", "train/grad_norm", "train/diversity", "time/rollout", "time/reward",
+                "train/zero_std_groups", "train/grad_norm", "train/diversity", "train/kl_base", "time/rollout", "time/reward",
                 "time/train"):
         assert key in m and torch.isfinite(torch.tensor(m[key])), key
 
@@ -110,6 +110,27 @@ def test_group_diversity_is_zero_for_copies_and_grows_with_spread():
     # RMS distances: group 0 = 2 / sqrt(2), group 1 = 4 / sqrt(2)
     assert abs(group_diversity(x, g) - 3 / 2**0.5) < 1e-6
     assert group_diversity(x[:1], g[:1]) == 0.0
+
+
+def test_kl_drift_is_zero_for_the_base_and_grows_with_training(tmp_path):
+    import contextlib
+
+    from alignflow.sdk.diagnostics import kl_drift
+    from alignflow.sdk.random import generator
+
+    tr = Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "algorithm.window=2", "train.lr=1e-2"))  # no KL term
+    cond = tr.policy.encode(["3", "7"])
+    x0 = torch.randn(2, *tr.policy.noise(1, [generator(0)]).shape[1:], generator=generator(1))
+    sigmas, kernel = tr.policy.sigmas(8), tr.algo.kernel
+
+    def drift(reference):
+        return kl_drift(tr.policy, reference, x0, cond, sigmas, kernel, 0.7, 1.0, generator(2))
+
+    assert drift(tr.finetune.reference) == 0.0  # LoRA B = 0: the policy is the base
+    first = tr.train_iteration(0)["train/kl_base"]
+    second = tr.train_iteration(1)["train/kl_base"]
+    assert 0 < first < second
+    assert drift(contextlib.nullcontext) == 0.0 < drift(tr.finetune.reference)
 
 
 def test_gold_reward_is_logged_and_not_optimised(tmp_path):
