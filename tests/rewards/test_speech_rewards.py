@@ -57,6 +57,21 @@ def test_offline_whisper_reads_flite_and_not_noise(speech, asr_reward):
     assert asr_reward(noise, list(SENTENCES[:2]), [{}, {}]).components["wer"].min() >= 0.99
 
 
+def test_likelihood_score_ranks_the_spoken_text_first(speech):
+    """score: likelihood: the text's mean log-probability per token, teacher-forced on the
+    clip, is highest for the sentence actually spoken; WER is still reported."""
+    reward = WERReward(score="likelihood")
+    clips = speech["rms"]
+    logp = torch.stack([reward(clips, [SENTENCES[(i + shift) % 3] for i in range(3)], [{}] * 3).scores
+                        for shift in range(3)])  # [shift, clip]: shift 0 is the spoken text
+    assert (logp[0] > logp[1:].max(0).values).all(), logp
+    assert logp.max() <= 0 and logp.min() >= np.log(1e-5)
+    out = reward(clips, list(SENTENCES), [{}] * 3)
+    assert set(out.components) == {"wer", "text_logp"} and out.components["wer"].mean() < 0.3
+    with pytest.raises(ConfigError, match="reward.score"):
+        WERReward(score="cer")
+
+
 def test_mel_round_trip_through_griffin_lim_keeps_the_words(speech, asr_reward):
     codec = MelCodec()
     clean = speech["rms"]
@@ -146,6 +161,10 @@ def test_transformers_whisper_backend_at_tiny_size(tmp_path):
     reward = WERReward(backend="transformers", path=str(tmp_path / "whisper"))
     out = reward(Waveform(torch.randn(2, 16000) * 0.1, 16000), ["a b", "c d"], [{}, {}])
     assert out.scores.shape == (2,) and len(reward.last_transcripts) == 2
+    dense = WERReward(backend="transformers", path=str(tmp_path / "whisper"), score="likelihood")
+    out = dense(Waveform(torch.randn(2, 16000) * 0.1, 16000), ["a b", "the cat sat"], [{}, {}])
+    assert out.scores.shape == (2,) and torch.equal(out.scores, out.components["text_logp"])
+    assert ((out.scores <= 0) & (out.scores >= np.log(1e-5))).all()
 
 
 def test_dnsmos_prefers_clean_speech(speech):
