@@ -8,6 +8,8 @@
     alignflow pretrain experiment=image_digits
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain]                          every field with its help
+    alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
+                                                             serve a reward over HTTP (rewards/remote.py)
 
 Arguments after the sub-command are hydra overrides. Several processes: run the
 same command under ``accelerate launch`` (see configs/accelerate/).
@@ -95,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     p_config = sub.add_parser("config")
     p_config.add_argument("--pretrain", action="store_true", help="the pretraining config instead of training's")
     p_config.add_argument("overrides", nargs="*")
+    p_serve = sub.add_parser("serve-reward", help="serve a reward for `reward=remote` (rewards/remote.py)")
+    p_serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    p_serve.add_argument("--port", type=int, default=8765, help="0 = any free port (printed)")
+    p_serve.add_argument("--max-mb", type=float, default=64.0, help="largest request body accepted")
+    p_serve.add_argument("overrides", nargs="*", help="reward=NAME (a configs/reward file), then reward.key=value")
     p_fields = sub.add_parser("fields")
     p_fields.add_argument("--pretrain", action="store_true", help="the pretraining fields instead of training's")
     args = parser.parse_args(argv)
@@ -119,6 +126,14 @@ def _run(args: argparse.Namespace) -> int:
         from omegaconf import OmegaConf
 
         print(OmegaConf.to_yaml(compose("pretrain" if args.pretrain else "train", args.overrides)))
+        return 0
+    if args.command == "serve-reward":
+        from alignflow.rewards.remote import serve
+
+        names = [o.split("=", 1)[1] for o in args.overrides if o.startswith("reward=")]
+        if len(names) != 1:
+            raise ConfigError("reward", names or None, "one reward=NAME naming a configs/reward file")
+        serve(names[0], [o for o in args.overrides if not o.startswith("reward=")], args.host, args.port, args.max_mb)
         return 0
     if args.command == "pretrain":
         from alignflow.sdk.pretrain import pretrain

@@ -103,6 +103,7 @@ REWARDS = Registry("reward", {
     "wer": "alignflow.rewards.speech.asr:WERReward",
     "speaker_similarity": "alignflow.rewards.speech.speaker:SpeakerSimilarity",
     "dnsmos": "alignflow.rewards.speech.quality:DNSMOSReward",
+    "remote": "alignflow.rewards.remote:RemoteReward",
     "pref_winrate": "alignflow.rewards.group:PairwiseWinRate",
     "group_duplicates": "alignflow.rewards.group:GroupDuplicates",
 })

@@ -154,3 +154,23 @@ def test_missing_shipped_weights_name_the_regeneration_script(tmp_path):
     shutil.copytree(tmp_path, tmp_path / "empty", dirs_exist_ok=True)
     with pytest.raises(ConfigError, match="build_toy_assets.py"):
         load_classifier(tmp_path / "empty")
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    """Weight files are untrusted input: no torch.load that could unpickle code."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    seen, offenders = 0, []
+    for path in root.glob("*/**/*.py"):
+        if path.relative_to(root).parts[0] in (".venv", "tests", "outputs", "build"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                seen += 1
+                if not any(kw.arg == "weights_only" and isinstance(kw.value, ast.Constant) and kw.value.value is True
+                           for kw in node.keywords):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert seen >= 4, seen  # checkpoints, F5 and CLIP-head weights, the Vocos state
+    assert not offenders, offenders

@@ -1,0 +1,330 @@
+"""Remote rewards: a reward model served by its own process, called over HTTP.
+
+Heavy reward models (a VLM judge, a large ASR) often want their own process, GPU or
+Python environment. ``alignflow serve-reward reward=NAME`` serves any registered
+reward; ``reward=remote`` (:class:`RemoteReward`) calls it from training.
+
+Wire format, both ways: one safetensors file (never pickle: parsing it runs no code).
+
+- request ``POST /score``: tensor ``media`` (float32: images [B, C, H, W], speech
+  [B, N] with optional int64 ``lengths`` [B]) and ``groups`` [B] (int64, for groupwise
+  rewards); the safetensors header metadata holds ``modality``, ``sample_rate``
+  (speech), ``prompts`` (a JSON list of B strings) and ``metadata`` (a JSON list of B
+  objects).
+- answer 200: tensors ``scores`` [B] and ``component.<name>`` [B], float32.
+- answer 4xx (the request is wrong: size, format, types, shapes, modality) or 500 (the
+  reward raised) with a JSON body ``{"error": "..."}``; the server keeps serving.
+- ``GET /health``: ``{"modality": ..., "groupwise": ..., "reward": NAME}``.
+
+The server binds 127.0.0.1 unless told otherwise, refuses bodies over ``max_mb``
+before reading them, reads with a timeout (a truncated body is a 400, not a hung
+thread) and runs one reward call at a time. The client retries connection failures,
+timeouts and 5xx answers with exponential backoff until ``deadline`` seconds have
+passed, so a training run survives the server being restarted; a 4xx is not retried
+(the same request would fail again) and raises :class:`RewardError` with the server's
+message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.rewards import RewardOutput, score
+
+log = logging.getLogger(__name__)
+MEDIA_DIMS = {"image": 4, "speech": 2, "video": 5}
+
+
+class BadRequest(ValueError):
+    """What is wrong with a request, answered with status ``status``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------- encoding
+
+def encode_request(media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]], modality: str,
+                   groups: torch.Tensor | None = None) -> bytes:
+    tensors, header = {}, {"modality": modality, "prompts": json.dumps(list(prompts)),
+                           "metadata": json.dumps([dict(m) for m in metadata], default=str)}
+    if modality == "speech":
+        tensors["media"] = media.samples.detach().float().cpu().contiguous()
+        header["sample_rate"] = str(int(media.sample_rate))
+        if media.lengths is not None:
+            tensors["lengths"] = torch.as_tensor(media.lengths, dtype=torch.int64).cpu().contiguous()
+    else:
+        tensors["media"] = media.detach().float().cpu().contiguous()
+    if groups is not None:
+        tensors["groups"] = torch.as_tensor(groups, dtype=torch.int64).cpu().contiguous()
+    return st_save(tensors, metadata=header)
+
+
+def safetensors_header(body: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors payload, checked for size before parsing."""
+    if len(body) < 8:
+        raise BadRequest(f"body of {len(body)} bytes is not a safetensors file")
+    (n,) = struct.unpack("<Q", body[:8])
+    if n > len(body) - 8:
+        raise BadRequest(f"safetensors header claims {n} bytes, the body has {len(body) - 8}")
+    try:
+        header = json.loads(body[8:8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"safetensors header is not JSON: {e}") from e
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise BadRequest("safetensors __metadata__ must map names to strings")
+    return meta
+
+
+def decode_request(body: bytes, modality: str, max_batch: int) -> tuple[Any, list[str], list[dict], torch.Tensor | None]:
+    """(media, prompts, metadata, groups) from a request body, or :class:`BadRequest`."""
+    meta = safetensors_header(body)
+    try:
+        tensors = st_load(body)
+    except Exception as e:  # safetensors raises its own error types for malformed files
+        raise BadRequest(f"not a safetensors file: {e}") from e
+    if meta.get("modality") != modality:
+        raise BadRequest(f"modality {meta.get('modality')!r}: this server scores {modality!r} media")
+    unknown = sorted(set(tensors) - {"media", "lengths", "groups"})
+    if unknown or "media" not in tensors:
+        raise BadRequest(f"tensors {sorted(tensors)}: expected 'media' and optionally 'lengths', 'groups'")
+    media = tensors["media"]
+    dims = MEDIA_DIMS.get(modality)
+    if media.dtype != torch.float32 or (dims is not None and media.ndim != dims):
+        raise BadRequest(f"media {media.dtype} {tuple(media.shape)}: expected float32 with {dims} dimensions for "
+                         f"{modality} (batch first)")
+    B = media.shape[0]
+    if not 1 <= B <= max_batch or media.numel() == 0:
+        raise BadRequest(f"batch of {B} (media {tuple(media.shape)}): expected 1 to {max_batch} non-empty samples")
+    if not torch.isfinite(media).all():
+        raise BadRequest("media has NaN or inf values")
+    try:
+        prompts, metadata = json.loads(meta.get("prompts", "")), json.loads(meta.get("metadata", ""))
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"prompts / metadata are not JSON: {e}") from e
+    if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts) and len(prompts) == B):
+        raise BadRequest(f"prompts: expected a JSON list of {B} strings")
+    if not (isinstance(metadata, list) and all(isinstance(m, dict) for m in metadata) and len(metadata) == B):
+        raise BadRequest(f"metadata: expected a JSON list of {B} objects")
+    groups = tensors.get("groups")
+    if groups is not None and (groups.dtype != torch.int64 or groups.shape != (B,)):
+        raise BadRequest(f"groups {groups.dtype} {tuple(groups.shape)}: expected int64 [{B}]")
+    if modality == "speech":
+        from alignflow.modalities.speech.audio import Waveform
+
+        try:
+            rate = int(meta.get("sample_rate", ""))
+        except ValueError as e:
+            raise BadRequest(f"sample_rate {meta.get('sample_rate')!r}: expected an int") from e
+        lengths = tensors.get("lengths")
+        if not 8000 <= rate <= 192000:
+            raise BadRequest(f"sample_rate {rate}: expected 8000 to 192000")
+        if lengths is not None and (lengths.dtype != torch.int64 or lengths.shape != (B,) or
+                                    (lengths < 1).any() or (lengths > media.shape[1]).any()):
+            raise BadRequest(f"lengths: expected int64 [{B}] in 1..{media.shape[1]}")
+        media = Waveform(media, rate, lengths)
+    return media, prompts, metadata, groups
+
+
+def encode_answer(out: RewardOutput) -> bytes:
+    tensors = {"scores": out.scores.float().contiguous()}
+    tensors.update({f"component.{k}": v.float().contiguous() for k, v in out.components.items()})
+    return st_save(tensors)
+
+
+def decode_answer(body: bytes, batch: int) -> RewardOutput:
+    try:
+        tensors = st_load(body)
+    except Exception as e:
+        raise RewardError(f"remote reward: the answer is not a safetensors file ({e})") from e
+    if "scores" not in tensors:
+        raise RewardError(f"remote reward: the answer has no 'scores' (tensors {sorted(tensors)})")
+    comps = {k.removeprefix("component."): v for k, v in tensors.items() if k.startswith("component.")}
+    return RewardOutput(tensors["scores"], comps)  # shapes are checked by the trainer's check_output
+
+
+# ---------------------------------------------------------------- server
+
+class RewardServer:
+    """Serves ``reward`` (any registered reward object) on http://host:port.
+    ``port=0`` picks a free port (see :attr:`port`)."""
+
+    def __init__(self, reward: Any, name: str = "", host: str = "127.0.0.1", port: int = 8765, max_mb: float = 64,
+                 max_batch: int = 1024, read_timeout: float = 10.0):
+        self.reward, self.name = reward, name
+        self.modality = getattr(reward, "modality", None)
+        if self.modality is None:
+            raise ConfigError("reward", name, "a reward with a 'modality' attribute")
+        self.max_bytes, self.max_batch = int(max_mb * 2**20), max_batch
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = read_timeout  # socket timeout: a truncated body ends the read with an error
+
+            def log_message(self, fmt, *args):
+                log.debug("%s " + fmt, self.address_string(), *args)
+
+            def _answer(self, status: int, body: bytes, kind: str = "application/octet-stream"):
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _error(self, status: int, message: str):
+                self.close_connection = True
+                self._answer(status, json.dumps({"error": message}).encode(), "application/json")
+
+            def do_GET(self):
+                if self.path != "/health":
+                    return self._error(404, f"no {self.path}: GET /health or POST /score")
+                info = {"modality": server.modality, "groupwise": bool(getattr(server.reward, "groupwise", False)),
+                        "reward": server.name}
+                self._answer(200, json.dumps(info).encode(), "application/json")
+
+            def do_POST(self):
+                if self.path != "/score":
+                    return self._error(404, f"no {self.path}: POST /score")
+                try:
+                    size = int(self.headers.get("Content-Length", ""))
+                except ValueError:
+                    return self._error(411, "a Content-Length header with the body's size is required")
+                if size < 0 or size > server.max_bytes:
+                    return self._error(413, f"body of {size} bytes: at most {server.max_bytes}")
+                try:
+                    body = self.rfile.read(size)
+                except OSError:  # the read timed out: a truncated body
+                    return self._error(400, f"body shorter than its Content-Length {size} (read timed out)")
+                if len(body) != size:
+                    return self._error(400, f"body of {len(body)} bytes, Content-Length says {size}")
+                try:
+                    media, prompts, metadata, groups = decode_request(body, server.modality, server.max_batch)
+                except BadRequest as e:
+                    return self._error(e.status, str(e))
+                try:
+                    with server.lock:
+                        out = score(server.reward, media, prompts, metadata, groups, server.name)
+                except Exception as e:  # the reward's own failure: reported, the server stays up
+                    log.exception("reward %s failed", server.name)
+                    return self._error(500, f"reward {server.name!r} failed: {type(e).__name__}: {e}")
+                self._answer(200, encode_answer(out))
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.host, self.port = host, self.httpd.server_address[1]
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def start(self) -> RewardServer:
+        """Serve from a daemon thread (tests, notebooks)."""
+        threading.Thread(target=self.serve_forever, daemon=True, name="reward-server").start()
+        return self
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---------------------------------------------------------------- client
+
+class RemoteReward:
+    """A reward computed by ``alignflow serve-reward`` at ``url``. The modality (and
+    whether the reward is groupwise) comes from the server's /health at construction,
+    waiting up to ``deadline`` seconds for it to come up."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8765", timeout: float = 120.0, deadline: float = 600.0,
+                 backoff: float = 0.5, max_backoff: float = 10.0):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError("reward.url", url, "an http:// or https:// URL of `alignflow serve-reward`")
+        for field_name, value in (("timeout", timeout), ("deadline", deadline), ("backoff", backoff)):
+            if not value > 0:
+                raise ConfigError(f"reward.{field_name}", value, "seconds > 0")
+        self.url, self.timeout, self.deadline = url.rstrip("/"), timeout, deadline
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.retries = 0  # failed attempts so far, for people reading a run
+        info = json.loads(self._call("GET", "/health", None))
+        self.modality, self.groupwise, self.name = info["modality"], bool(info["groupwise"]), info.get("reward", "")
+
+    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
+                 groups: torch.Tensor | None = None) -> RewardOutput:
+        body = encode_request(media, prompts, metadata, self.modality, groups)
+        return decode_answer(self._call("POST", "/score", body), len(prompts))
+
+    def _call(self, method: str, path: str, body: bytes | None) -> bytes:
+        start, wait, last = time.monotonic(), self.backoff, ""
+        while True:
+            request = urllib.request.Request(self.url + path, data=body, method=method,
+                                             headers={"Content-Type": "application/octet-stream"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                    return answer.read()
+            except urllib.error.HTTPError as e:
+                message = _error_message(e)
+                if e.code < 500:
+                    raise RewardError(f"remote reward {self.url}{path}: {e.code} {message}") from e
+                last = f"{e.code} {message}"
+            except (urllib.error.URLError, OSError) as e:  # refused, reset, timed out
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            self.retries += 1
+            if time.monotonic() - start + wait > self.deadline:
+                raise RewardError(f"remote reward {self.url}{path}: no answer within {self.deadline:g} s "
+                                  f"({self.retries} failed attempts, last: {last})")
+            log.warning("remote reward %s%s: %s; retrying in %.1f s", self.url, path, last, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, self.max_backoff)
+
+
+def _error_message(e: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(e.read()).get("error", "")
+    except Exception:
+        return e.reason or ""
+
+
+def serve(reward_name: str, overrides: Sequence[str], host: str, port: int, max_mb: float) -> None:
+    """``alignflow serve-reward``: build the reward from ``configs/reward/<reward_name>.yaml``
+    with ``key=value`` overrides and serve it until interrupted."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    from alignflow.sdk.registry import REWARDS
+
+    path = resources.files("alignflow.configs") / "reward" / f"{reward_name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.name.removesuffix(".yaml") for p in path.parent.iterdir() if p.name.endswith(".yaml"))
+        raise ConfigError("reward", reward_name, f"one of the reward configs {choices}")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError("overrides", bad[0], "key=value")
+    cfg = OmegaConf.merge(OmegaConf.load(str(path)), OmegaConf.from_dotlist([o.removeprefix("reward.") for o in overrides]))
+    args = OmegaConf.to_container(cfg, resolve=True)
+    args.pop("weight", None)
+    name = args.pop("name")
+    reward = REWARDS.resolve(name, "reward.name")(**args)
+    server = RewardServer(reward, name=reward_name, host=host, port=port, max_mb=max_mb)
+    print(f"serving reward {reward_name!r} ({server.modality}) on http://{server.host}:{server.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
