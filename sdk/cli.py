@@ -11,8 +11,9 @@
     alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
                                                              serve a reward over HTTP (rewards/remote.py)
 
-Arguments after the sub-command are hydra overrides. Several processes: run the
-same command under ``accelerate launch`` (see configs/accelerate/).
+Arguments after the sub-command are hydra overrides. Several processes: ``--procs N``
+runs N local processes itself (torchrun; DDP, gloo on CPU), or run the same command
+under ``accelerate launch`` with a file from configs/accelerate/ (DDP, FSDP2, DeepSpeed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -86,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "eval", "pretrain"):
-        sub.add_parser(name).add_argument("overrides", nargs="*")
+        p = sub.add_parser(name)
+        p.add_argument("--procs", type=int, default=1,
+                       help="run N local processes (torchrun, DDP; gloo on CPU); else use `accelerate launch`")
+        p.add_argument("overrides", nargs="*")
     p_sample = sub.add_parser("sample")
     p_sample.add_argument("--prompt", action="append", default=[], help="prompt (repeatable); default: eval prompts")
     p_sample.add_argument("--num", type=int, default=4, help="samples per prompt")
@@ -105,12 +110,30 @@ def main(argv: list[str] | None = None) -> int:
     p_fields = sub.add_parser("fields")
     p_fields.add_argument("--pretrain", action="store_true", help="the pretraining fields instead of training's")
     args = parser.parse_args(argv)
+    if getattr(args, "procs", 1) > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(args.procs, [args.command, *args.overrides])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
     except AlignflowError as e:
         print(f"alignflow: error: {e}", file=sys.stderr)
         return 2
+
+
+def _launch(procs: int, argv: list[str]) -> int:
+    """Re-run this command as ``procs`` local processes with torchrun (standalone
+    rendezvous on a free port); each process gets an equal share of the CPU threads
+    unless OMP_NUM_THREADS is set."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // procs)))
+    try:
+        torchrun(["--standalone", "--nproc_per_node", str(procs), "-m", "alignflow.sdk.cli", *argv])
+    except ChildFailedError as e:
+        print(f"alignflow: error: a process failed: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -32,11 +32,12 @@ from typing import Any
 import torch
 
 from alignflow.sdk import checkpoint as ckpt
+from alignflow.sdk.advantages import members
 from alignflow.sdk.algorithms.base import StepContext
 from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
 from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
-from alignflow.sdk.diagnostics import group_diversity, kl_drift
+from alignflow.sdk.diagnostics import group_diversities, kl_drift
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
 from alignflow.sdk.finetune import build_finetune
@@ -161,7 +162,7 @@ class Trainer:
             self.metrics.log(self.iteration, metrics)
             if last or (cfg.checkpoint.every and self.iteration % cfg.checkpoint.every == 0):
                 self.save()
-        summary = {"iterations": self.iteration, "seconds": time.time() - start_time,
+        summary = {"iterations": self.iteration, "seconds": time.time() - start_time, "processes": self.acc.num_processes,
                    "before": before, "after": after, "counters": self.counters}
         if self.acc.is_main_process:
             self._write_report(summary)
@@ -241,13 +242,10 @@ class Trainer:
             v = self.acc.gather(v.to(self.acc.device)).cpu()
             m[f"train/{k}_mean"] = v[torch.isfinite(v)].mean().item() if torch.isfinite(v).any() else float("nan")
         m["train/zero_std_groups"] = adv.zero_std_fraction
-        m["train/diversity"] = group_diversity(traj.x0, traj.group)
+        diversity = self.acc.gather(group_diversities(traj.x0, traj.group).to(self.acc.device)).cpu()
+        m["train/diversity"] = diversity.mean().item() if len(diversity) else 0.0
         if self.finetune.has_reference:  # LoRA always; full fine-tuning when the algorithm keeps the base
-            kernel = self.algo.kernel if self.algo.kernel.stochastic else get_kernel("flow_sde")
-            with self.acc.autocast():
-                m["train/kl_base"] = kl_drift(self.policy, self.finetune.reference, traj.x0, cond, sigmas, kernel,
-                                              self.algo.noise_level or 0.7, cfg.sample.guidance,
-                                              generator(cfg.seed, "drift", it))
+            m["train/kl_base"] = self._kl_base(traj, cond, sigmas, it)
         m["train/dropped_samples"] = float(self.acc.gather(torch.tensor([dropped], device=self.acc.device)).sum())
         m["train/trained_steps"] = float(len(torch.unique(items.step))) if hasattr(items, "step") else 0.0
         m.update(stats)
@@ -263,6 +261,17 @@ class Trainer:
         for term, reward in self.gold.items():
             out.components[f"gold/{term}"] = score(reward, media, prompts, metadata, groups, f"gold.{term}").scores
         return out, time.perf_counter() - start
+
+    def _kl_base(self, traj, cond, sigmas: torch.Tensor, it: int) -> float:
+        """The KL drift from the base at the first sample of every group (the same probes
+        and noise however the groups are spread over processes)."""
+        probes = [b for b, m in enumerate(members(traj.group)) if m == 0]
+        kernel = self.algo.kernel if self.algo.kernel.stochastic else get_kernel("flow_sde")
+        gens = [generator(self.cfg.seed, "drift", it, int(traj.group[b])) for b in probes]
+        with self.acc.autocast():
+            kl = kl_drift(self.policy, self.finetune.reference, traj.x0[probes], select(cond, probes), sigmas, kernel,
+                          self.algo.noise_level or 0.7, self.cfg.sample.guidance, gens)
+        return self.acc.gather(kl.to(self.acc.device)).mean().item()
 
     def _peek_score(self, x0: torch.Tensor, *, cond, prompts, metadata, groups: torch.Tensor) -> torch.Tensor:
         """The reward of latents that are not the rollout's output (an algorithm's peeks);

@@ -39,3 +39,16 @@ def test_pretrain_learns_and_saves_a_loadable_policy(tmp_path, capsys):
     assert len(curve) == 4 and curve[-1] < curve[0] - 0.15, curve
     policy = load_pixel_policy("digits", str(out))
     assert policy.sigmas(4).tolist()[0] == 1.0
+
+
+def test_accelerate_launch_files_load_with_accelerates_parser():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = Path(__file__).parents[2] / "configs" / "accelerate"
+    kinds = {p.stem: load_config_from_file(str(p)) for p in folder.glob("*.yaml")}
+    assert {"single_gpu", "multi_gpu", "multi_cpu", "fsdp2", "deepspeed_zero2"} <= set(kinds)
+    assert kinds["fsdp2"].distributed_type == "FSDP" and kinds["fsdp2"].fsdp_config["fsdp_version"] == 2
+    assert kinds["deepspeed_zero2"].distributed_type == "DEEPSPEED"
+    assert kinds["deepspeed_zero2"].deepspeed_config["zero_stage"] == 2
