@@ -90,6 +90,7 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in trained.items()}, tmp / "trained.safetensors")
+        _failpoint("checkpoint.write", iteration)
         for name, tensors in (("ema", ema), ("algorithm", algorithm)):
             if tensors is not None:
                 save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / f"{name}.safetensors")
@@ -120,6 +121,28 @@ def save_checkpoint(
     for old in list_checkpoints(output_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _failpoint(name: str, iteration: int) -> None:
+    """Fault injection for the kill tests: ``ALIGNFLOW_FAILPOINT=checkpoint.write:6``
+    SIGKILLs the process half way through writing checkpoint 6 (weights written, the
+    rest not). Unset, it does nothing."""
+    if os.environ.get("ALIGNFLOW_FAILPOINT") == f"{name}:{iteration}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_partial(output_dir: Path) -> list[str]:
+    """Delete what interrupted saves left behind (``.checkpoint-N.tmp-PID`` and
+    ``.old-PID`` folders); returns their names. Never touches a ``checkpoint-N``."""
+    if not output_dir.is_dir():
+        return []
+    partial = [p for p in output_dir.iterdir()
+               if p.is_dir() and re.match(r"^\.checkpoint-\d+\.(tmp|old)-\d+$", p.name)]
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    return sorted(p.name for p in partial)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:

@@ -420,6 +420,10 @@ class Trainer:
                 shutil.rmtree(path)
 
     def _resume(self, where: str) -> None:
+        if self.acc.is_main_process:
+            partial = ckpt.remove_partial(self.out)
+            if partial:
+                log.warning("removed %s: left by a save that was interrupted", ", ".join(partial))
         if where == "latest":
             path = ckpt.find_latest(self.out)
             if path is None:

@@ -42,3 +42,27 @@ def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
     full, resumed = strip_times(read_metrics(tmp_path / "full")), strip_times(read_metrics(out))
     assert [r["iteration"] for r in resumed] == list(range(1, 9))
     assert resumed == full
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
+    """The process is SIGKILLed half way through writing checkpoint 6 (a failpoint in
+    the save); resume=latest continues from checkpoint 4 and ends where an uninterrupted
+    run ends, number for number."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(cli(tmp_path / "full"), check=True, env=env, capture_output=True)
+
+    out = tmp_path / "killed"
+    died = subprocess.run(cli(out), env={**env, "ALIGNFLOW_FAILPOINT": "checkpoint.write:6"}, capture_output=True)
+    assert died.returncode == -signal.SIGKILL
+    partial = [p.name for p in out.iterdir() if p.name.startswith(".checkpoint-6.tmp")]
+    assert partial and (out / partial[0] / "trained.safetensors").exists()  # really killed mid-write
+    assert (out / "checkpoint-4").is_dir() and not (out / "checkpoint-6").exists()
+
+    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stderr and "checkpoint-4" in done.stderr and partial[0] in done.stderr
+    assert not any(p.name.startswith(".checkpoint-") for p in out.iterdir())  # the partial write is cleaned up
+    full, resumed = strip_times(read_metrics(tmp_path / "full")), strip_times(read_metrics(out))
+    assert [r["iteration"] for r in resumed] == list(range(1, 9))
+    assert resumed == full
