@@ -20,9 +20,10 @@ The server binds 127.0.0.1 unless told otherwise, refuses bodies over ``max_mb``
 before reading them, reads with a timeout (a truncated body is a 400, not a hung
 thread) and runs one reward call at a time. The client retries connection failures,
 timeouts and 5xx answers with exponential backoff until ``deadline`` seconds have
-passed, so a training run survives the server being restarted; a 4xx is not retried
-(the same request would fail again) and raises :class:`RewardError` with the server's
-message.
+passed, so a training run survives the server being restarted; then it raises
+:class:`RewardFailure`, which the trainer's ``train.reward_failures`` policy handles. A
+4xx is not retried (the same request would fail again) and raises :class:`RewardError`
+with the server's message.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.errors import ConfigError, RewardError, RewardFailure
 from alignflow.sdk.rewards import RewardOutput, score
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ class RemoteReward:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             self.retries += 1
             if time.monotonic() - start + wait > self.deadline:
-                raise RewardError(f"remote reward {self.url}{path}: no answer within {self.deadline:g} s "
+                raise RewardFailure(f"remote reward {self.url}{path}: no answer within {self.deadline:g} s "
                                   f"({self.retries} failed attempts, last: {last})")
             log.warning("remote reward %s%s: %s; retrying in %.1f s", self.url, path, last, wait)
             time.sleep(wait)

@@ -59,8 +59,12 @@ class OptimConfig:
     lora_targets: list[str] = option([], "layer names LoRA adapts; empty = the adapter's default_lora_targets")
     ema_decay: float = option(0.0, "EMA decay of the trained weights used for evaluation (0 = no EMA)")
     mixed_precision: str = option("no", "'no', 'fp16' or 'bf16' autocast (log-probs stay float32)")
-    reward_failures: str = option("drop", "what a NaN score does: 'drop' (leave the sample out of its group, log it) "
-                                      "or 'error' (stop the run)")
+    reward_failures: str = option("drop", "what a NaN score or a failed reward call (raised, timed out, inf) does: "
+                                      "'drop' (leave the samples out of their groups, count and log them) or "
+                                      "'error' (stop the run)")
+    reward_timeout: float = option(0.0, "seconds one reward call may take before it counts as failed (0 = no limit)")
+    reward_max_failures: int = option(10, "with reward_failures=drop, stop the run after this many failed reward "
+                                          "calls")
 
 
 @dataclass
@@ -175,6 +179,8 @@ def validate(cfg: RunConfig) -> None:
     _need(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "a float in [0, 1) (0 = off)")
     _need(t.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision", t.mixed_precision, "'no', 'fp16' or 'bf16'")
     _need(t.reward_failures in ("drop", "error"), "train.reward_failures", t.reward_failures, "'drop' or 'error'")
+    _need(t.reward_timeout >= 0, "train.reward_timeout", t.reward_timeout, "seconds >= 0 (0 = no limit)")
+    _need(t.reward_max_failures >= 0, "train.reward_max_failures", t.reward_max_failures, "an int >= 0")
     _need(e.every >= 0, "eval.every", e.every, "an int >= 0")
     _need(e.num_steps >= 1, "eval.num_steps", e.num_steps, "an int >= 1")
     _need(e.samples_per_prompt >= 1, "eval.samples_per_prompt", e.samples_per_prompt, "an int >= 1")

@@ -34,3 +34,8 @@ class CheckpointError(AlignflowError, RuntimeError):
 
 class RewardError(AlignflowError, RuntimeError):
     """A reward returned something that is not one finite score per sample."""
+
+
+class RewardFailure(RewardError):
+    """A reward call failed at run time: it raised, timed out or returned inf. The
+    trainer applies ``train.reward_failures`` (drop the batch, or stop)."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import torch
 
-from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.errors import ConfigError, RewardError, RewardFailure
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _as_scores(raw: Any, batch: int, name: str) -> torch.Tensor:
         raise RewardError(f"reward {name!r} returned shape {tuple(t.shape)} for a batch of {batch}; expected [{batch}]")
     if torch.isinf(t).any():
         bad = torch.nonzero(torch.isinf(t)).flatten().tolist()
-        raise RewardError(f"reward {name!r} returned inf for samples {bad[:8]}; return NaN for 'not applicable'")
+        raise RewardFailure(f"reward {name!r} returned inf for samples {bad[:8]}; return NaN for 'not applicable'")
     return t
 
 
@@ -73,12 +73,17 @@ def check_output(raw: Any, batch: int, name: str) -> RewardOutput:
 def score(reward: Reward, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
           groups: torch.Tensor | None, name: str) -> RewardOutput:
     """One reward's checked output; groupwise rewards also get the group ids."""
-    if getattr(reward, "groupwise", False):
-        if groups is None:
-            raise RewardError(f"reward {name!r} is groupwise: it needs the samples' group ids (groups=)")
-        raw = reward(media, prompts, metadata, groups=groups)
-    else:
-        raw = reward(media, prompts, metadata)
+    if getattr(reward, "groupwise", False) and groups is None:
+        raise RewardError(f"reward {name!r} is groupwise: it needs the samples' group ids (groups=)")
+    try:
+        if getattr(reward, "groupwise", False):
+            raw = reward(media, prompts, metadata, groups=groups)
+        else:
+            raw = reward(media, prompts, metadata)
+    except RewardError:
+        raise
+    except Exception as e:  # the model itself failed (out of memory, a server gone...): a run-time failure
+        raise RewardFailure(f"reward {name!r} raised {type(e).__name__}: {e}") from e
     return check_output(raw, len(prompts), name)
 
 

@@ -25,6 +25,7 @@ import shutil
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from alignflow.sdk.config import RunConfig, reward_terms, split_component, valid
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
 from alignflow.sdk.diagnostics import group_diversities, kl_drift
 from alignflow.sdk.ema import EMA
-from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
+from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError, RewardFailure
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.kernels import get_kernel
 from alignflow.sdk.random import derive_seed, generator
@@ -122,14 +123,10 @@ class Trainer:
         if hasattr(self.algo, "bind"):  # algorithms with their own copy of the weights (DiffusionNFT's old policy)
             self.algo.bind(self.params)
         self.sampler = PromptSampler(len(self.train_set), P, cfg.seed)
-        # One intra-op thread for the reward worker: a second OpenMP team of full size
-        # would compete with the main thread's for the same cores (measured: the
-        # denoiser's forward ran 2.7x slower on 2 cores once a reward had run).
-        self.reward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward",
-                                              initializer=torch.set_num_threads, initargs=(1,))
+        self.reward_pool = self._reward_worker()
         self.iteration = 0
         self.resumed_from: Path | None = None
-        self.counters = {"samples": 0, "dropped_samples": 0}
+        self.counters = {"samples": 0, "dropped_samples": 0, "reward_failures": 0}
         self.trackers = trackers
         self.metrics: MetricsLog | None = None  # created by train(): eval and sample write no metrics
         if cfg.checkpoint.resume:
@@ -179,7 +176,7 @@ class Trainer:
         slots = self._local_slots(it)
 
         shared = self.algo.share_noise or plan.shared_prefix > 0  # one initial noise per group
-        trajs, conds, futures = [], [], []
+        trajs, conds, futures, jobs = [], [], [], []
         with timer("rollout"), self.acc.autocast():
             for chunk in _chunks(slots, cfg.sample.batch_size // G):
                 prompts = [self.train_set.prompts[i] for _, i in chunk]
@@ -207,15 +204,15 @@ class Trainer:
                 traj.group = group.to(traj.x0.device)
                 cond = repeat_interleave(cond, G)  # one row per sample, for decoding and training
                 media = self.policy.decode(traj.x0, cond)
-                futures.append(self.reward_pool.submit(
-                    self._score, media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)],
-                    traj.group.cpu()))
+                job = (media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)],
+                       traj.group.cpu())
+                jobs.append(job)
+                futures.append(self.reward_pool.submit(self._score, *job))
                 trajs.append(traj)
                 conds.append(cond)
         with timer("reward"):
-            scored = [f.result() for f in futures]  # rewards of the last batch finish here
-        reward = RewardOutput(torch.cat([s.scores for s, _ in scored]),
-                              {k: torch.cat([s.components[k] for s, _ in scored]) for k in scored[0][0].components})
+            scored, failures = self._collect(jobs, futures)  # rewards of the last batch finish here
+        reward = _join(scored, [len(job[1]) for job in jobs])
         traj = concat(trajs)
         dropped = self._check_rewards(reward.scores)
 
@@ -247,11 +244,12 @@ class Trainer:
         if self.finetune.has_reference:  # LoRA always; full fine-tuning when the algorithm keeps the base
             m["train/kl_base"] = self._kl_base(traj, cond, sigmas, it)
         m["train/dropped_samples"] = float(self.acc.gather(torch.tensor([dropped], device=self.acc.device)).sum())
+        m["train/reward_failures"] = float(self.acc.gather(torch.tensor([failures], device=self.acc.device)).sum())
         m["train/trained_steps"] = float(len(torch.unique(items.step))) if hasattr(items, "step") else 0.0
         m.update(stats)
         self.counters["samples"] += len(all_rewards)
         self.counters["dropped_samples"] += int(m["train/dropped_samples"])
-        m["time/reward_compute"] = sum(sec for _, sec in scored)
+        m["time/reward_compute"] = sum(sec for _, sec in scored if sec is not None)
         m.update({f"time/{k}": v for k, v in timer.seconds.items()})
         return m
 
@@ -261,6 +259,43 @@ class Trainer:
         for term, reward in self.gold.items():
             out.components[f"gold/{term}"] = score(reward, media, prompts, metadata, groups, f"gold.{term}").scores
         return out, time.perf_counter() - start
+
+    def _collect(self, jobs: list[tuple], futures: list) -> tuple[list[tuple[RewardOutput | None, float | None]], int]:
+        """Each batch's (reward output, seconds), or (None, None) for a failed call (it
+        raised, returned inf or outlived ``train.reward_timeout``), and the number of
+        failures. A timed-out call is abandoned in its thread: the batches queued behind
+        it go to a fresh worker."""
+        t = self.cfg.train
+        out, failures = [], 0
+        for k, future in enumerate(futures):
+            try:
+                out.append(future.result(timeout=t.reward_timeout or None))
+                continue
+            except RewardFailure as e:
+                reason = str(e)
+            except FutureTimeout:
+                reason = f"a reward call took longer than train.reward_timeout = {t.reward_timeout:g} s"
+                self.reward_pool.shutdown(wait=False, cancel_futures=True)
+                self.reward_pool = self._reward_worker()
+                for j in range(k + 1, len(futures)):
+                    futures[j] = self.reward_pool.submit(self._score, *jobs[j])
+            failures += 1
+            self.counters["reward_failures"] = self.counters.get("reward_failures", 0) + 1
+            if t.reward_failures == "error":
+                raise RewardError(f"{reason} (train.reward_failures=error; 'drop' leaves the batch out)")
+            if self.counters["reward_failures"] > t.reward_max_failures:
+                raise RewardError(f"{self.counters['reward_failures']} reward calls have failed, more than "
+                                  f"train.reward_max_failures = {t.reward_max_failures}; the last: {reason}")
+            log.warning("reward call failed, its %d samples are dropped: %s", len(jobs[k][1]), reason)
+            out.append((None, None))
+        return out, failures
+
+    def _reward_worker(self) -> ThreadPoolExecutor:
+        # One intra-op thread for the reward worker: a second OpenMP team of full size
+        # would compete with the main thread's for the same cores (measured: the
+        # denoiser's forward ran 2.7x slower on 2 cores once a reward had run).
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward", initializer=torch.set_num_threads,
+                                  initargs=(1,))
 
     def _kl_base(self, traj, cond, sigmas: torch.Tensor, it: int) -> float:
         """The KL drift from the base at the first sample of every group (the same probes
@@ -477,6 +512,15 @@ def _finite_mean(values: list[float]) -> float:
     v = torch.tensor(values, dtype=torch.float64)
     v = v[torch.isfinite(v)]
     return v.mean().item() if len(v) else float("nan")
+
+
+def _join(scored: list[tuple[RewardOutput | None, float | None]], sizes: list[int]) -> RewardOutput:
+    """The batches' reward outputs as one; a failed batch is NaN (dropped) in every field."""
+    keys = next((list(out.components) for out, _ in scored if out is not None), [])
+    parts = [out if out is not None else RewardOutput(torch.full((n,), float("nan")),
+                                                       {k: torch.full((n,), float("nan")) for k in keys})
+             for (out, _), n in zip(scored, sizes)]
+    return RewardOutput(torch.cat([p.scores for p in parts]), {k: torch.cat([p.components[k] for p in parts]) for k in keys})
 
 
 def _chunks(seq: list, size: int) -> list[list]:

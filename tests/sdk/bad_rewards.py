@@ -38,3 +38,27 @@ class SpeechOnly:
 
     def __call__(self, media, prompts, metadata):
         return torch.zeros(len(prompts))
+
+
+class Raises:
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        raise RuntimeError("CUDA out of memory (pretend)")
+
+
+class SlowFirstCall:
+    """Hangs for 3 s on its first call, then answers at once."""
+
+    modality = "image"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, media, prompts, metadata):
+        import time
+
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(3)
+        return torch.ones(len(prompts))

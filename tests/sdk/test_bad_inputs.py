@@ -75,7 +75,6 @@ def test_reward_for_another_modality(tmp_path):
 
 @pytest.mark.parametrize("name,match", [
     ("WrongLength", r"shape \(9,\) for a batch of 8"),
-    ("Infinite", "returned inf"),
     ("Text", "returned str"),
 ])
 def test_malformed_reward_output_stops_with_the_reward_named(tmp_path, name, match):
@@ -92,6 +91,36 @@ def test_nan_rewards_are_dropped_counted_and_logged(tmp_path, caplog):
     assert m["train/dropped_samples"] == 4.0
     assert "4 of 8 samples have a NaN reward" in caplog.text
     assert m["train/reward_mean"] == m["train/reward_mean"]  # finite: computed over the valid half
+
+
+@pytest.mark.parametrize("name, reason", [("Raises", "raised RuntimeError: CUDA out of memory"),
+                                          ("Infinite", "returned inf")])
+def test_a_failing_reward_call_is_dropped_counted_then_stops_the_run(tmp_path, caplog, name, reason):
+    cfg = digits_cfg(tmp_path, "train.reward_max_failures=1")
+    cfg.reward = {"judge": {"name": f"tests.sdk.bad_rewards:{name}"}}
+    tr = Trainer(cfg)
+    m = tr.train_iteration(0)  # one reward call per iteration in the fast config
+    assert m["train/reward_failures"] == 1.0 and m["train/dropped_samples"] == 8.0
+    assert reason in caplog.text and tr.counters["reward_failures"] == 1
+    with pytest.raises(RewardError, match=f"2 reward calls have failed.*reward_max_failures = 1.*{reason}"):
+        tr.train_iteration(1)
+    strict = digits_cfg(tmp_path / "strict", "train.reward_failures=error")
+    strict.reward = cfg.reward
+    with pytest.raises(RewardError, match=f"{reason}.*reward_failures=error"):
+        Trainer(strict).train_iteration(0)
+
+
+def test_a_reward_call_that_hangs_times_out_and_the_next_one_runs(tmp_path):
+    import time
+
+    cfg = digits_cfg(tmp_path, "train.reward_timeout=0.5")
+    cfg.reward = {"judge": {"name": "tests.sdk.bad_rewards:SlowFirstCall"}}
+    tr = Trainer(cfg)
+    start = time.perf_counter()
+    first = tr.train_iteration(0)
+    assert first["train/reward_failures"] == 1.0 and time.perf_counter() - start < 3  # did not wait the 3 s
+    second = tr.train_iteration(1)  # a fresh worker: the hung call is abandoned
+    assert second["train/reward_failures"] == 0.0 and second["train/reward_mean"] == 1.0
 
 
 def test_nan_rewards_stop_the_run_when_asked(tmp_path):
