@@ -211,13 +211,16 @@ class Trainer:
                 trajs.append(traj)
                 conds.append(cond)
         with timer("reward"):
-            scored, failures = self._collect(jobs, futures)  # rewards of the last batch finish here
+            scored, reasons = self._collect(jobs, futures)  # rewards of the last batch finish here
         reward = _join(scored, [len(job[1]) for job in jobs])
         traj = concat(trajs)
-        dropped = self._check_rewards(reward.scores)
 
         # Advantages need the whole group and, for the global std, the whole iteration.
         all_rewards = self.acc.gather(reward.scores.to(self.acc.device)).cpu()
+        # decided on gathered numbers, so that every process stops together or none does
+        failures = int(self.acc.gather(torch.tensor([len(reasons)], device=self.acc.device)).sum())
+        self._check_failures(failures, reasons)
+        dropped = self._check_rewards(all_rewards)
         all_groups = self.acc.gather(traj.group).cpu()
         terms = None
         if len(self.reward.terms) > 1:  # per-term scores for algorithms that z-score each term
@@ -243,8 +246,8 @@ class Trainer:
         m["train/diversity"] = diversity.mean().item() if len(diversity) else 0.0
         if self.finetune.has_reference:  # LoRA always; full fine-tuning when the algorithm keeps the base
             m["train/kl_base"] = self._kl_base(traj, cond, sigmas, it)
-        m["train/dropped_samples"] = float(self.acc.gather(torch.tensor([dropped], device=self.acc.device)).sum())
-        m["train/reward_failures"] = float(self.acc.gather(torch.tensor([failures], device=self.acc.device)).sum())
+        m["train/dropped_samples"] = float(dropped)
+        m["train/reward_failures"] = float(failures)
         m["train/trained_steps"] = float(len(torch.unique(items.step))) if hasattr(items, "step") else 0.0
         m.update(stats)
         self.counters["samples"] += len(all_rewards)
@@ -260,35 +263,41 @@ class Trainer:
             out.components[f"gold/{term}"] = score(reward, media, prompts, metadata, groups, f"gold.{term}").scores
         return out, time.perf_counter() - start
 
-    def _collect(self, jobs: list[tuple], futures: list) -> tuple[list[tuple[RewardOutput | None, float | None]], int]:
+    def _collect(self, jobs: list[tuple], futures: list) -> tuple[list[tuple[RewardOutput | None, float | None]],
+                                                                    list[str]]:
         """Each batch's (reward output, seconds), or (None, None) for a failed call (it
-        raised, returned inf or outlived ``train.reward_timeout``), and the number of
-        failures. A timed-out call is abandoned in its thread: the batches queued behind
+        raised, returned inf or outlived ``train.reward_timeout``), and the failures'
+        reasons. A timed-out call is abandoned in its thread: the batches queued behind
         it go to a fresh worker."""
         t = self.cfg.train
-        out, failures = [], 0
+        out, reasons = [], []
         for k, future in enumerate(futures):
             try:
                 out.append(future.result(timeout=t.reward_timeout or None))
                 continue
             except RewardFailure as e:
-                reason = str(e)
+                reasons.append(str(e))
             except FutureTimeout:
-                reason = f"a reward call took longer than train.reward_timeout = {t.reward_timeout:g} s"
+                reasons.append(f"a reward call took longer than train.reward_timeout = {t.reward_timeout:g} s")
                 self.reward_pool.shutdown(wait=False, cancel_futures=True)
                 self.reward_pool = self._reward_worker()
                 for j in range(k + 1, len(futures)):
                     futures[j] = self.reward_pool.submit(self._score, *jobs[j])
-            failures += 1
-            self.counters["reward_failures"] = self.counters.get("reward_failures", 0) + 1
-            if t.reward_failures == "error":
-                raise RewardError(f"{reason} (train.reward_failures=error; 'drop' leaves the batch out)")
-            if self.counters["reward_failures"] > t.reward_max_failures:
-                raise RewardError(f"{self.counters['reward_failures']} reward calls have failed, more than "
-                                  f"train.reward_max_failures = {t.reward_max_failures}; the last: {reason}")
-            log.warning("reward call failed, its %d samples are dropped: %s", len(jobs[k][1]), reason)
+            log.warning("reward call failed, its %d samples are dropped: %s", len(jobs[k][1]), reasons[-1])
             out.append((None, None))
-        return out, failures
+        return out, reasons
+
+    def _check_failures(self, failures: int, reasons: list[str]) -> None:
+        """``train.reward_failures`` on this iteration's failed calls (counted over every
+        process; ``reasons`` are this process's)."""
+        t = self.cfg.train
+        self.counters["reward_failures"] = self.counters.get("reward_failures", 0) + failures
+        reason = reasons[-1] if reasons else "a reward call failed on another process"
+        if failures and t.reward_failures == "error":
+            raise RewardError(f"{reason} (train.reward_failures=error; 'drop' leaves the batch out)")
+        if self.counters["reward_failures"] > t.reward_max_failures:
+            raise RewardError(f"{self.counters['reward_failures']} reward calls have failed, more than "
+                              f"train.reward_max_failures = {t.reward_max_failures}; the last: {reason}")
 
     def _reward_worker(self) -> ThreadPoolExecutor:
         # One intra-op thread for the reward worker: a second OpenMP team of full size

@@ -62,3 +62,16 @@ class SlowFirstCall:
         if self.calls == 1:
             time.sleep(3)
         return torch.ones(len(prompts))
+
+
+class FailsOnRankOne:
+    """Raises on the process of rank 1 only (multi-process tests)."""
+
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        import os
+
+        if os.environ.get("RANK") == "1":
+            raise RuntimeError("only rank 1 fails")
+        return torch.ones(len(prompts))

@@ -53,3 +53,15 @@ def test_group_members_never_share_initial_noise_unless_asked(tmp_path, algorith
     assert result["processes"] == 2
     assert len(rows) == (P if shared else P * G)  # MixGRPO: one noise per group, by design
     assert len(torch.unique(rows, dim=0)) == len(rows)  # all distinct, across processes too
+
+
+@pytest.mark.slow
+def test_a_reward_failing_on_one_process_stops_every_process(tmp_path):
+    cmd = [sys.executable, "-m", "alignflow.sdk.cli", "train", "--procs", "2", *FAST, f"output_dir={tmp_path}",
+           "data.eval=", "sample.prompts_per_iteration=4", "sample.batch_size=8", "train.reward_max_failures=0",
+           "~reward.digit", "+reward.judge.name=tests.sdk.bad_rewards:FailsOnRankOne"]
+    done = subprocess.run(cmd, env={**ENV, "ALIGNFLOW_TRUSTED_MODULES": "tests."}, capture_output=True, text=True,
+                          timeout=300)  # a process left waiting in a collective would hang here
+    assert done.returncode != 0
+    assert "1 reward calls have failed, more than train.reward_max_failures = 0" in done.stderr
+    assert "only rank 1 fails" in done.stderr and "on another process" in done.stderr  # both stopped
