@@ -28,6 +28,7 @@ with the server's message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import struct
@@ -149,7 +150,7 @@ def encode_answer(out: RewardOutput) -> bytes:
     return st_save(tensors)
 
 
-def decode_answer(body: bytes, batch: int) -> RewardOutput:
+def decode_answer(body: bytes) -> RewardOutput:
     try:
         tensors = st_load(body)
     except Exception as e:
@@ -267,7 +268,7 @@ class RemoteReward:
     def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
                  groups: torch.Tensor | None = None) -> RewardOutput:
         body = encode_request(media, prompts, metadata, self.modality, groups)
-        return decode_answer(self._call("POST", "/score", body), len(prompts))
+        return decode_answer(self._call("POST", "/score", body))
 
     def _call(self, method: str, path: str, body: bytes | None) -> bytes:
         start, wait, last = time.monotonic(), self.backoff, ""
@@ -324,8 +325,7 @@ def serve(reward_name: str, overrides: Sequence[str], host: str, port: int, max_
     server = RewardServer(reward, name=reward_name, host=host, port=port, max_mb=max_mb)
     print(f"serving reward {reward_name!r} ({server.modality}) on http://{server.host}:{server.port}", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
     finally:
         server.httpd.server_close()

@@ -5,16 +5,19 @@
   (a common way to hack a reward) drives it towards 0 while the reward still rises.
 - ``train/kl_base``: the KL of the policy's step kernel to the base's (:func:`kl_drift`),
   probed at the first sample of every group.
-
-Both are gathered over processes and do not depend on how prompts are spread over them.
 - ``train|eval/gold/<term>_mean``: held-out rewards (``gold:`` in the run config),
   scored on the same samples and never optimised: a reward that rises while its gold
   twin falls is being hacked.
+
+The trainer gathers the first two over processes; neither depends on how prompts are
+spread over them.
 """
 
 from __future__ import annotations
 
 import torch
+
+from alignflow.sdk.random import randn
 
 
 def group_diversities(x0: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
@@ -43,8 +46,6 @@ def kl_drift(policy, reference, x0: torch.Tensor, cond, sigmas: torch.Tensor, ke
     policy is the base. The trainer logs the mean as ``train/kl_base`` for every
     algorithm, also those trained without a KL term (MixGRPO, DanceGRPO, DiffusionNFT),
     where a growing value with a flat gold reward is the sign of drift."""
-    from alignflow.sdk.random import randn
-
     N = len(sigmas) - 1
     x0 = x0.float()
     steps = sorted({min(max(1, k), N - 2) for k in (N // 4, N // 2, 3 * N // 4)}) if N >= 3 else [0]

@@ -17,6 +17,7 @@ from alignflow.sdk.batching import SHARED, batch_size, repeat_interleave
 from alignflow.sdk.kernels import KERNELS, Kernel
 from alignflow.sdk.plans import StepPlan
 from alignflow.sdk.policy import FlowPolicy
+from alignflow.sdk.random import generator
 
 
 @dataclass
@@ -44,6 +45,17 @@ class Trajectories:
     group: torch.Tensor
     steps: torch.Tensor = field(metadata=SHARED)
     sigmas: torch.Tensor = field(metadata=SHARED)
+
+
+def rollout_generators(seed: int, iteration: int, slots: Sequence[int], group_size: int,
+                       shared: bool) -> tuple[list[torch.Generator], list[torch.Generator]]:
+    """The generators of the samples of prompt ``slots``: initial noise keyed by (seed,
+    iteration, slot, member), or one per slot when the group shares it, and SDE noise
+    keyed by (seed, iteration, slot, member). Never by the process: a sample is the same
+    whichever process rolls it out."""
+    noise = [generator(seed, "noise", iteration, s, m) for s in slots for m in range(1 if shared else group_size)]
+    sde = [generator(seed, "sde", iteration, s, m) for s in slots for m in range(group_size)]
+    return noise, sde
 
 
 @torch.no_grad()

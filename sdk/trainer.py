@@ -24,8 +24,6 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,13 +38,14 @@ from alignflow.sdk.config import RunConfig, reward_terms, split_component, valid
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
 from alignflow.sdk.diagnostics import group_diversities, kl_drift
 from alignflow.sdk.ema import EMA
-from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError, RewardFailure
+from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.kernels import get_kernel
 from alignflow.sdk.random import derive_seed, generator
 from alignflow.sdk.registry import ALGORITHMS, MEDIA_WRITERS, POLICIES, REWARDS
+from alignflow.sdk.reward_worker import RewardWorker
 from alignflow.sdk.rewards import RewardOutput, WeightedSum, check_output, score
-from alignflow.sdk.rollout import rollout, sample
+from alignflow.sdk.rollout import rollout, rollout_generators, sample
 from alignflow.sdk.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ class Trainer:
         if hasattr(self.algo, "bind"):  # algorithms with their own copy of the weights (DiffusionNFT's old policy)
             self.algo.bind(self.params)
         self.sampler = PromptSampler(len(self.train_set), P, cfg.seed)
-        self.reward_pool = self._reward_worker()
+        self.reward_worker = RewardWorker(self._score, t.reward_timeout)
         self.iteration = 0
         self.resumed_from: Path | None = None
         self.counters = {"samples": 0, "dropped_samples": 0, "reward_failures": 0}
@@ -176,7 +175,7 @@ class Trainer:
         slots = self._local_slots(it)
 
         shared = self.algo.share_noise or plan.shared_prefix > 0  # one initial noise per group
-        trajs, conds, futures, jobs = [], [], [], []
+        trajs, conds = [], []
         with timer("rollout"), self.acc.autocast():
             for chunk in _chunks(slots, cfg.sample.batch_size // G):
                 prompts = [self.train_set.prompts[i] for _, i in chunk]
@@ -184,35 +183,29 @@ class Trainer:
                 cond = self.policy.encode(prompts, meta)
                 slots = [s for s, _ in chunk]
                 group = torch.tensor(slots).repeat_interleave(G)
+                sample_prompts, sample_meta = [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)]
                 if hasattr(self.algo, "rollout"):  # its own topology (trees); G samples per prompt all the same
                     extra = {}
                     if getattr(self.algo, "scores_peeks", False):  # rewards of intermediate clean samples (DenseGRPO)
                         extra["score"] = functools.partial(self._peek_score, cond=repeat_interleave(cond, G),
-                                                           prompts=[p for p in prompts for _ in range(G)],
-                                                           metadata=[m for m in meta for _ in range(G)], groups=group)
+                                                           prompts=sample_prompts, metadata=sample_meta, group=group)
                     traj = self.algo.rollout(self.policy, cond, sigmas, guidance=cfg.sample.guidance, group_size=G,
                                              seed=cfg.seed, iteration=it, slots=slots, **extra)
                 else:
+                    noise_gens, sde_gens = rollout_generators(cfg.seed, it, slots, G, shared)
                     traj = rollout(
                         self.policy, cond, sigmas, plan, self.algo.kernel,
                         noise_level=self.algo.noise_level, guidance=cfg.sample.guidance, group_size=G,
-                        noise_generators=[generator(cfg.seed, "noise", it, s, m)
-                                          for s in slots for m in range(1 if shared else G)],
-                        sde_generators=[generator(cfg.seed, "sde", it, s, m) for s in slots for m in range(G)],
-                        share_noise=shared,
+                        noise_generators=noise_gens, sde_generators=sde_gens, share_noise=shared,
                     )
                 traj.group = group.to(traj.x0.device)
                 cond = repeat_interleave(cond, G)  # one row per sample, for decoding and training
                 media = self.policy.decode(traj.x0, cond)
-                job = (media, [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)],
-                       traj.group.cpu())
-                jobs.append(job)
-                futures.append(self.reward_pool.submit(self._score, *job))
+                self.reward_worker.submit(media, sample_prompts, sample_meta, group)
                 trajs.append(traj)
                 conds.append(cond)
         with timer("reward"):
-            scored, reasons = self._collect(jobs, futures)  # rewards of the last batch finish here
-        reward = _join(scored, [len(job[1]) for job in jobs])
+            reward, reward_seconds, reasons = self.reward_worker.collect()  # rewards of the last batch finish here
         traj = concat(trajs)
 
         # Advantages need the whole group and, for the global std, the whole iteration.
@@ -252,40 +245,16 @@ class Trainer:
         m.update(stats)
         self.counters["samples"] += len(all_rewards)
         self.counters["dropped_samples"] += int(m["train/dropped_samples"])
-        m["time/reward_compute"] = sum(sec for _, sec in scored if sec is not None)
+        m["time/reward_compute"] = reward_seconds
         m.update({f"time/{k}": v for k, v in timer.seconds.items()})
         return m
 
-    def _score(self, media, prompts, metadata, groups: torch.Tensor) -> tuple[RewardOutput, float]:
+    def _score(self, media, prompts, metadata, groups: torch.Tensor, gold: bool = True) -> tuple[RewardOutput, float]:
         start = time.perf_counter()
         out = check_output(self.reward(media, prompts, metadata, groups=groups), len(prompts), "reward")
-        for term, reward in self.gold.items():
+        for term, reward in (self.gold if gold else {}).items():
             out.components[f"gold/{term}"] = score(reward, media, prompts, metadata, groups, f"gold.{term}").scores
         return out, time.perf_counter() - start
-
-    def _collect(self, jobs: list[tuple], futures: list) -> tuple[list[tuple[RewardOutput | None, float | None]],
-                                                                    list[str]]:
-        """Each batch's (reward output, seconds), or (None, None) for a failed call (it
-        raised, returned inf or outlived ``train.reward_timeout``), and the failures'
-        reasons. A timed-out call is abandoned in its thread: the batches queued behind
-        it go to a fresh worker."""
-        t = self.cfg.train
-        out, reasons = [], []
-        for k, future in enumerate(futures):
-            try:
-                out.append(future.result(timeout=t.reward_timeout or None))
-                continue
-            except RewardFailure as e:
-                reasons.append(str(e))
-            except FutureTimeout:
-                reasons.append(f"a reward call took longer than train.reward_timeout = {t.reward_timeout:g} s")
-                self.reward_pool.shutdown(wait=False, cancel_futures=True)
-                self.reward_pool = self._reward_worker()
-                for j in range(k + 1, len(futures)):
-                    futures[j] = self.reward_pool.submit(self._score, *jobs[j])
-            log.warning("reward call failed, its %d samples are dropped: %s", len(jobs[k][1]), reasons[-1])
-            out.append((None, None))
-        return out, reasons
 
     def _check_failures(self, failures: int, reasons: list[str]) -> None:
         """``train.reward_failures`` on this iteration's failed calls (counted over every
@@ -299,13 +268,6 @@ class Trainer:
             raise RewardError(f"{self.counters['reward_failures']} reward calls have failed, more than "
                               f"train.reward_max_failures = {t.reward_max_failures}; the last: {reason}")
 
-    def _reward_worker(self) -> ThreadPoolExecutor:
-        # One intra-op thread for the reward worker: a second OpenMP team of full size
-        # would compete with the main thread's for the same cores (measured: the
-        # denoiser's forward ran 2.7x slower on 2 cores once a reward had run).
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward", initializer=torch.set_num_threads,
-                                  initargs=(1,))
-
     def _kl_base(self, traj, cond, sigmas: torch.Tensor, it: int) -> float:
         """The KL drift from the base at the first sample of every group (the same probes
         and noise however the groups are spread over processes)."""
@@ -317,11 +279,10 @@ class Trainer:
                           self.algo.noise_level or 0.7, self.cfg.sample.guidance, gens)
         return self.acc.gather(kl.to(self.acc.device)).mean().item()
 
-    def _peek_score(self, x0: torch.Tensor, *, cond, prompts, metadata, groups: torch.Tensor) -> torch.Tensor:
+    def _peek_score(self, x0: torch.Tensor, *, cond, prompts, metadata, group: torch.Tensor) -> torch.Tensor:
         """The reward of latents that are not the rollout's output (an algorithm's peeks);
         synchronous, gold rewards not scored."""
-        media = self.policy.decode(x0, cond)
-        return check_output(self.reward(media, prompts, metadata, groups=groups), len(prompts), "reward").scores
+        return self._score(self.policy.decode(x0, cond), prompts, metadata, group, gold=False)[0].scores
 
     def _check_rewards(self, scores: torch.Tensor) -> int:
         bad = int((~torch.isfinite(scores)).sum())
@@ -521,15 +482,6 @@ def _finite_mean(values: list[float]) -> float:
     v = torch.tensor(values, dtype=torch.float64)
     v = v[torch.isfinite(v)]
     return v.mean().item() if len(v) else float("nan")
-
-
-def _join(scored: list[tuple[RewardOutput | None, float | None]], sizes: list[int]) -> RewardOutput:
-    """The batches' reward outputs as one; a failed batch is NaN (dropped) in every field."""
-    keys = next((list(out.components) for out, _ in scored if out is not None), [])
-    parts = [out if out is not None else RewardOutput(torch.full((n,), float("nan")),
-                                                       {k: torch.full((n,), float("nan")) for k in keys})
-             for (out, _), n in zip(scored, sizes)]
-    return RewardOutput(torch.cat([p.scores for p in parts]), {k: torch.cat([p.components[k] for p in parts]) for k in keys})
 
 
 def _chunks(seq: list, size: int) -> list[list]:

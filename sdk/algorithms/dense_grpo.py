@@ -30,8 +30,7 @@ from alignflow.sdk.algorithms.flow_grpo import FlowGRPO, FlowGRPOConfig, Transit
 from alignflow.sdk.batching import repeat_interleave
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.kernels import KERNELS
-from alignflow.sdk.random import generator
-from alignflow.sdk.rollout import Trajectories, rollout
+from alignflow.sdk.rollout import Trajectories, rollout, rollout_generators
 from alignflow.sdk.solvers import compress, dpm_solver_2m
 
 
@@ -65,10 +64,9 @@ class DenseGRPO(FlowGRPO):
                 slots: list[int], score) -> DenseTrajectories:
         N, G = len(sigmas) - 1, group_size
         plan = self.plan(N, iteration, seed)
+        noise, sde = rollout_generators(seed, iteration, slots, G, shared=self.share_noise)
         traj = rollout(policy, cond, sigmas, plan, self.kernel, noise_level=self.noise_level, guidance=guidance,
-                       group_size=G, noise_generators=[generator(seed, "noise", iteration, s, m)
-                                                       for s in slots for m in range(G)],
-                       sde_generators=[generator(seed, "sde", iteration, s, m) for s in slots for m in range(G)])
+                       group_size=G, share_noise=self.share_noise, noise_generators=noise, sde_generators=sde)
         cond = repeat_interleave(cond, G)
         cache: dict[int, torch.Tensor] = {N: score(traj.x0)}  # V at step index -> [B]
         for j, i in enumerate(traj.steps.tolist()):

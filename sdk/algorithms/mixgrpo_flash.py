@@ -23,8 +23,7 @@ from alignflow.sdk.algorithms.mixgrpo import MixGRPO, MixGRPOConfig
 from alignflow.sdk.batching import repeat_interleave
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.plans import StepPlan
-from alignflow.sdk.random import generator
-from alignflow.sdk.rollout import Trajectories, rollout
+from alignflow.sdk.rollout import Trajectories, rollout, rollout_generators
 from alignflow.sdk.solvers import compress, dpm_solver_2m
 
 
@@ -49,10 +48,9 @@ class MixGRPOFlash(MixGRPO):
         plan = self.plan(N, iteration, seed)
         end = plan.trained_steps[-1] + 1
         head = StepPlan(plan.sde[:end], plan.train[:end], plan.shared_prefix)
+        noise, sde = rollout_generators(seed, iteration, slots, G, shared=True)
         traj = rollout(policy, cond, sigmas[:end + 1], head, self.kernel, noise_level=self.noise_level,
-                       guidance=guidance, group_size=G, share_noise=True,
-                       noise_generators=[generator(seed, "noise", iteration, s, 0) for s in slots],
-                       sde_generators=[generator(seed, "sde", iteration, s, m) for s in slots for m in range(G)])
+                       guidance=guidance, group_size=G, share_noise=True, noise_generators=noise, sde_generators=sde)
         x0 = dpm_solver_2m(policy, traj.x0, repeat_interleave(cond, G), compress(sigmas[end:], self.cfg.tail_ratio),
                            guidance)
         return dataclasses.replace(traj, x0=x0, sigmas=sigmas)
