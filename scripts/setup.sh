@@ -13,7 +13,7 @@ PYCHECK
 stamp=.venv/.alignflow-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[image,speech,dev]"
+  .venv/bin/python -m pip install --quiet -e ".[image,video,speech,dev]"
   # PIQE: pypiqe declares the GUI build of OpenCV but needs only cv2 (headless has it).
   .venv/bin/python -m pip install --quiet --no-deps "pypiqe==1.2"
   # The offline speaker embedder: resemblyzer declares the `typing` backport and the

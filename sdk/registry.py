@@ -90,6 +90,8 @@ POLICIES = Registry("policy", {
     "flux": "alignflow.adapters.image.flux:load_flux_policy",
     "f5_tts": "alignflow.adapters.speech.f5:load_f5_policy",
     "tiny_f5": "alignflow.adapters.speech.tiny:load_tiny_f5",
+    "wan": "alignflow.adapters.video.wan:load_wan_policy",
+    "shapes_wan": "alignflow.adapters.video.tiny:load_shapes_wan",
 })
 REWARDS = Registry("reward", {
     "digit_classifier": "alignflow.rewards.image.digits:DigitClassifierReward",
@@ -103,6 +105,9 @@ REWARDS = Registry("reward", {
     "wer": "alignflow.rewards.speech.asr:WERReward",
     "speaker_similarity": "alignflow.rewards.speech.speaker:SpeakerSimilarity",
     "dnsmos": "alignflow.rewards.speech.quality:DNSMOSReward",
+    "video_flow": "alignflow.rewards.video.flow:VideoFlowReward",
+    "clip_frame_consistency": "alignflow.rewards.video.frames:CLIPFrameConsistency",
+    "per_frame": "alignflow.rewards.video.frames:PerFrame",
     "remote": "alignflow.rewards.remote:RemoteReward",
     "pref_winrate": "alignflow.rewards.group:PairwiseWinRate",
     "group_duplicates": "alignflow.rewards.group:GroupDuplicates",
@@ -123,11 +128,13 @@ ALGORITHMS = Registry("algorithm", {
 MEDIA_WRITERS = Registry("modality", {
     "image": "alignflow.modalities.image.io:ImageWriter",
     "speech": "alignflow.modalities.speech.io:SpeechWriter",
+    "video": "alignflow.modalities.video.io:VideoWriter",
 })
 PRETRAIN_DATA = Registry("pretrain dataset", {
     "digits": "alignflow.modalities.image.digits:digits_dataset",
     "words": "alignflow.modalities.image.words:words_dataset",
     "sentences": "alignflow.modalities.speech.sentences:sentences_dataset",
+    "shapes": "alignflow.modalities.video.shapes:shapes_dataset",
 })
 
 

@@ -111,5 +111,24 @@ class WeightedSum:
             total = total + weight * out.scores
             if len(self.terms) > 1:
                 comps[name] = out.scores
+            heads = getattr(reward, "heads", None) or {}
+            missing = [h for h in heads if h not in out.components] if len(heads) > 1 else []
+            if missing:
+                raise RewardError(f"reward {name!r} declares heads {missing} but returned no components of those names")
             comps.update({f"{name}/{k}": v for k, v in out.components.items()})
         return RewardOutput(total, comps)
+
+    def advantage_terms(self) -> dict[str, float]:
+        """The parts that get their own group advantage when an algorithm aggregates
+        advantages (``aggregate: advantage``): each term, or each head of a multi-head
+        reward (one with ``heads``: head -> weight, scoring each head as the component
+        of that name, e.g. VideoAlign's VQ / MQ / TA), as ``term/head``. Values: the
+        weight in the sum (term weight x head weight); keys name components of the output."""
+        out: dict[str, float] = {}
+        for name, (reward, weight) in self.terms.items():
+            heads = getattr(reward, "heads", None) or {}
+            if len(heads) > 1:
+                out.update({f"{name}/{h}": weight * float(w) for h, w in heads.items()})
+            else:
+                out[name] = weight
+        return out

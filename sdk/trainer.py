@@ -215,10 +215,10 @@ class Trainer:
         self._check_failures(failures, reasons)
         dropped = self._check_rewards(all_rewards)
         all_groups = self.acc.gather(traj.group).cpu()
-        terms = None
-        if len(self.reward.terms) > 1:  # per-term scores for algorithms that z-score each term
+        terms, parts = None, self.reward.advantage_terms()
+        if len(parts) > 1:  # per-term (or per-head) scores for algorithms that z-score each
             terms = {name: (self.acc.gather(reward.components[name].to(self.acc.device)).cpu(), weight)
-                     for name, (_, weight) in self.reward.terms.items()}
+                     for name, weight in parts.items()}
         adv = self.algo.advantages(all_rewards, all_groups, terms)
         B = len(reward.scores)
         local_adv = adv.advantages[self.acc.process_index * B:(self.acc.process_index + 1) * B]

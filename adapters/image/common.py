@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,3 +42,32 @@ def load_pipeline(cls: Any, path: str, dtype: torch.dtype, field: str = "policy.
         # diffusers >= 0.39 renamed torch_dtype to dtype; older ones only know torch_dtype.
         warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
         return cls.from_pretrained(source, torch_dtype=dtype, **kwargs)
+
+
+def save_components(folder: str | Path, policy: Any) -> None:
+    """Write a diffusers-pipeline policy (SD3, Wan, and their tiny toys) in diffusers'
+    folder layout: the whole pipeline when it came from one; else transformer/, one
+    folder per other module, tokenizer/ (when the prompt encoder has one) and scheduler/."""
+    if policy.pipeline is not None:
+        policy.pipeline.save_pretrained(folder)  # holds the unwrapped transformer
+        return
+    folder = Path(folder)
+    policy.transformer.save_pretrained(folder / "transformer")
+    for name, module in policy.other_modules.items():
+        module.save_pretrained(folder / name)
+    tokenizer = getattr(policy.prompt_encoder, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder / "tokenizer")
+    policy.scheduler.save_pretrained(folder / "scheduler")
+
+
+def component_folder(path: str, default: Path, script: str) -> Path:
+    """The folder of a toy policy saved by :func:`save_components` (``path``, or the
+    shipped ``default``); a config error naming what is missing and ``script``, which
+    regenerates the shipped one."""
+    folder = Path(path) if path else default
+    missing = [d for d in ("transformer", "text_encoder", "tokenizer", "scheduler") if not (folder / d).is_dir()]
+    if missing:
+        raise ConfigError("policy.path", str(folder), "a folder with transformer/, text_encoder/, tokenizer/ and "
+                          f"scheduler/ (missing {missing}); run {script} to regenerate it")
+    return folder

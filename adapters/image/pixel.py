@@ -22,6 +22,7 @@ from types import ModuleType
 
 import torch
 
+from alignflow.adapters.image.common import component_folder
 from alignflow.adapters.image.sd3 import CLIPPromptEncoder, SD3Policy
 from alignflow.modalities.image.codec import PixelCodec
 from alignflow.sdk.errors import ConfigError
@@ -104,11 +105,7 @@ def load_pixel_policy(preset: str = "digits", path: str = "", random_init: bool 
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
-    folder = Path(path) if path else ASSETS / f"{preset}_base"
-    missing = [d for d in ("transformer", "text_encoder", "tokenizer", "scheduler") if not (folder / d).is_dir()]
-    if missing:
-        raise ConfigError("policy.path", str(folder), "a folder with transformer/, text_encoder/, tokenizer/ and "
-                          f"scheduler/ (missing {missing}); run scripts/build_toy_assets.py to regenerate it")
+    folder = component_folder(path, ASSETS / f"{preset}_base", "scripts/build_toy_assets.py")
     return make_policy(
         SD3Transformer2DModel.from_pretrained(folder / "transformer"),
         CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder"),

@@ -175,20 +175,10 @@ class SD3Policy:
         return {"transformer": self.transformer}
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """Write diffusers' folder layout: the whole pipeline when the policy came from
-        one; else transformer/, one folder per other module, tokenizer/ (when the prompt
-        encoder has one) and scheduler/."""
-        if self.pipeline is not None:
-            self.pipeline.save_pretrained(folder)  # holds the unwrapped transformer
-            return
-        folder = Path(folder)
-        self.transformer.save_pretrained(folder / "transformer")
-        for name, module in self.other_modules.items():
-            module.save_pretrained(folder / name)
-        tokenizer = getattr(self.prompt_encoder, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder / "tokenizer")
-        self.scheduler.save_pretrained(folder / "scheduler")
+        """diffusers' folder layout (:func:`~alignflow.adapters.image.common.save_components`)."""
+        from alignflow.adapters.image.common import save_components
+
+        save_components(folder, self)
 
 
 def load_sd3_policy(

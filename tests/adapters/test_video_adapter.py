@@ -1,0 +1,122 @@
+"""The Wan 2.1 adapter on a real diffusers WanPipeline at tiny size, saved to disk and
+loaded back through the adapter's loading path; the shapes toy's policy."""
+
+import pytest
+import torch
+
+from alignflow.adapters.video.tiny import load_shapes_wan, tiny_wan_pipeline
+from alignflow.adapters.video.wan import load_wan_policy
+from alignflow.modalities.video.video import Video
+from alignflow.sdk.cli import compose
+from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.kernels import KERNELS
+from alignflow.sdk.plans import AllSDE
+from alignflow.sdk.random import generator
+from alignflow.sdk.rollout import rollout
+from alignflow.sdk.trainer import Trainer
+
+PROMPTS = ["a red square moving left", "a cat surfing a wave"]
+SIZE = dict(height=32, width=32, num_frames=9)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wan")
+    tiny_wan_pipeline(seed=0).save_pretrained(folder)
+    return folder
+
+
+def load(folder, **kw):
+    return load_wan_policy(str(folder), dtype="float32", max_sequence_length=16, **SIZE, **kw)
+
+
+def test_loads_back_with_the_latent_shape_of_the_pipeline(folder):
+    policy = load(folder)
+    assert policy.latent_shape == (16, 3, 4, 4)  # 1 + (9 - 1) / 4 latent frames, 32 / 8 pixels
+    assert type(policy.transformer).__name__ == "WanTransformer3DModel"
+    assert type(policy.codec.vae).__name__ == "AutoencoderKLWan"
+
+
+@pytest.mark.parametrize("guidance", [1.0, 5.0])
+def test_noise_level_zero_rollout_is_wan_pipelines_output(folder, guidance):
+    policy = load(folder)
+    N = 4
+    gens = [generator("t", i) for i in range(len(PROMPTS))]
+    cond = policy.encode(PROMPTS)
+    traj = rollout(policy, cond, policy.sigmas(N), AllSDE()(N, 0, 0), KERNELS["flow_sde"], noise_level=0.0,
+                   guidance=guidance, group_size=1, noise_generators=gens, sde_generators=gens)
+    noise = policy.noise(len(PROMPTS), [generator("t", i) for i in range(len(PROMPTS))])
+    common = dict(num_inference_steps=N, guidance_scale=guidance, latents=noise, max_sequence_length=16, **SIZE)
+    ref = policy.pipeline(PROMPTS, output_type="latent", **common).frames
+    torch.testing.assert_close(traj.x0, ref, rtol=1e-5, atol=1e-5)
+    frames = policy.pipeline(PROMPTS, output_type="pt", **common).frames  # [B, F, C, H, W] in [0, 1]
+    video = policy.decode(traj.x0)
+    assert isinstance(video, Video) and video.frames.shape == (2, 9, 3, 32, 32)
+    torch.testing.assert_close(video.frames, frames, rtol=1e-4, atol=1e-4)
+
+
+def test_prompt_embeddings_are_the_pipelines(folder):
+    policy = load(folder, negative_prompt="blurry")
+    cond = policy.encode(PROMPTS)
+    embeds, neg = policy.pipeline.encode_prompt(PROMPTS, ["blurry"] * 2, do_classifier_free_guidance=True,
+                                                max_sequence_length=16)
+    torch.testing.assert_close(cond.embeds, embeds)
+    torch.testing.assert_close(cond.null_embeds, neg)
+
+
+def test_memory_controls_and_offloaded_text_encoder_give_the_same_velocity(folder):
+    plain = load(folder)
+    saving = load(folder, gradient_checkpointing=True, vae_slicing=True, vae_tiling=True, offload_text_encoder=True)
+    assert saving.transformer.gradient_checkpointing and "text_encoder" not in saving.other_modules
+    x = plain.noise(2, [generator("m", 0), generator("m", 1)])
+    sig = torch.tensor([0.7, 0.7])
+    with torch.no_grad():
+        a = plain.velocity(x, sig, plain.encode(PROMPTS), 3.0)
+    x.requires_grad_(True)
+    b = saving.velocity(x, sig, saving.encode(PROMPTS), 3.0)
+    b.square().mean().backward()  # the checkpointed backward runs
+    torch.testing.assert_close(a, b.detach())
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_bad_arguments(folder, tmp_path):
+    with pytest.raises(ConfigError, match="policy.path = .*model_index.json"):
+        load_wan_policy(str(tmp_path))
+    with pytest.raises(ConfigError, match="policy.num_frames = 8: expected 1 \\+ 4 k"):
+        load_wan_policy(str(folder), dtype="float32", height=32, width=32, num_frames=8)
+    with pytest.raises(ConfigError, match="policy.height = 24: expected a multiple of 16"):
+        load_wan_policy(str(folder), dtype="float32", height=24, width=32, num_frames=9)
+    with pytest.raises(ConfigError, match="policy.attention = 'warp-drive'"):
+        load(folder, attention="warp-drive")
+
+
+def test_a_grpo_iteration_of_wan_runs_with_a_video_reward(folder, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "{p}", "direction": "left"}}\n' for p in PROMPTS))
+    cfg = compose("train", [
+        "policy.name=wan", f"+policy.path={folder}", "+policy.height=32", "+policy.width=32", "+policy.num_frames=9",
+        "+policy.dtype=float32", "+policy.max_sequence_length=16", "+reward.flow.name=video_flow",
+        "+reward.flow.direction=1.0", "+reward.flow.consistency=1.0", f"data.train={prompts}", "sample.num_steps=4",
+        "sample.group_size=2", "sample.prompts_per_iteration=2", "sample.batch_size=4", "sample.guidance=5.0",
+        "train.micro_batch_size=4", "train.iterations=1", "train.lora_rank=4", "train.lora_alpha=8",
+        "train.optimizer_steps=1", "+algorithm.aggregate=advantage", "logging.progress_bar=false",
+        "logging.tensorboard=false", "logging.media=false", f"output_dir={tmp_path / 'run'}"])
+    tr = Trainer(cfg)
+    assert tr.reward.advantage_terms() == {"flow/direction": 1.0, "flow/consistency": 1.0}
+    m = tr.train_iteration(0)
+    assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0 and m["train/kl_ref"] == 0.0
+    assert 0 <= m["train/flow/consistency_mean"] <= 1 and m["train/grad_norm"] > 0
+
+
+def test_shapes_policy_round_trips_pixels_and_saves(tmp_path):
+    policy = load_shapes_wan(random_init=True)
+    x = policy.noise(2, [generator("s", 0), generator("s", 1)]).clamp(-1, 1)
+    torch.testing.assert_close(policy.to_latents(policy.decode(x)), x)
+    policy.save_pretrained(tmp_path / "base")
+    again = load_shapes_wan(str(tmp_path / "base"))
+    cond = again.encode(["a red square moving left"] * 2)
+    with torch.no_grad():
+        torch.testing.assert_close(again.velocity(x, torch.tensor([0.5, 0.5]), cond),
+                                   policy.velocity(x, torch.tensor([0.5, 0.5]), policy.encode(["a red square moving left"] * 2)))
+    with pytest.raises(ConfigError, match="policy.path"):
+        load_shapes_wan(str(tmp_path / "nothing"))
