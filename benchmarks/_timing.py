@@ -101,3 +101,58 @@ def print_split(title: str, wall: float, split: dict[str, float], bare: dict[str
     print(f"{'total':<10}{wall:14.3f}{1:8.1%}{bare_total:14.3f}")
     print(f"trainer wall / model forward+backward = {wall / bare_total:.2f}x; other = {split['other'] / wall:.1%} "
           f"of the iteration (target <= 10%)")
+
+
+def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
+    """Seconds of each part of one iteration of ``tr``'s configuration, timed alone on
+    the iteration's shapes: the rollout's denoiser forwards, decoding (named ``decode``:
+    the vocoder, the VAE), each reward term, and training (forward + backward of the
+    trained steps' micro-batches, plus the reference forward when the algorithm has one)."""
+    cfg, policy = tr.cfg, tr.policy
+    G, N, P = cfg.sample.group_size, cfg.sample.num_steps, cfg.sample.prompts_per_iteration
+    rows = [tr.train_set.metadata[i] for i in range(P)]
+    prompts = [tr.train_set.prompts[i] for i in range(P)]
+    cond = repeat_interleave(policy.encode(prompts, rows), G)
+    B = P * G
+    x = policy.noise(B, [generator("bench", b) for b in range(B)])
+    sigma = torch.full((B,), 0.5)
+    plan = tr.algo.plan(N, 0, cfg.seed)
+
+    def denoiser():
+        with torch.no_grad():
+            for _ in range(N):
+                policy.velocity(x, sigma, cond, cfg.sample.guidance)
+
+    media = policy.decode(x, cond)
+    p_rep, m_rep = [p for p in prompts for _ in range(G)], [m for m in rows for _ in range(G)]
+    terms = {name: r for name, (r, _) in tr.reward.terms.items()}
+    mb, K = cfg.train.micro_batch_size, len(plan.trained_steps)
+
+    def training():
+        for start in range(0, B * K, mb):
+            idx = torch.arange(min(mb, B * K - start)) % B
+            v = policy.velocity(x[idx], sigma[idx], select(cond, idx), cfg.sample.guidance)
+            v.float().pow(2).mean().backward()
+            if tr.algo.needs_reference:
+                with torch.no_grad(), tr.finetune.reference():
+                    policy.velocity(x[idx], sigma[idx], select(cond, idx), cfg.sample.guidance)
+        tr.optimizer.zero_grad(set_to_none=True)
+
+    out = {"rollout (denoiser)": timed(denoiser, 1), decode: timed(lambda: policy.decode(x, cond), 2)}
+    for name, reward in terms.items():
+        out[f"reward: {name}"] = timed(lambda r=reward: r(media, p_rep, m_rep), 2)
+    out["training"] = timed(training, 1)
+    return out
+
+
+def print_parts(wall: float, split: dict[str, float], alone: dict[str, float]) -> None:
+    """The trainer's phases of an iteration, then the parts timed alone."""
+    print(f"{'trainer phase':<22}{'s/it':>8}{'share':>8}")
+    for k, v in split.items():
+        print(f"{k:<22}{v:8.2f}{v / wall:8.1%}")
+    print(f"{'total':<22}{wall:8.2f}")
+    print(f"\n{'part, timed alone':<34}{'s/it':>8}{'share':>8}")
+    total = sum(alone.values())
+    for k, v in alone.items():
+        print(f"{k:<34}{v:8.2f}{v / total:8.1%}")
+    print(f"{'sum':<34}{total:8.2f}   (trainer wall / sum of parts = {wall / total:.2f}x)")

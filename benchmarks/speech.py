@@ -24,52 +24,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import iteration_split, timed  # noqa: E402
+from _timing import iteration_split, parts, print_parts, timed  # noqa: E402
 
-from alignflow.sdk.batching import repeat_interleave, select  # noqa: E402
 from alignflow.sdk.cli import compose  # noqa: E402
-from alignflow.sdk.random import generator  # noqa: E402
 from alignflow.sdk.trainer import Trainer  # noqa: E402
-
-
-def parts(tr: Trainer) -> dict[str, float]:
-    """Seconds of each part of one iteration, timed alone."""
-    cfg, policy = tr.cfg, tr.policy
-    G, N, P = cfg.sample.group_size, cfg.sample.num_steps, cfg.sample.prompts_per_iteration
-    rows = [tr.train_set.metadata[i] for i in range(P)]
-    prompts = [tr.train_set.prompts[i] for i in range(P)]
-    cond = repeat_interleave(policy.encode(prompts, rows), G)
-    B = P * G
-    x = policy.noise(B, [generator("bench", b) for b in range(B)])
-    sigma = torch.full((B,), 0.5)
-    plan = tr.algo.plan(N, 0, cfg.seed)  # the trained steps of an iteration
-
-    def denoiser():
-        with torch.no_grad():
-            for _ in range(N):
-                policy.velocity(x, sigma, cond, cfg.sample.guidance)
-
-    media = policy.decode(x, cond)
-    p_rep, m_rep = [p for p in prompts for _ in range(G)], [m for m in rows for _ in range(G)]
-    terms = {name: r for name, (r, _) in tr.reward.terms.items()}
-    mb, K = cfg.train.micro_batch_size, len(plan.trained_steps)
-
-    def training():
-        for start in range(0, B * K, mb):
-            n = min(mb, B * K - start)
-            idx = torch.arange(n) % B
-            v = policy.velocity(x[idx], sigma[idx], select(cond, idx), cfg.sample.guidance)
-            v.float().pow(2).mean().backward()
-            if tr.algo.needs_reference:
-                with torch.no_grad(), tr.finetune.reference():
-                    policy.velocity(x[idx], sigma[idx], select(cond, idx), cfg.sample.guidance)
-        tr.optimizer.zero_grad(set_to_none=True)
-
-    out = {"rollout (denoiser)": timed(denoiser, 1), "vocoder": timed(lambda: policy.decode(x, cond), 2)}
-    for name, reward in terms.items():
-        out[f"reward: {name}"] = timed(lambda r=reward: r(media, p_rep, m_rep), 2)
-    out["training"] = timed(training, 1)
-    return out
 
 
 def real_time_factors() -> list[tuple[str, float, float]]:
@@ -112,19 +70,11 @@ def main() -> None:
                             "checkpoint.overwrite=true", *args.overrides])
     tr = Trainer(cfg)
     wall, split = iteration_split(tr, args.warmup, args.iterations)
-    alone = parts(tr)
+    alone = parts(tr, "vocoder")
     s = cfg.sample
     print(f"speech_tiny: {s.prompts_per_iteration} prompts x {s.group_size} samples, {s.num_steps} steps, "
           f"guidance {s.guidance}, {torch.get_num_threads()} threads")
-    print(f"{'trainer phase':<22}{'s/it':>8}{'share':>8}")
-    for k, v in split.items():
-        print(f"{k:<22}{v:8.2f}{v / wall:8.1%}")
-    print(f"{'total':<22}{wall:8.2f}")
-    print(f"\n{'part, timed alone':<34}{'s/it':>8}{'share':>8}")
-    total = sum(alone.values())
-    for k, v in alone.items():
-        print(f"{k:<34}{v:8.2f}{v / total:8.1%}")
-    print(f"{'sum':<34}{total:8.2f}   (trainer wall / sum of parts = {wall / total:.2f}x)")
+    print_parts(wall, split, alone)
     rtf = real_time_factors()
     print(f"\n{'reward backend':<42}{'RTF':>8}   on {rtf[0][2]:.1f} s of flite speech "
           f"({torch.get_num_threads()} threads)")

@@ -7,14 +7,16 @@ reward; ``reward=remote`` (:class:`RemoteReward`) calls it from training.
 Wire format, both ways: one safetensors file (never pickle: parsing it runs no code).
 
 - request ``POST /score``: tensor ``media`` (float32: images [B, C, H, W], speech
-  [B, N] with optional int64 ``lengths`` [B]) and ``groups`` [B] (int64, for groupwise
-  rewards); the safetensors header metadata holds ``modality``, ``sample_rate``
-  (speech), ``prompts`` (a JSON list of B strings) and ``metadata`` (a JSON list of B
-  objects).
+  [B, N] with optional int64 ``lengths`` [B], video frames [B, F, C, H, W]) and
+  ``groups`` [B] (int64, for groupwise rewards); the safetensors header metadata holds
+  ``modality``, ``sample_rate`` (speech), ``fps`` (video), ``prompts`` (a JSON list of B
+  strings) and ``metadata`` (a JSON list of B objects).
 - answer 200: tensors ``scores`` [B] and ``component.<name>`` [B], float32.
 - answer 4xx (the request is wrong: size, format, types, shapes, modality) or 500 (the
   reward raised) with a JSON body ``{"error": "..."}``; the server keeps serving.
-- ``GET /health``: ``{"modality": ..., "groupwise": ..., "reward": NAME}``.
+- ``GET /health``: ``{"modality": ..., "groupwise": ..., "reward": NAME, "heads": {...}}``
+  (``heads``: a multi-head reward's head weights, so that each head of a served reward
+  still gets its own advantage).
 
 The server binds 127.0.0.1 unless told otherwise, refuses bodies over ``max_mb``
 before reading them, reads with a timeout (a truncated body is a 400, not a hung
@@ -70,6 +72,9 @@ def encode_request(media: Any, prompts: Sequence[str], metadata: Sequence[Mappin
         header["sample_rate"] = str(int(media.sample_rate))
         if media.lengths is not None:
             tensors["lengths"] = torch.as_tensor(media.lengths, dtype=torch.int64).cpu().contiguous()
+    elif modality == "video":
+        tensors["media"] = media.frames.detach().float().cpu().contiguous()
+        header["fps"] = repr(float(media.fps))
     else:
         tensors["media"] = media.detach().float().cpu().contiguous()
     if groups is not None:
@@ -141,6 +146,16 @@ def decode_request(body: bytes, modality: str, max_batch: int) -> tuple[Any, lis
                                     (lengths < 1).any() or (lengths > media.shape[1]).any()):
             raise BadRequest(f"lengths: expected int64 [{B}] in 1..{media.shape[1]}")
         media = Waveform(media, rate, lengths)
+    if modality == "video":
+        from alignflow.modalities.video.video import Video
+
+        try:
+            fps = float(meta.get("fps", ""))
+        except ValueError as e:
+            raise BadRequest(f"fps {meta.get('fps')!r}: expected a number") from e
+        if not 0 < fps <= 1000 or media.shape[2] not in (1, 3):
+            raise BadRequest(f"video of {tuple(media.shape)} at fps {fps}: expected [B, F, 1 or 3, H, W], fps in (0, 1000]")
+        media = Video(media, fps)
     return media, prompts, metadata, groups
 
 
@@ -198,7 +213,7 @@ class RewardServer:
                 if self.path != "/health":
                     return self._error(404, f"no {self.path}: GET /health or POST /score")
                 info = {"modality": server.modality, "groupwise": bool(getattr(server.reward, "groupwise", False)),
-                        "reward": server.name}
+                        "reward": server.name, "heads": dict(getattr(server.reward, "heads", None) or {})}
                 self._answer(200, json.dumps(info).encode(), "application/json")
 
             def do_POST(self):
@@ -264,6 +279,7 @@ class RemoteReward:
         self.retries = 0  # failed attempts so far, for people reading a run
         info = json.loads(self._call("GET", "/health", None))
         self.modality, self.groupwise, self.name = info["modality"], bool(info["groupwise"]), info.get("reward", "")
+        self.heads = {str(k): float(v) for k, v in (info.get("heads") or {}).items()}
 
     def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
                  groups: torch.Tensor | None = None) -> RewardOutput:

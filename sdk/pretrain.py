@@ -119,3 +119,43 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     out = Path(cfg.output_dir)
     policy.save_pretrained(out)
     return {"final_loss": curve[-1], "loss_curve": curve, "seconds": time.time() - start}
+
+
+def build_base(experiment: str, target: Path, *extra: str, finish: Any = None) -> dict[str, Any]:
+    """What the asset scripts share: run ``alignflow pretrain experiment=<experiment>``
+    (``extra`` overrides) in a fresh process, install the result in ``target``, call
+    ``finish(target)`` if given (e.g. store the weights in float16), then evaluate it as
+    ``alignflow train experiment=<experiment>`` would at iteration 0.
+    Returns {pretrain: {final_loss, seconds}, eval: {...}}; the caller writes it."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "base"
+        cmd = [sys.executable, "-m", "alignflow.sdk.cli", "pretrain", f"experiment={experiment}", f"output_dir={out}",
+               *extra]
+        result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(out, target)
+    if finish is not None:
+        finish(target)
+    start = result.stdout.find("{")
+    summary = json.loads(result.stdout[start:]) if start >= 0 else {}
+    return {"pretrain": {k: summary.get(k) for k in ("final_loss", "seconds")}, "eval": evaluate_base(experiment)}
+
+
+def evaluate_base(experiment: str, *extra: str) -> dict[str, float]:
+    """``experiment``'s policy (its shipped base unless ``extra`` says otherwise) on its
+    eval prompts, as the training run evaluates at iteration 0."""
+    import tempfile
+
+    from alignflow.sdk.cli import compose
+    from alignflow.sdk.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose("train", [f"experiment={experiment}", f"output_dir={tmp}", "logging.progress_bar=false",
+                                "logging.tensorboard=false", "logging.media=false", *extra])
+        return Trainer(cfg).evaluate()

@@ -5,9 +5,9 @@
   tests and benchmarks: saved with ``save_pretrained`` and loaded back through
   :func:`~alignflow.adapters.video.wan.load_wan_policy`, the product path.
 - :func:`load_shapes_wan`: the offline video default's policy (``experiment=video_shapes``):
-  a 4-layer ``WanTransformer3DModel`` over 8 RGB frames of 16 x 16 pixels (pixel space,
-  Wan's [B, C, F, H, W] layout), conditioned through a tiny ``UMT5EncoderModel`` with a
-  word-level tokenizer of the task's vocabulary. The text encoder keeps its seeded
+  a 4-layer, 128-wide ``WanTransformer3DModel`` (1.2M parameters, 4 x 4 patches) over 8
+  RGB frames of 16 x 16 pixels (pixel space, Wan's [B, C, F, H, W] layout), conditioned
+  through a tiny ``UMT5EncoderModel`` with a word-level tokenizer of the task's vocabulary. The text encoder keeps its seeded
   random weights (frozen, like Wan's UMT5; the transformer learns to read it). The base
   is pretrained by ``alignflow pretrain experiment=video_shapes`` and ships in
   ``assets/shapes_base`` (``scripts/build_video_assets.py`` regenerates it).
@@ -80,7 +80,7 @@ class UMT5PromptEncoder:
         return self.model(t.input_ids.to(device), mask).last_hidden_state * mask[..., None]
 
 
-def build_components(seed: int = 0, width: int = 64, layers: int = 4):
+def build_components(seed: int = 0, width: int = 128, layers: int = 4):
     """Fresh (transformer, text_encoder, tokenizer, scheduler) of the shapes policy, seeded."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 

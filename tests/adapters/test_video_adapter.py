@@ -120,3 +120,40 @@ def test_shapes_policy_round_trips_pixels_and_saves(tmp_path):
                                    policy.velocity(x, torch.tensor([0.5, 0.5]), policy.encode(["a red square moving left"] * 2)))
     with pytest.raises(ConfigError, match="policy.path"):
         load_shapes_wan(str(tmp_path / "nothing"))
+
+
+def test_the_wan_product_config_runs_an_iteration_on_tiny_weights(folder, tmp_path):
+    from tests.helpers import save_tiny_clip
+
+    clip = save_tiny_clip(tmp_path / "clip")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat surfing\na red car driving\n")
+    cfg = compose("train", [
+        "experiment=wan21_t2v_1_3b", f"policy.path={folder}", "policy.height=32", "policy.width=32",
+        "policy.num_frames=9", "policy.dtype=float32", "policy.max_sequence_length=16", f"reward.clip.path={clip}",
+        f"data.train={prompts}", f"data.eval={prompts}", "sample.num_steps=4", "sample.group_size=2",
+        "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4",
+        "train.mixed_precision=no", "train.iterations=1", "eval.num_steps=3", f"output_dir={tmp_path / 'run'}",
+        "logging.progress_bar=false", "logging.tensorboard=false",
+    ])
+    tr = Trainer(cfg)
+    assert set(tr.reward.advantage_terms()) == {"flow/consistency", "flow/smoothness", "flow/motion", "clip"}
+    summary = tr.train()
+    assert summary["iterations"] == 1 and summary["after"]["eval/reward_mean"] == summary["after"]["eval/reward_mean"]
+    assert (tmp_path / "run" / "samples" / "before_after.gif").is_file()
+
+
+def test_video_shapes_same_seed_same_numbers(tmp_path):
+    from alignflow.sdk.tracking import read_metrics
+    from tests.helpers import strip_times
+
+    def run(out):
+        cfg = compose("train", [
+            "experiment=video_shapes", f"output_dir={out}", "train.iterations=1", "sample.prompts_per_iteration=2",
+            "sample.group_size=4", "train.micro_batch_size=8", "eval.samples_per_prompt=1", "eval.every=1",
+            "logging.progress_bar=false", "logging.tensorboard=false", "logging.media=false"])
+        Trainer(cfg).train()
+        return strip_times(read_metrics(out))
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first == second and "train/flow/direction_mean" in first[0]

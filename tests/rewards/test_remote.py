@@ -14,7 +14,13 @@ from safetensors.torch import save as st_save
 
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.rewards.image.digits import DigitClassifierReward
-from alignflow.rewards.remote import RemoteReward, RewardServer, decode_request, encode_request
+from alignflow.rewards.remote import (
+    BadRequest,
+    RemoteReward,
+    RewardServer,
+    decode_request,
+    encode_request,
+)
 from alignflow.sdk.errors import ConfigError, RewardError
 from alignflow.sdk.rewards import RewardOutput
 
@@ -65,6 +71,29 @@ def test_speech_media_round_trip_their_rate_and_lengths():
     assert torch.equal(media.samples, wave.samples) and media.sample_rate == 16000
     assert media.lengths.tolist() == [800, 500] and prompts == ["a", "b"] and meta[0] == {"ref_audio": "x.wav"}
     assert groups.tolist() == [3, 3]
+
+
+def test_video_media_round_trip_and_a_served_multi_head_reward_keeps_its_heads():
+    from alignflow.modalities.video.video import Video
+    from alignflow.rewards.video.flow import VideoFlowReward
+    from alignflow.sdk.rewards import WeightedSum
+
+    video = Video(torch.rand(2, 4, 3, 16, 16), fps=12.5)
+    media, _, _, _ = decode_request(encode_request(video, ["a", "b"], [{}, {}], "video"), "video", 8)
+    assert isinstance(media, Video) and torch.equal(media.frames, video.frames) and media.fps == 12.5
+    with pytest.raises(BadRequest, match="at fps 0.0"):
+        decode_request(encode_request(Video(torch.rand(2, 4, 3, 8, 8)), ["a", "b"], [{}, {}], "video")
+                       .replace(b'"fps":"8.0"', b'"fps":"0.0"'), "video", 8)
+    reward = VideoFlowReward(direction=1.0, consistency=0.5)
+    s = RewardServer(reward, name="video_flow", port=0).start()
+    try:
+        client = RemoteReward(f"http://127.0.0.1:{s.port}")
+        assert client.heads == {"direction": 1.0, "consistency": 0.5}
+        assert WeightedSum({"flow": (client, 1.0)}).advantage_terms() == {"flow/direction": 1.0, "flow/consistency": 0.5}
+        meta = [{"direction": "left"}, {"direction": "up"}]
+        torch.testing.assert_close(client(video, ["a", "b"], meta).scores, reward(video, ["a", "b"], meta).scores)
+    finally:
+        s.close()
 
 
 def _raw(port, data: bytes, timeout=5.0) -> int:
