@@ -121,11 +121,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     return {"final_loss": curve[-1], "loss_curve": curve, "seconds": time.time() - start}
 
 
-def build_base(experiment: str, target: Path, *extra: str, finish: Any = None) -> dict[str, Any]:
+def build_base(experiment: str, target: Path, *extra: str, stages: tuple[tuple[str, ...], ...] = ((),),
+               finish: Any = None) -> dict[str, Any]:
     """What the asset scripts share: run ``alignflow pretrain experiment=<experiment>``
     (``extra`` overrides) in a fresh process, install the result in ``target``, call
     ``finish(target)`` if given (e.g. store the weights in float16), then evaluate it as
     ``alignflow train experiment=<experiment>`` would at iteration 0.
+
+    ``stages``: one tuple of further overrides per pretraining run; each run after the
+    first starts from the previous one's weights (``policy.random_init=false
+    policy.path=<previous>``), e.g. a second run on less noisy captions.
     Returns {pretrain: {final_loss, seconds}, eval: {...}}; the caller writes it."""
     import json
     import shutil
@@ -133,18 +138,24 @@ def build_base(experiment: str, target: Path, *extra: str, finish: Any = None) -
     import sys
     import tempfile
 
+    seconds = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "base"
-        cmd = [sys.executable, "-m", "alignflow.sdk.cli", "pretrain", f"experiment={experiment}", f"output_dir={out}",
-               *extra]
-        result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        previous = None
+        for k, stage in enumerate(stages):
+            out = Path(tmp) / f"stage{k}"
+            start_from = [] if previous is None else ["policy.random_init=false", f"++policy.path={previous}"]
+            cmd = [sys.executable, "-m", "alignflow.sdk.cli", "pretrain", f"experiment={experiment}",
+                   f"output_dir={out}", *extra, *start_from, *stage]
+            result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            summary = json.loads(result.stdout[result.stdout.find("{"):])
+            seconds += summary.get("seconds", 0.0)
+            previous = out
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(out, target)
+        shutil.copytree(previous, target)
     if finish is not None:
         finish(target)
-    start = result.stdout.find("{")
-    summary = json.loads(result.stdout[start:]) if start >= 0 else {}
-    return {"pretrain": {k: summary.get(k) for k in ("final_loss", "seconds")}, "eval": evaluate_base(experiment)}
+    return {"pretrain": {"final_loss": summary.get("final_loss"), "seconds": seconds, "stages": len(stages)},
+            "eval": evaluate_base(experiment)}
 
 
 def evaluate_base(experiment: str, *extra: str) -> dict[str, float]:

@@ -36,8 +36,9 @@ def test_importing_the_core_imports_no_model_library():
 def test_shipped_files_are_package_data():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     data = meta["tool"]["setuptools"]["package-data"]
-    assert "data/*.jsonl" in data["alignflow.modalities.image"]
+    assert "data/*.jsonl" in data["alignflow.modalities.image"] and "data/*.jsonl" in data["alignflow.modalities.video"]
     for pkg, folder in (("alignflow.adapters.image", "adapters/image/assets"),
+                        ("alignflow.adapters.video", "adapters/video/assets"),
                         ("alignflow.rewards.image", "rewards/image/assets")):
         assert "assets/**/*" in data[pkg] and any((ROOT / folder).rglob("*.safetensors"))
 

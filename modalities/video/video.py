@@ -49,10 +49,6 @@ class Video:
         return self.num_frames / self.fps
 
     @classmethod
-    def cat(cls, clips: list[Video]) -> Video:
-        return cls(torch.cat([c.frames for c in clips]), clips[0].fps)
-
-    @classmethod
     def from_model(cls, x: torch.Tensor, fps: float) -> Video:
         """[B, C, F, H, W] in [-1, 1] (a decoder's output) -> Video in [0, 1]."""
         return cls(((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4), fps)
