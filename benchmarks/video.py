@@ -47,7 +47,7 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
 
     from alignflow.adapters.image.tiny import t5_tokenizer
     from alignflow.adapters.video.tiny import _umt5
-    from alignflow.adapters.video.wan import WanPolicy
+    from alignflow.adapters.video.wan import PipelinePromptEncoder, WanPolicy
     from alignflow.modalities.video.codec import WanVAECodec
     from alignflow.sdk.kernels import KERNELS
     from alignflow.sdk.plans import AllSDE
@@ -67,8 +67,6 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
     pipe = WanPipeline(tokenizer=tok, text_encoder=encoder, transformer=transformer, vae=vae, scheduler=scheduler)
     codec = WanVAECodec(vae, fps=16.0)
     lat = (16, (frames - 1) // 4 + 1, height // 8, width // 8)
-    from alignflow.adapters.video.wan import PipelinePromptEncoder
-
     enc = PipelinePromptEncoder(pipe, 512)
     enc.device = dev
     policy = WanPolicy(transformer, enc, codec, scheduler, lat, modules={"vae": vae})

@@ -111,8 +111,7 @@ class WeightedSum:
             total = total + weight * out.scores
             if len(self.terms) > 1:
                 comps[name] = out.scores
-            heads = getattr(reward, "heads", None) or {}
-            missing = [h for h in heads if h not in out.components] if len(heads) > 1 else []
+            missing = [h for h in _heads(reward) if h not in out.components]
             if missing:
                 raise RewardError(f"reward {name!r} declares heads {missing} but returned no components of those names")
             comps.update({f"{name}/{k}": v for k, v in out.components.items()})
@@ -126,9 +125,16 @@ class WeightedSum:
         weight in the sum (term weight x head weight); keys name components of the output."""
         out: dict[str, float] = {}
         for name, (reward, weight) in self.terms.items():
-            heads = getattr(reward, "heads", None) or {}
-            if len(heads) > 1:
+            heads = _heads(reward)
+            if heads:
                 out.update({f"{name}/{h}": weight * float(w) for h, w in heads.items()})
             else:
                 out[name] = weight
         return out
+
+
+def _heads(reward: Reward) -> Mapping[str, float]:
+    """A multi-head reward's head weights; {} for a reward with one score (a single
+    declared head is that score)."""
+    heads = getattr(reward, "heads", None) or {}
+    return heads if len(heads) > 1 else {}

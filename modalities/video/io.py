@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alignflow.modalities.image.io import _label, make_grid
+from alignflow.modalities.image.io import _label, _scale_for, make_grid
 from alignflow.modalities.video.video import Video
 
 
-def _scale(video: Video, target: int = 64) -> int:
-    return max(1, target // max(video.frames.shape[-2:]))
+def _scale(video: Video) -> int:
+    return _scale_for(video.frames[0])  # small clips are blown up to ~64 px, like images
 
 
 def _frames(video: Video, scale: int) -> list[Image.Image]:
@@ -30,11 +30,7 @@ def _frames(video: Video, scale: int) -> list[Image.Image]:
 
 def write_gif(path: str | Path, video: Video, scale: int = 0) -> Path:
     """One clip as a looping GIF at its frame rate (``scale`` 0: small clips upscaled to ~64 px)."""
-    path = Path(path).with_suffix(".gif")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = _frames(video, scale or _scale(video))
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / video.fps), loop=0)
-    return path
+    return _save_animation(_frames(video, scale or _scale(video)), Path(path).with_suffix(".gif"), video.fps)
 
 
 def write_mp4(path: str | Path, video: Video, scale: int = 0, crf: int = 18) -> Path:

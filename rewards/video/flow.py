@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -75,10 +76,16 @@ class OpticalFlow:
 
     def warp(self, image: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """image(p + flow(p)): backward warping, bilinear, borders replicated."""
-        h, w = flow.shape[:2]
-        grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).astype(np.float32)
-        m = grid + flow
+        m = _pixel_grid(*flow.shape[:2]) + flow
         return self.cv2.remap(image, m[..., 0], m[..., 1], self.cv2.INTER_LINEAR, borderMode=self.cv2.BORDER_REPLICATE)
+
+
+@lru_cache(maxsize=8)
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    """[h, w, 2] float32 (x, y) coordinates of every pixel (read-only: shared between calls)."""
+    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).astype(np.float32)
+    grid.flags.writeable = False
+    return grid
 
 
 def clip_heads(frames: np.ndarray, flow: OpticalFlow, top: float, min_side: int = 64) -> dict[str, Any]:
