@@ -1,5 +1,7 @@
 import json
 
+import torch
+
 from alignflow.sdk.cli import main
 from tests.helpers import FAST
 
@@ -39,6 +41,24 @@ def test_pretrain_learns_and_saves_a_loadable_policy(tmp_path, capsys):
     assert len(curve) == 4 and curve[-1] < curve[0] - 0.15, curve
     policy = load_pixel_policy("digits", str(out))
     assert policy.sigmas(4).tolist()[0] == 1.0
+    assert main(["pretrain", "experiment=image_digits", f"output_dir={out}", "sigma_shift=0"]) == 2
+    assert "sigma_shift = 0.0: expected a float > 0" in capsys.readouterr().err
+
+
+def test_pretraining_sigma_shift_is_sd3s():
+    from alignflow.sdk.pretrain import shift_sigmas
+
+    u = torch.linspace(0, 1, 11)
+    torch.testing.assert_close(shift_sigmas(u, 1.0), u)
+    shifted = shift_sigmas(u, 3.0)
+    assert shifted[0] == 0 and shifted[-1] == 1 and (shifted.diff() > 0).all() and (shifted[1:-1] > u[1:-1]).all()
+    assert abs(shift_sigmas(torch.tensor(0.5), 3.0).item() - 0.75) < 1e-6
+    # the shift FlowMatchEulerDiscreteScheduler(shift=3) applies to the sigmas it samples on
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(sigmas=torch.linspace(1, 0.1, 10).tolist())
+    torch.testing.assert_close(shift_sigmas(torch.linspace(1, 0.1, 10), 3.0), sched.sigmas[:-1].float())
 
 
 def test_accelerate_launch_files_load_with_accelerates_parser():
