@@ -42,11 +42,14 @@ class PretrainConfig:
     dataset: dict[str, Any] = option({"name": "???"}, "paired data: {name: <registered pretrain dataset>, <arguments>}")
     steps: int = option(2000, "optimizer steps")
     batch_size: int = option(128, "samples per step")
-    lr: float = option(1e-3, "AdamW learning rate (cosine decay to 10%)")
+    lr: float = option(1e-3, "AdamW learning rate")
+    lr_schedule: str = option("cosine", "cosine (decay to 10% of lr over the steps) or constant")
     weight_decay: float = option(0.0, "AdamW weight decay")
     cond_dropout: float = option(0.1, "probability of training a sample on the empty prompt")
     sigma_shift: float = option(1.0, "training sigmas s = k u / (1 + (k - 1) u), u uniform: SD3's timestep shift "
                                      "k > 1 trains more at high noise, where large samples decide their layout")
+    sigma_range: list[float] = option([0.0, 1.0], "[lo, hi]: the (shifted) sigmas are mapped onto lo + (hi - lo) s; "
+                                                  "[1, 1] trains at pure noise only, where the layout is decided")
     log_every: int = option(100, "log the loss every this many steps")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "free-form notes saved with the result"})
 
@@ -60,6 +63,9 @@ def validate(cfg: PretrainConfig) -> None:
         ("lr", cfg.lr > 0, "a float > 0"),
         ("cond_dropout", 0 <= cfg.cond_dropout < 1, "a float in [0, 1)"),
         ("sigma_shift", cfg.sigma_shift > 0, "a float > 0"),
+        ("lr_schedule", cfg.lr_schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
+        ("sigma_range", len(cfg.sigma_range) == 2 and 0 <= cfg.sigma_range[0] <= cfg.sigma_range[1] <= 1,
+         "[lo, hi] with 0 <= lo <= hi <= 1"),
     ):
         if not ok:
             raise ConfigError(name, getattr(cfg, name), accepted)
@@ -90,9 +96,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     for m in policy.trainable_modules().values():
         m.train().requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cosine = cfg.lr_schedule == "cosine"
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(s / cfg.steps * torch.pi)).item())
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(s / cfg.steps * torch.pi)).item()) if cosine else 1.0
     )
+    lo, hi = cfg.sigma_range
     x0_all = policy.to_latents(media)
     g = generator(cfg.seed, "pretrain")
     start, window, curve = time.time(), [], []
@@ -101,7 +109,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
         x0 = x0_all[idx]
         eps = randn(x0.shape, g, device=x0.device)
-        sigma = shift_sigmas(torch.rand(cfg.batch_size, generator=g), cfg.sigma_shift).to(x0.device)
+        sigma = (lo + (hi - lo) * shift_sigmas(torch.rand(cfg.batch_size, generator=g), cfg.sigma_shift)).to(x0.device)
         s = sigma.view(-1, *([1] * (x0.ndim - 1)))
         x_t = (1 - s) * x0 + s * eps
         with torch.no_grad():

@@ -1,6 +1,6 @@
-"""The offline image demos learn: short seeded runs of experiment=image_digits (digit
-classifier reward) and image_digits_ocr (OCR reward) raise what their reward measures
-and what an independent classifier sees."""
+"""The offline demos learn: short seeded runs of experiment=image_digits (digit
+classifier reward), image_digits_ocr (OCR reward) and video_shapes (optical-flow reward)
+raise what their reward measures and what an independent judge sees."""
 
 import pytest
 import torch
@@ -42,7 +42,7 @@ def test_short_demo_run_raises_accuracy(tmp_path):
 def test_text_rendering_run_raises_the_ocr_reward(tmp_path):
     """experiment=image_digits_ocr: the only reward is a real OCR engine reading the
     digit; a short seeded run raises what it reads and what an independent judge sees."""
-    cfg = compose("train", ["experiment=image_digits_ocr", f"output_dir={tmp_path}", "train.iterations=30",
+    cfg = compose("train", ["experiment=image_digits_ocr", f"output_dir={tmp_path}", "train.iterations=20",
                             "eval.every=0", "eval.samples_per_prompt=8", "logging.progress_bar=false",
                             "logging.tensorboard=false"])
     tr = Trainer(cfg)
@@ -55,3 +55,57 @@ def test_text_rendering_run_raises_the_ocr_reward(tmp_path):
     gold_after = independent_accuracy(tr.last_eval_media, 8)
     assert gold_after >= gold_before + 0.05, (gold_before, gold_after)
     assert (tmp_path / "samples" / "before_after.png").is_file() and (tmp_path / "reward_curve.png").is_file()
+
+
+def centroid_direction_accuracy(clips: torch.Tensor, directions: list[str], min_speed: float = 0.3) -> float:
+    """Direction accuracy by tracking the shape, not by optical flow (the reward's
+    backend): per frame, the centroid of the pixels that differ from the background;
+    its least-squares velocity over the clip; right when the nearest of the four
+    directions is the prompted one and it moves at least ``min_speed`` px a frame.
+    clips: [N, F, 3, H, W] in [0, 1]."""
+    from alignflow.modalities.video import shapes
+
+    weight = ((clips - shapes.BACKGROUND).abs().amax(2) - 0.1).clamp_min(0)  # [N, F, H, W]
+    n, f, h, w = weight.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    mass = weight.sum((2, 3)).clamp_min(1e-6)
+    cx, cy = (weight * xs).sum((2, 3)) / mass, (weight * ys).sum((2, 3)) / mass
+    t = torch.arange(f, dtype=torch.float32) - (f - 1) / 2
+    velocity = torch.stack([(cx * t).sum(1), (cy * t).sum(1)], 1) / (t * t).sum()  # [N, 2] px / frame
+    units = torch.tensor(list(shapes.DIRECTIONS.values()))
+    want = torch.tensor([list(shapes.DIRECTIONS).index(d) for d in directions])
+    right = ((velocity @ units.T).argmax(1) == want) & (velocity.norm(dim=1) >= min_speed)
+    return right.float().mean().item()
+
+
+def test_the_centroid_judge_reads_rendered_clips_and_not_frozen_ones():
+    from alignflow.modalities.video import shapes
+
+    g = torch.Generator().manual_seed(0)
+    rows = [(c, s, d) for c, s, d in shapes.combos()]
+    clips = torch.stack([shapes.render(c, s, d, shapes.random_start(d, g)) for c, s, d in rows])
+    said = [d for _, _, d in rows]
+    assert centroid_direction_accuracy(clips, said) == 1.0
+    assert centroid_direction_accuracy(clips, said[1:] + said[:1]) == 0.0  # every prompt names another direction
+    assert centroid_direction_accuracy(clips[:, :1].expand_as(clips), said) == 0.0  # frozen
+
+
+@pytest.mark.slow
+def test_short_video_run_raises_direction_accuracy(tmp_path):
+    """experiment=video_shapes: the held-out prompts' direction accuracy rises by the
+    reward's optical flow and by the centroid judge, and consistency does not collapse
+    (measured here: accuracy 0.52 -> 0.72, judge 0.53 -> 0.75, consistency 0.9891 ->
+    0.9875 after 8 iterations; the full 60-iteration demo ends at 0.9902)."""
+    cfg = compose("train", ["experiment=video_shapes", f"output_dir={tmp_path}", "train.iterations=8",
+                            "eval.every=0", "logging.progress_bar=false", "logging.tensorboard=false"])
+    tr = Trainer(cfg)
+    directions = [m["direction"] for m in tr.eval_set.metadata for _ in range(cfg.eval.samples_per_prompt)]
+    summary = tr.train()
+    before, after = summary["before"], summary["after"]
+    assert before["eval/flow/accuracy_mean"] <= 0.6
+    assert after["eval/flow/accuracy_mean"] >= before["eval/flow/accuracy_mean"] + 0.15, (before, after)
+    assert after["eval/flow/consistency_mean"] >= before["eval/flow/consistency_mean"] - 0.003, (before, after)
+    gold_before = centroid_direction_accuracy(torch.cat([v.frames for v in tr.base_eval_media]), directions)
+    gold_after = centroid_direction_accuracy(torch.cat([v.frames for v in tr.last_eval_media]), directions)
+    assert gold_after >= gold_before + 0.1, (gold_before, gold_after)
+    assert (tmp_path / "samples" / "before_after.gif").is_file() and (tmp_path / "reward_curve.png").is_file()

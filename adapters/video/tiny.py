@@ -6,10 +6,12 @@
   :func:`~alignflow.adapters.video.wan.load_wan_policy`, the product path.
 - :func:`load_shapes_wan`: the offline video default's policy (``experiment=video_shapes``):
   a 4-layer, 128-wide ``WanTransformer3DModel`` (1.2M parameters, 4 x 4 patches) over 8
-  RGB frames of 16 x 16 pixels (pixel space, Wan's [B, C, F, H, W] layout), conditioned
-  through a tiny ``UMT5EncoderModel`` with a word-level tokenizer of the task's vocabulary. The text encoder keeps its seeded
-  random weights (frozen, like Wan's UMT5; the transformer learns to read it). The base
-  is pretrained by ``alignflow pretrain experiment=video_shapes`` and ships in
+  RGB frames of 16 x 16 pixels (pixel space, Wan's [B, C, F, H, W] layout) plus three
+  position channels (``in_channels = 3 + 3``, see ``WanPolicy``), conditioned through a
+  tiny ``UMT5EncoderModel`` with a word-level tokenizer of the task's vocabulary. The
+  text encoder keeps its seeded random weights (frozen, like Wan's UMT5; the transformer
+  learns to read it). The base is pretrained by ``alignflow pretrain
+  experiment=video_shapes`` in a four-stage curriculum and ships in
   ``assets/shapes_base`` (``scripts/build_video_assets.py`` regenerates it).
 """
 
@@ -90,7 +92,7 @@ def build_components(seed: int = 0, width: int = 128, layers: int = 4):
     text_encoder = _umt5(len(tokenizer), 32, seed + 1, tokenizer.pad_token_id, tokenizer.eos_token_id)
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 4, 4), num_attention_heads=width // 32, attention_head_dim=32, in_channels=3, out_channels=3,
+        patch_size=(1, 4, 4), num_attention_heads=width // 32, attention_head_dim=32, in_channels=3 + 3, out_channels=3,
         text_dim=32, freq_dim=64, ffn_dim=4 * width, num_layers=layers, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     )
@@ -100,7 +102,7 @@ def build_components(seed: int = 0, width: int = 128, layers: int = 4):
 def make_policy(transformer, text_encoder, tokenizer, scheduler) -> WanPolicy:
     return WanPolicy(transformer, UMT5PromptEncoder(tokenizer, text_encoder, MAX_TOKENS), PixelVideoCodec(shapes.FPS),
                      scheduler, latent_shape=(3, shapes.FRAMES, shapes.SIZE, shapes.SIZE),
-                     modules={"text_encoder": text_encoder})
+                     modules={"text_encoder": text_encoder}, position_channels=True)
 
 
 def load_shapes_wan(path: str = "", random_init: bool = False, seed: int = 0) -> WanPolicy:

@@ -64,6 +64,12 @@ class PipelinePromptEncoder:
         return embeds
 
 
+def positions(size: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[1, 3, F, H, W]: each cell's frame, row and column, scaled to [-1, 1]."""
+    axes = [torch.linspace(-1, 1, n, device=device, dtype=dtype) for n in size]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
+
+
 class WanPolicy:
     modality = "video"
     default_lora_targets = WAN_LORA_TARGETS
@@ -78,6 +84,7 @@ class WanPolicy:
         negative_prompt: str = "",
         modules: Mapping[str, nn.Module] | None = None,
         pipeline: Any = None,
+        position_channels: bool = False,
     ):
         """
         Args:
@@ -91,13 +98,25 @@ class WanPolicy:
             modules: the other modules to move with ``to()`` (VAE, and the text encoder
                 unless it is offloaded).
             pipeline: the ``WanPipeline`` the parts came from, if any.
+            position_channels: concatenate three constant channels to the latents
+                before the transformer: the frame, row and column of each cell, each
+                ``linspace(-1, 1)`` (CoordConv; the transformer then has
+                ``in_channels = C + 3``). Wan's RoPE is relative only, so without them a
+                small Wan cannot tie a layout to absolute positions; the offline default
+                uses them, Wan 2.1 checkpoints do not.
         """
+        want = latent_shape[0] + 3 * position_channels
+        if transformer.config.in_channels != want:
+            raise ConfigError("policy.transformer.in_channels", transformer.config.in_channels,
+                              f"{want} (the {latent_shape[0]} latent channels"
+                              + (" + 3 position channels)" if position_channels else ")"))
         self.transformer = transformer
         self.prompt_encoder, self.codec, self.scheduler = prompt_encoder, codec, scheduler
         self.latent_shape = tuple(latent_shape)
         self.negative_prompt = negative_prompt
         self.other_modules = dict(modules or {})
         self.pipeline = pipeline
+        self.position_channels = position_channels
         self._null: torch.Tensor | None = None
 
     @property
@@ -138,6 +157,8 @@ class WanPolicy:
 
     def _forward(self, x: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         dtype = next(self.transformer.parameters()).dtype
+        if self.position_channels:
+            x = torch.cat([x, positions(x.shape[2:], x.device, x.dtype).expand(x.shape[0], -1, -1, -1, -1)], 1)
         return self.transformer(hidden_states=x.to(dtype), timestep=timestep, encoder_hidden_states=embeds.to(dtype),
                                 return_dict=False)[0]
 

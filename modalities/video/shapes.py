@@ -15,11 +15,13 @@ with noisy captions (:func:`shapes_dataset`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from alignflow.modalities.video.video import Video
+from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import generator
 
 COLORS = {"red": (0.90, 0.15, 0.10), "green": (0.15, 0.80, 0.20), "blue": (0.20, 0.35, 0.95),
@@ -96,15 +98,22 @@ def write_prompt_files(folder: Path = DATA_DIR) -> None:
 
 
 def shapes_dataset(clips: int = 8192, caption_noise: float = 0.0, seed: int = 0, frames: int = FRAMES,
-                   size: int = SIZE, speed: float = SPEED) -> tuple[Video, list[str]]:
+                   size: int = SIZE, speed: float = SPEED, colors: Sequence[str] | None = None,
+                   shapes: Sequence[str] | None = None) -> tuple[Video, list[str]]:
     """(Video [N, F, 3, H, W], captions) for flow-matching pretraining: ``clips`` clips
     of uniformly drawn (colour, shape, direction) and start.
 
     With ``caption_noise`` = q, a fraction q of the captions name a uniformly random
     direction instead of the one shown: a model pretrained on them moves the shape the
-    prompted way about (1 - q) + q / 4 of the time, which leaves RL something to fix."""
+    prompted way about (1 - q) + q / 4 of the time, which leaves RL something to fix.
+    ``colors`` / ``shapes`` restrict the draw (all by default), e.g. red squares only,
+    where the direction is the one thing left to learn (the base's first stage)."""
+    for name, chosen, known in (("colors", colors, list(COLORS)), ("shapes", shapes, list(SHAPES))):
+        if chosen is not None and (not chosen or any(c not in known for c in chosen)):
+            raise ConfigError(f"dataset.{name}", chosen, f"a non-empty list of {known}")
     g = generator(seed, "shapes")
-    all_combos = combos()
+    all_combos = [(c, s, d) for c, s, d in combos()
+                  if (colors is None or c in colors) and (shapes is None or s in shapes)]
     names = list(DIRECTIONS)
     videos, caps = [], []
     for _ in range(clips):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from alignflow.adapters.video.tiny import load_shapes_wan, tiny_wan_pipeline
-from alignflow.adapters.video.wan import load_wan_policy
+from alignflow.adapters.video.wan import WanPolicy, load_wan_policy
 from alignflow.modalities.video.video import Video
 from alignflow.sdk.cli import compose
 from alignflow.sdk.errors import ConfigError
@@ -120,6 +120,25 @@ def test_shapes_policy_round_trips_pixels_and_saves(tmp_path):
                                    policy.velocity(x, torch.tensor([0.5, 0.5]), policy.encode(["a red square moving left"] * 2)))
     with pytest.raises(ConfigError, match="policy.path"):
         load_shapes_wan(str(tmp_path / "nothing"))
+
+
+def test_position_channels_are_frame_row_column_concatenated_to_the_latents():
+    policy = load_shapes_wan(random_init=True)
+    x = policy.noise(2, [generator("p", 0), generator("p", 1)])
+    cond = policy.encode(["a red square moving left", "a blue circle moving up"])
+    f, h, w = x.shape[2:]
+    grid = torch.meshgrid(torch.linspace(-1, 1, f), torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    pos = torch.stack(grid)[None].expand(2, -1, -1, -1, -1)
+    assert pos[0, 0, 0].eq(-1).all() and pos[0, 1, :, -1].eq(1).all() and pos[0, 2, :, :, 0].eq(-1).all()
+    with torch.no_grad():
+        want = policy.transformer(hidden_states=torch.cat([x, pos], 1), timestep=torch.tensor([500.0, 500.0]),
+                                  encoder_hidden_states=cond.embeds, return_dict=False)[0]
+        torch.testing.assert_close(policy.velocity(x, torch.tensor(0.5), cond), want)
+    with pytest.raises(ConfigError, match=r"policy.transformer.in_channels = 6: expected 3 \(the 3 latent channels\)"):
+        WanPolicy(policy.transformer, policy.prompt_encoder, policy.codec, policy.scheduler, (3, 8, 16, 16))
+    with pytest.raises(ConfigError, match=r"in_channels = 6.*expected 7"):
+        WanPolicy(policy.transformer, policy.prompt_encoder, policy.codec, policy.scheduler, (4, 8, 16, 16),
+                  position_channels=True)
 
 
 def test_the_wan_product_config_runs_an_iteration_on_tiny_weights(folder, tmp_path):

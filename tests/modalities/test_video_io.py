@@ -8,6 +8,7 @@ import torch
 from alignflow.modalities.video import shapes
 from alignflow.modalities.video.io import VideoWriter, read_video, write_gif, write_mp4
 from alignflow.modalities.video.video import Video
+from alignflow.sdk.errors import ConfigError
 
 
 def test_video_container_layouts_and_checks():
@@ -81,3 +82,16 @@ def test_caption_noise_names_another_direction_at_the_asked_rate():
         shown.append(max(shapes.DIRECTIONS, key=lambda k: shapes.DIRECTIONS[k][0] * d[0] + shapes.DIRECTIONS[k][1] * d[1]))
     agree = sum(c.endswith(s) for c, s in zip(caps, shown)) / len(caps)
     assert abs(agree - (0.4 + 0.6 / 4)) < 0.07
+
+
+def test_shapes_dataset_restricted_to_colours_and_shapes():
+    clips, caps = shapes.shapes_dataset(64, colors=["red"], shapes=["square"], seed=2)
+    assert {c.rsplit(" ", 1)[0] for c in caps} == {"a red square moving"} and len(set(caps)) == 4
+    red = torch.tensor(shapes.COLORS["red"])
+    assert torch.allclose(clips.frames.amax((1, 3, 4)), red, atol=1e-6)  # the brightest pixel of each channel
+    _, all_caps = shapes.shapes_dataset(64, seed=2)
+    assert len({c.split(" ")[1] for c in all_caps}) == 4
+    with pytest.raises(ConfigError, match=r"dataset.colors = \['pink'\]: expected a non-empty list of"):
+        shapes.shapes_dataset(4, colors=["pink"])
+    with pytest.raises(ConfigError, match="dataset.shapes"):
+        shapes.shapes_dataset(4, shapes=[])

@@ -61,6 +61,33 @@ def test_pretraining_sigma_shift_is_sd3s():
     torch.testing.assert_close(shift_sigmas(torch.linspace(1, 0.1, 10), 3.0), sched.sigmas[:-1].float())
 
 
+def test_pretraining_sigma_range_and_constant_lr(tmp_path, capsys, monkeypatch):
+    """sigma_range maps the training sigmas onto [lo, hi] ([1, 1]: pure noise only, the
+    first stages of the video base); bad ranges and schedules are named."""
+    from alignflow.adapters.image.sd3 import SD3Policy
+
+    seen = []
+    velocity = SD3Policy.velocity
+
+    def recording(self, x, sigma, cond, guidance=1.0):
+        seen.append(sigma.detach().clone())
+        return velocity(self, x, sigma, cond, guidance)
+
+    monkeypatch.setattr(SD3Policy, "velocity", recording)
+    base = ["pretrain", "experiment=image_digits", f"output_dir={tmp_path / 'base'}", "steps=3", "batch_size=16"]
+    assert main([*base, "sigma_range=[1,1]", "lr_schedule=constant"]) == 0
+    assert torch.cat(seen).eq(1).all() and len(seen) == 3
+    seen.clear()
+    assert main([*base, "sigma_range=[0.2,0.4]", "sigma_shift=3"]) == 0
+    s = torch.cat(seen)
+    assert (s >= 0.2).all() and (s <= 0.4).all() and s.std() > 0
+    capsys.readouterr()
+    assert main([*base, "sigma_range=[0.5,0.2]"]) == 2
+    assert "sigma_range = [0.5, 0.2]: expected [lo, hi] with 0 <= lo <= hi <= 1" in capsys.readouterr().err
+    assert main([*base, "lr_schedule=linear"]) == 2
+    assert "lr_schedule = 'linear': expected 'cosine' or 'constant'" in capsys.readouterr().err
+
+
 def test_accelerate_launch_files_load_with_accelerates_parser():
     from pathlib import Path
 
