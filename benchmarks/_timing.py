@@ -107,7 +107,8 @@ def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
     """Seconds of each part of one iteration of ``tr``'s configuration, timed alone on
     the iteration's shapes: the rollout's denoiser forwards, decoding (named ``decode``:
     the vocoder, the VAE), each reward term, and training (forward + backward of the
-    trained steps' micro-batches, plus the reference forward when the algorithm has one)."""
+    trained steps' micro-batches, plus the reference forward when the algorithm has one;
+    for DiffusionNFT its trained sigmas and the old policy's forward)."""
     cfg, policy = tr.cfg, tr.policy
     G, N, P = cfg.sample.group_size, cfg.sample.num_steps, cfg.sample.prompts_per_iteration
     rows = [tr.train_set.metadata[i] for i in range(P)]
@@ -127,13 +128,16 @@ def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
     p_rep, m_rep = [p for p in prompts for _ in range(G)], [m for m in rows for _ in range(G)]
     terms = {name: r for name, (r, _) in tr.reward.terms.items()}
     mb, K = cfg.train.micro_batch_size, len(plan.trained_steps)
+    no_grad_forwards = int(tr.algo.needs_reference)
+    if not K and hasattr(tr.algo.cfg, "timestep_fraction"):  # DiffusionNFT: its own sigmas, + the old policy
+        K, no_grad_forwards = max(1, int(tr.algo.cfg.timestep_fraction * N)), no_grad_forwards + 1
 
     def training():
         for start in range(0, B * K, mb):
             idx = torch.arange(min(mb, B * K - start)) % B
             v = policy.velocity(x[idx], sigma[idx], select(cond, idx), cfg.sample.guidance)
             v.float().pow(2).mean().backward()
-            if tr.algo.needs_reference:
+            for _ in range(no_grad_forwards):
                 with torch.no_grad(), tr.finetune.reference():
                     policy.velocity(x[idx], sigma[idx], select(cond, idx), cfg.sample.guidance)
         tr.optimizer.zero_grad(set_to_none=True)
