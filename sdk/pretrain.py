@@ -96,10 +96,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     for m in policy.trainable_modules().values():
         m.train().requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    cosine = cfg.lr_schedule == "cosine"
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(s / cfg.steps * torch.pi)).item()) if cosine else 1.0
-    )
+    if cfg.lr_schedule == "cosine":
+        def factor(s: int) -> float:
+            return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(s / cfg.steps * torch.pi)).item())
+    else:
+        def factor(s: int) -> float:
+            return 1.0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     lo, hi = cfg.sigma_range
     x0_all = policy.to_latents(media)
     g = generator(cfg.seed, "pretrain")

@@ -82,7 +82,7 @@ def test_the_centroid_judge_reads_rendered_clips_and_not_frozen_ones():
     from alignflow.modalities.video import shapes
 
     g = torch.Generator().manual_seed(0)
-    rows = [(c, s, d) for c, s, d in shapes.combos()]
+    rows = shapes.combos()
     clips = torch.stack([shapes.render(c, s, d, shapes.random_start(d, g)) for c, s, d in rows])
     said = [d for _, _, d in rows]
     assert centroid_direction_accuracy(clips, said) == 1.0
