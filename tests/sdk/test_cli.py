@@ -73,14 +73,26 @@ def test_pretraining_sigma_range_and_constant_lr(tmp_path, capsys, monkeypatch):
         seen.append(sigma.detach().clone())
         return velocity(self, x, sigma, cond, guidance)
 
+    lrs = []
+    adamw_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return adamw_step(self, *args, **kwargs)
+
     monkeypatch.setattr(SD3Policy, "velocity", recording)
-    base = ["pretrain", "experiment=image_digits", f"output_dir={tmp_path / 'base'}", "steps=3", "batch_size=16"]
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    base = ["pretrain", "experiment=image_digits", f"output_dir={tmp_path / 'base'}", "steps=3", "batch_size=16",
+            "lr=1e-3"]
     assert main([*base, "sigma_range=[1,1]", "lr_schedule=constant"]) == 0
     assert torch.cat(seen).eq(1).all() and len(seen) == 3
+    assert lrs == [1e-3] * 3
     seen.clear()
+    lrs.clear()
     assert main([*base, "sigma_range=[0.2,0.4]", "sigma_shift=3"]) == 0
     s = torch.cat(seen)
     assert (s >= 0.2).all() and (s <= 0.4).all() and s.std() > 0
+    assert lrs[0] == 1e-3 and lrs[0] > lrs[1] > lrs[2] > 1e-4  # cosine decay towards 10%
     capsys.readouterr()
     assert main([*base, "sigma_range=[0.5,0.2]"]) == 2
     assert "sigma_range = [0.5, 0.2]: expected [lo, hi] with 0 <= lo <= hi <= 1" in capsys.readouterr().err
