@@ -1,15 +1,23 @@
-"""Regenerate what the offline speech default ships with.
+"""Regenerate what the offline speech default (`experiment=speech_tiny`) ships with.
 
-    .venv/bin/python scripts/build_speech_assets.py [--data] [--base]   (default: both)
+    .venv/bin/python scripts/build_speech_assets.py [--data] [--base] [--clips FILE] [--write-clips FILE]
 
 --data (seconds; needs flite): modalities/speech/data/, the reference clips of the four
   flite voices and the train/eval prompt files (modalities.speech.sentences.write_data).
---base (about 100 minutes on 2 CPU cores): adapters/speech/assets/sentences_base,
-  `alignflow pretrain experiment=speech_tiny` (3000 steps of F5-TTS's infilling flow
-  matching on flite sentences with 40% noisy transcripts and 30% voice switches), the
-  weights stored in float16 (9 MB instead of 18; they load as float32), then
-  build_info.json with how it was made and the base's held-out WER and similarity.
-The result is deterministic on a given machine.
+--write-clips FILE (seconds; needs flite): every flite clip the pretraining data is cut
+  from, in one safetensors file (6.5 MB), for a machine without flite.
+--base: adapters/speech/assets/sentences_base, two runs of `alignflow pretrain
+  experiment=speech_tiny` (F5-TTS's infilling flow matching on flite sentences, 40% of
+  the transcripts naming another sentence, 30% of the targets in another voice; STAGES):
+  1. from random weights, 2000 steps of 256 clips;
+  2. from stage 1, on fresh draws of the noise (dataset seed 1), 2500 steps of 512.
+  About 1.8 million clips in all: 9 minutes on one H100, where it was made (the two
+  stages, `device=auto`), and more than a day on 2 CPU cores. The weights are stored in
+  float16 (9 MB instead of 18; they load as float32), then build_info.json with how it
+  was made and the base's held-out WER and similarity (the evaluation needs the speech
+  extra: Whisper and resemblyzer). With --clips FILE the data is read from FILE instead
+  of running flite.
+The result is deterministic on a given machine and device.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "adapters" / "speech" / "assets" / "sentences_base"
+STAGES = (
+    (),
+    ("+dataset.seed=1", "batch_size=512", "steps=2500"),
+)
 
 
 def halve(path: Path) -> None:
@@ -28,17 +40,32 @@ def halve(path: Path) -> None:
     save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}, path)
 
 
-def main(args: list[str]) -> None:
-    from alignflow.modalities.speech.sentences import write_data
+def option(args: list[str], name: str) -> str:
+    if name not in args:
+        return ""
+    i = args.index(name)
+    if i + 1 == len(args):
+        raise SystemExit(f"{name} needs a file path")
+    return args.pop(i + 1)
 
+
+def main(args: list[str]) -> None:
+    from alignflow.modalities.speech.sentences import save_clips, write_data
+
+    clips, write_clips = option(args, "--clips"), option(args, "--write-clips")
     todo = set(args) or {"--data", "--base"}
     if "--data" in todo:
         write_data()
+    if write_clips:
+        save_clips(write_clips)
     if "--base" in todo:
         from alignflow.sdk.pretrain import build_base
 
-        info = {"made_by": "alignflow pretrain experiment=speech_tiny (scripts/build_speech_assets.py)",
-                **build_base("speech_tiny", TARGET, finish=lambda folder: halve(folder / "model.safetensors"))}
+        extra = [f"++dataset.clips={Path(clips).resolve()}"] if clips else []
+        info = {"made_by": "alignflow pretrain experiment=speech_tiny (scripts/build_speech_assets.py), "
+                           "weights stored in float16",
+                **build_base("speech_tiny", TARGET, *extra, stages=STAGES,
+                             finish=lambda folder: halve(folder / "model.safetensors"))}
         (TARGET / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(json.dumps(info, indent=2))
 

@@ -13,12 +13,18 @@ classifier-free guidance works. Only ``policy.trainable_modules()`` are trained.
 A dataset returns (media, captions) or (media, captions, metadata). A policy that
 infills (speech) provides ``pretrain_inputs(x0, captions, metadata, drop) -> (cond,
 weights)``: the condition comes from the data itself and the loss is averaged over the
-weighted (generated) elements only.
+weighted (generated) elements only. Such conditions depend on the data alone, so they
+are made once for the whole dataset (with and without dropout) and indexed per step.
+
+``device``: on an accelerator the policy, the data and the noise live there (the noise
+is drawn there too: on the CPU it costs more than a tiny model's step). On the CPU the
+noise is drawn as everywhere else in alignflow (:func:`alignflow.sdk.random.randn`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +32,7 @@ from typing import Any
 
 import torch
 
+from alignflow.sdk.batching import concat, select
 from alignflow.sdk.config import check_arguments, option, split_component
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import generator, randn
@@ -51,6 +58,7 @@ class PretrainConfig:
     sigma_range: list[float] = option([0.0, 1.0], "[lo, hi]: the (shifted) sigmas are mapped onto lo + (hi - lo) s; "
                                                   "[1, 1] trains at pure noise only, where the layout is decided")
     log_every: int = option(100, "log the loss every this many steps")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "free-form notes saved with the result"})
 
 
@@ -64,11 +72,15 @@ def validate(cfg: PretrainConfig) -> None:
         ("cond_dropout", 0 <= cfg.cond_dropout < 1, "a float in [0, 1)"),
         ("sigma_shift", cfg.sigma_shift > 0, "a float > 0"),
         ("lr_schedule", cfg.lr_schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
+        ("device", cfg.device == "auto" or cfg.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", cfg.device),
+         "'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ("sigma_range", len(cfg.sigma_range) == 2 and 0 <= cfg.sigma_range[0] <= cfg.sigma_range[1] <= 1,
          "[lo, hi] with 0 <= lo <= hi <= 1"),
     ):
         if not ok:
             raise ConfigError(name, getattr(cfg, name), accepted)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", cfg.device, "'cpu' or 'auto' (no CUDA device is visible)")
     pname, pargs = split_component(cfg.policy, "policy")
     check_arguments(builder(POLICIES, pname, "policy.name"), pargs, "policy")
     dname, dargs = split_component(cfg.dataset, "dataset")
@@ -92,10 +104,13 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     data = PRETRAIN_DATA.resolve(dname, "dataset.name")(**dargs)
     media, captions, metadata = data if len(data) == 3 else (*data, None)
     policy = POLICIES.resolve(pname, "policy.name")(**pargs)
+    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    if hasattr(policy, "to"):
+        policy.to(device)
     params = [p for m in policy.trainable_modules().values() for p in m.parameters()]
     for m in policy.trainable_modules().values():
         m.train().requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None)
     if cfg.lr_schedule == "cosine":
         def factor(s: int) -> float:
             return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(s / cfg.steps * torch.pi)).item())
@@ -104,22 +119,31 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
             return 1.0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     lo, hi = cfg.sigma_range
-    x0_all = policy.to_latents(media)
+    x0_all = policy.to_latents(media).to(device)
+    n = len(captions)
+    infilling = hasattr(policy, "pretrain_inputs")
+    if infilling:  # condition and loss weights from the data: rows [0, n) kept, [n, 2n) dropped
+        with torch.no_grad():
+            conditions = concat([policy.pretrain_inputs(x0_all, captions, metadata, torch.full((n,), d))
+                                 for d in (False, True)])
     g = generator(cfg.seed, "pretrain")
+    g_device = None if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed)
     start, window, curve = time.time(), [], []
     for step in range(cfg.steps):
-        idx = torch.randint(0, len(captions), (cfg.batch_size,), generator=g)
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=g)
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
-        x0 = x0_all[idx]
-        eps = randn(x0.shape, g, device=x0.device)
-        sigma = (lo + (hi - lo) * shift_sigmas(torch.rand(cfg.batch_size, generator=g), cfg.sigma_shift)).to(x0.device)
+        x0 = x0_all[idx.to(device)]
+        if g_device is None:
+            eps = randn(x0.shape, g, device=device)
+        else:
+            eps = torch.randn(x0.shape, generator=g_device, device=device)
+        sigma = (lo + (hi - lo) * shift_sigmas(torch.rand(cfg.batch_size, generator=g), cfg.sigma_shift)).to(device)
         s = sigma.view(-1, *([1] * (x0.ndim - 1)))
         x_t = (1 - s) * x0 + s * eps
-        with torch.no_grad():
-            if hasattr(policy, "pretrain_inputs"):  # infilling policies: condition and loss weights from the data
-                cond, weight = policy.pretrain_inputs(x0, [captions[i] for i in idx.tolist()],
-                                                      [metadata[i] for i in idx.tolist()], drop)
-            else:
+        if infilling:
+            cond, weight = select(conditions, idx + n * drop)
+        else:
+            with torch.no_grad():
                 cond, weight = policy.encode(["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]), None
         v = policy.velocity(x_t, sigma, cond, 1.0)
         err = (v.float() - (eps - x0)) ** 2
@@ -129,9 +153,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        window.append(loss.item())
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            curve.append(sum(window) / len(window))
+        window.append(loss.detach())
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:  # one device sync per log, not per step
+            curve.append(torch.stack(window).double().mean().item())
             log.info("pretrain step %d/%d loss %.4f", step + 1, cfg.steps, curve[-1])
             window = []
     for m in policy.trainable_modules().values():

@@ -171,11 +171,13 @@ class F5Policy:
         """Flow-matching pretraining on known utterances: x0 [B, max_frames, n_mels] holds
         the reference and the target back to back; ``metadata`` gives ``ref_text``,
         ``prompt_frames`` and ``frames`` (total). Returns the condition and the loss
-        weights [B, max_frames, 1] (1 on the generated span, as F5-TTS's masked loss)."""
+        weights [B, max_frames, 1] (1 on the generated span, as F5-TTS's masked loss). An
+        utterance longer than max_frames is trained on its first max_frames frames, where
+        :meth:`to_latents` cut it."""
         rows = []
         for b, (text, meta) in enumerate(zip(prompts, metadata)):
             ids = self.vocab.encode(reference_text(meta["ref_text"]) + text)
-            rows.append((x0[b, : int(meta["prompt_frames"])].cpu(), ids, int(meta["frames"])))
+            rows.append((x0[b, : int(meta["prompt_frames"])].cpu(), ids, min(int(meta["frames"]), self.max_frames)))
         cond = self._condition(rows, ["pretraining data"] * len(rows), prompts)
         cond.drop = drop.to(self.device)
         _, generated = cond.frame_masks(self.max_frames)

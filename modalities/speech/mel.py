@@ -66,7 +66,8 @@ class MelCodec:
 
 class GriffinLimVocoder:
     """log-mel [B, T, n_mels] -> waveform [B, (T - 1) * hop]: least-squares inverse of the
-    mel filterbank, then Griffin-Lim phase recovery (``n_iter`` iterations, momentum 0.99)."""
+    mel filterbank, then Griffin-Lim phase recovery (``n_iter`` iterations, momentum 0.99)
+    from seeded random phases: a batch decodes the same whatever ran before."""
 
     def __init__(self, config: MelConfig = MelConfig(), n_iter: int = 32):
         import torchaudio
@@ -82,7 +83,11 @@ class GriffinLimVocoder:
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         magnitude = self.inverse_mel(frames.exp().transpose(1, 2)).clamp_min(0)  # [B, n_fft/2+1, T]
-        wave = self.griffin_lim(magnitude)
+        # GriffinLim draws its initial phases from the global RNG: seeded here, so that the
+        # audio does not depend on what ran before (an evaluation between two iterations).
+        with torch.random.fork_rng(devices=[magnitude.device] if magnitude.is_cuda else []):
+            torch.manual_seed(0)
+            wave = self.griffin_lim(magnitude)
         return wave / wave.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)  # never clip
 
 

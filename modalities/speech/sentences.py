@@ -79,9 +79,45 @@ def write_data(folder: Path = DATA_DIR) -> None:
             f.writelines(json.dumps(row) + "\n" for row in prompt_rows(split))
 
 
+def clips(stretches: tuple[float, ...] = (1.0,)) -> dict[str, torch.Tensor]:
+    """What the pretraining data is cut from, at flite's 16 kHz: the shipped reference
+    clips (``ref/<voice>/<phrase>``) and flite's targets (``target/<voice>/<text>/<stretch>``,
+    needs flite)."""
+    out = {f"ref/{v}/{r}": read_wav(DATA_DIR / ref_name(v, r)).samples[0] for v in VOICES for r in TRAIN_REFERENCES}
+    out.update({f"target/{v}/{t}/{s}": flite(t, v, s).samples[0] for v in VOICES for t in TARGETS for s in stretches})
+    return out
+
+
+def save_clips(path: str | Path, stretches: tuple[float, ...] = (0.8, 1.0, 1.2)) -> Path:
+    """:func:`clips` as a safetensors file: ``dataset.clips=<path>`` then builds the
+    pretraining data on a machine without flite (a GPU box, say)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in clips(tuple(stretches)).items()}, str(path))
+    return Path(path)
+
+
+def load_clips(path: str, stretches: tuple[float, ...]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise ConfigError("dataset.clips", path, "a file written by scripts/build_speech_assets.py --clips")
+    found = load_file(path)
+    missing = [k for k in clips_keys(stretches) if k not in found]
+    if missing:
+        raise ConfigError("dataset.clips", path, f"a clips file with every clip of stretches {list(stretches)}; "
+                          f"{len(missing)} missing, e.g. {missing[0]!r}")
+    return found
+
+
+def clips_keys(stretches: tuple[float, ...]) -> list[str]:
+    return ([f"ref/{v}/{r}" for v in VOICES for r in TRAIN_REFERENCES]
+            + [f"target/{v}/{t}/{s}" for v in VOICES for t in TARGETS for s in stretches])
+
+
 def sentences_dataset(caption_noise: float = 0.0, voice_noise: float = 0.0, copies: int = 1,
                       stretches: tuple[float, ...] = (1.0,), seed: int = 0, hop_length: int = 256,
-                      sample_rate: int = 24000) -> tuple[Waveform, list[str], list[dict]]:
+                      sample_rate: int = 24000, clips: str = "") -> tuple[Waveform, list[str], list[dict]]:
     """Pretraining data: every (voice, train reference, target) as the reference clip
     followed by the target clip, ``copies`` times. With probability ``caption_noise`` the
     caption names another target than the one spoken (noisy transcripts), and with
@@ -89,13 +125,23 @@ def sentences_dataset(caption_noise: float = 0.0, voice_noise: float = 0.0, copi
     reference's; both leave prompt following and voice keeping for RL to improve. Each
     copy speaks the targets at one of ``stretches`` (in turn): at sampling time the
     duration comes from F5-TTS's text-length rule, not from the audio, so the model
-    must have seen each sentence at several speeds.
+    must have seen each sentence at several speeds. ``clips``: a file of
+    :func:`save_clips` to read the clips from instead of running flite.
 
     Returns (Waveform [N, S] at ``sample_rate`` with lengths, captions, metadata with
     ``ref_text``, ``prompt_frames`` and ``frames`` for the policy's infilling)."""
-    refs = {(v, r): read_wav(DATA_DIR / ref_name(v, r), sample_rate).samples[0] for v in VOICES for r in TRAIN_REFERENCES}
-    targets = {(v, t, s): flite(t, v, s).resample(sample_rate).samples[0]
-               for v in VOICES for t in TARGETS for s in stretches}
+    stretches = tuple(stretches)
+    if clips:
+        found = load_clips(clips, stretches)
+        refs = {(v, r): Waveform(found[f"ref/{v}/{r}"][None], SAMPLE_RATE).resample(sample_rate).samples[0]
+                for v in VOICES for r in TRAIN_REFERENCES}
+        targets = {(v, t, s): Waveform(found[f"target/{v}/{t}/{s}"][None], SAMPLE_RATE).resample(sample_rate).samples[0]
+                   for v in VOICES for t in TARGETS for s in stretches}
+    else:
+        refs = {(v, r): read_wav(DATA_DIR / ref_name(v, r), sample_rate).samples[0]
+                for v in VOICES for r in TRAIN_REFERENCES}
+        targets = {(v, t, s): flite(t, v, s).resample(sample_rate).samples[0]
+                   for v in VOICES for t in TARGETS for s in stretches}
     g = generator(seed, "sentences")
     items, captions, meta = [], [], []
     for copy in range(copies):

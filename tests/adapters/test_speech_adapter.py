@@ -134,6 +134,16 @@ def test_duration_text_and_prompt_follow_f5s_rule():
         policy.encode(["hello"], [{"ref_text": "hi"}])
 
 
+def test_pretraining_utterances_longer_than_max_frames_train_on_what_fits():
+    policy = load_tiny_f5(random_init=True, max_frames=64)
+    x0 = torch.randn(2, 64, 100)
+    meta = [{"ref_text": "thank you", "prompt_frames": 20, "frames": 50},
+            {"ref_text": "thank you", "prompt_frames": 20, "frames": 80}]  # cut at 64 by to_latents
+    cond, weight = policy.pretrain_inputs(x0, ["the cat sat", "open the door"], meta, torch.zeros(2, dtype=torch.bool))
+    assert cond.length.tolist() == [50, 64]
+    assert weight[:, :, 0].sum(1).tolist() == [30, 44]
+
+
 @pytest.mark.parametrize("kernel", ["ode", "flow_sde"])
 def test_prompt_and_padding_frames_do_not_depend_on_the_model(kernel):
     """Pinned frames get the exact straight-path velocity: two different models agree
@@ -174,8 +184,9 @@ def test_codec_latents_round_trip_lengths():
 
 
 def test_one_grpo_iteration_on_the_tiny_f5(tmp_path):
-    """The speech default's configuration (real WER and speaker rewards) on a random
-    tiny F5 whose adaLN gates are open, so that LoRA on the attention gets gradients."""
+    """The speech default's configuration (real WER and speaker rewards) with Flow-GRPO
+    (SDE rollouts with log-probs, the first sway step ODE) on a random tiny F5 whose
+    adaLN gates are open, so that LoRA on the attention gets gradients."""
     from alignflow.sdk.cli import compose
     from alignflow.sdk.trainer import Trainer
 
@@ -184,10 +195,10 @@ def test_one_grpo_iteration_on_the_tiny_f5(tmp_path):
         p.data.normal_(0, 0.05)
     policy.save_pretrained(tmp_path / "base")
     cfg = compose("train", [
-        "experiment=speech_tiny", f"policy.path={tmp_path / 'base'}", f"output_dir={tmp_path / 'run'}",
-        "train.iterations=1", "sample.num_steps=4",
+        "experiment=speech_tiny", "algorithm=flow_grpo", f"policy.path={tmp_path / 'base'}",
+        f"output_dir={tmp_path / 'run'}", "train.iterations=1", "sample.num_steps=4",
         "sample.group_size=2", "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4",
-        "algorithm.ode_first=1", "algorithm.train_fraction=0.99", "eval.every=0", "eval.samples_per_prompt=1", "eval.num_steps=2",
+        "++algorithm.ode_first=1", "++algorithm.train_fraction=0.99", "eval.every=0", "eval.samples_per_prompt=1", "eval.num_steps=2",
         "data.eval=", "logging.progress_bar=false", "logging.tensorboard=false",
     ])
     tr = Trainer(cfg)
@@ -197,6 +208,33 @@ def test_one_grpo_iteration_on_the_tiny_f5(tmp_path):
     assert {"train/asr/wer_mean", "train/speaker/sim_mean"} <= set(m)
     after = tr.finetune.state_dict()
     assert any((after[k] - before[k]).abs().max() > 0 for k in before)
+
+
+def test_an_evaluation_between_iterations_does_not_change_training(tmp_path):
+    """The same run with and without evaluations gives the same training numbers (the
+    Griffin-Lim vocoder once drew its phases from the global RNG, so an evaluation
+    changed the next iteration's audio and rewards)."""
+    from alignflow.sdk.cli import compose
+    from alignflow.sdk.data import PromptSet
+    from alignflow.sdk.trainer import Trainer
+
+    cfg = compose("train", [
+        "experiment=speech_tiny", f"output_dir={tmp_path}", "sample.num_steps=4", "sample.group_size=2",
+        "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4", "eval.every=0",
+        "eval.samples_per_prompt=1", "eval.num_steps=2", "logging.progress_bar=false", "logging.tensorboard=false",
+        "logging.media=false",
+    ])
+    runs = []
+    for evaluate in (True, False):
+        tr = Trainer(cfg)
+        tr.eval_set = PromptSet(tr.eval_set.prompts[:3], tr.eval_set.metadata[:3])
+        rows = []
+        for it in range(2):
+            if evaluate:
+                tr.evaluate()
+            rows.append({k: v for k, v in tr.train_iteration(it).items() if k.startswith("train/")})
+        runs.append(rows)
+    assert runs[0] == runs[1]
 
 
 def test_policy_protocol():

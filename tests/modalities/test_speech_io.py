@@ -59,6 +59,16 @@ def test_griffin_lim_round_trip_keeps_the_spectrum(codec):
     assert err < 0.5 and err < noise / 10, (err, noise)
 
 
+def test_griffin_lim_does_not_depend_on_the_global_rng(codec):
+    mel = codec.encode(Waveform(voiced(0.5), SR))
+    torch.manual_seed(1)
+    a = codec.decode(mel).samples
+    state = torch.random.get_rng_state()
+    b = codec.decode(mel).samples
+    assert torch.equal(a, b)
+    assert torch.equal(torch.random.get_rng_state(), state)  # and leaves it alone
+
+
 def test_codec_rejects_wrong_rate_and_shape(codec):
     with pytest.raises(ValueError, match="24000 Hz"):
         codec.encode(Waveform(tone(440, sr=16000), 16000))
@@ -117,3 +127,20 @@ def test_speech_writer_writes_wavs_and_spectrograms(tmp_path):
         "000_00.wav", "000_01.wav", "001_00.wav", "001_01.wav"]
     SpeechWriter().save_comparison(items, items, tmp_path / "before_after", per_row=2, titles=("base", "after"))
     assert (tmp_path / "before_after.png").is_file() and len(list((tmp_path / "before_after" / "after").iterdir())) == 4
+
+
+def test_pretraining_data_from_a_clips_file_is_the_data_from_flite(tmp_path):
+    """dataset.clips: a machine without flite (a GPU box) builds the same pretraining
+    data from the clips written on one with it; a file missing a clip is named."""
+    from alignflow.modalities.speech import sentences
+
+    path = sentences.save_clips(tmp_path / "clips.safetensors", stretches=(1.0,))
+    args = dict(caption_noise=0.4, voice_noise=0.3, stretches=(1.0,))
+    wave, captions, meta = sentences.sentences_dataset(**args)
+    wave2, captions2, meta2 = sentences.sentences_dataset(**args, clips=str(path))
+    assert torch.equal(wave.samples, wave2.samples) and torch.equal(wave.lengths, wave2.lengths)
+    assert captions == captions2 and meta == meta2
+    with pytest.raises(ConfigError, match="dataset.clips .* 32 missing, e.g. 'target/kal16/the cat sat/0.8'"):
+        sentences.sentences_dataset(**{**args, "stretches": (0.8, 1.0)}, clips=str(path))
+    with pytest.raises(ConfigError, match="dataset.clips"):
+        sentences.sentences_dataset(**args, clips=str(tmp_path / "none.safetensors"))

@@ -63,7 +63,7 @@ def test_pretraining_sigma_shift_is_sd3s():
 
 def test_pretraining_sigma_range_and_constant_lr(tmp_path, capsys, monkeypatch):
     """sigma_range maps the training sigmas onto [lo, hi] ([1, 1]: pure noise only, the
-    first stages of the video base); bad ranges and schedules are named."""
+    first stages of the video base); bad ranges, schedules and devices are named."""
     from alignflow.adapters.image.sd3 import SD3Policy
 
     seen = []
@@ -98,6 +98,11 @@ def test_pretraining_sigma_range_and_constant_lr(tmp_path, capsys, monkeypatch):
     assert "sigma_range = [0.5, 0.2]: expected [lo, hi] with 0 <= lo <= hi <= 1" in capsys.readouterr().err
     assert main([*base, "lr_schedule=linear"]) == 2
     assert "lr_schedule = 'linear': expected 'cosine' or 'constant'" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # named before any data or model is built
+        assert main([*base, "device=cuda"]) == 2
+        assert "device = 'cuda': expected 'cpu' or 'auto' (no CUDA device is visible)" in capsys.readouterr().err
+    assert main([*base, "device=tpu"]) == 2
+    assert "device = 'tpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
 
 
 def test_accelerate_launch_files_load_with_accelerates_parser():
