@@ -40,28 +40,27 @@ def halve(path: Path) -> None:
     save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}, path)
 
 
-def option(args: list[str], name: str) -> str:
-    if name not in args:
-        return ""
-    i = args.index(name)
-    if i + 1 == len(args):
-        raise SystemExit(f"{name} needs a file path")
-    return args.pop(i + 1)
+def main(argv: list[str]) -> None:
+    import argparse
 
-
-def main(args: list[str]) -> None:
     from alignflow.modalities.speech.sentences import save_clips, write_data
 
-    clips, write_clips = option(args, "--clips"), option(args, "--write-clips")
-    todo = set(args) or {"--data", "--base"}
-    if "--data" in todo:
+    parser = argparse.ArgumentParser(description="Regenerate the speech default's data and base (see the docstring).")
+    parser.add_argument("--data", action="store_true")
+    parser.add_argument("--base", action="store_true")
+    parser.add_argument("--clips", default="", help="with --base: read flite's clips from this file")
+    parser.add_argument("--write-clips", default="", help="write flite's clips to this file")
+    args = parser.parse_args(argv)
+    if not (args.data or args.base or args.write_clips):
+        args.data = args.base = True
+    if args.data:
         write_data()
-    if write_clips:
-        save_clips(write_clips)
-    if "--base" in todo:
+    if args.write_clips:
+        save_clips(args.write_clips)
+    if args.base:
         from alignflow.sdk.pretrain import build_base
 
-        extra = [f"++dataset.clips={Path(clips).resolve()}"] if clips else []
+        extra = [f"++dataset.clips={Path(args.clips).resolve()}"] if args.clips else []
         info = {"made_by": "alignflow pretrain experiment=speech_tiny (scripts/build_speech_assets.py), "
                            "weights stored in float16",
                 **build_base("speech_tiny", TARGET, *extra, stages=STAGES,

@@ -105,8 +105,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     media, captions, metadata = data if len(data) == 3 else (*data, None)
     policy = POLICIES.resolve(pname, "policy.name")(**pargs)
     device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    if hasattr(policy, "to"):
-        policy.to(device)
+    policy.to(device)
     params = [p for m in policy.trainable_modules().values() for p in m.parameters()]
     for m in policy.trainable_modules().values():
         m.train().requires_grad_(True)

@@ -79,21 +79,34 @@ def write_data(folder: Path = DATA_DIR) -> None:
             f.writelines(json.dumps(row) + "\n" for row in prompt_rows(split))
 
 
-def clips(stretches: tuple[float, ...] = (1.0,)) -> dict[str, torch.Tensor]:
+def clip_keys(stretches: tuple[float, ...]) -> dict[str, tuple]:
+    """{key: (voice, phrase) of a reference clip, or (voice, text, stretch) of a target}."""
+    keys = {f"ref/{v}/{r}": (v, r) for v in VOICES for r in TRAIN_REFERENCES}
+    keys.update({f"target/{v}/{t}/{s}": (v, t, s) for v in VOICES for t in TARGETS for s in stretches})
+    return keys
+
+
+def flite_clips(stretches: tuple[float, ...] = (1.0,)) -> dict[str, torch.Tensor]:
     """What the pretraining data is cut from, at flite's 16 kHz: the shipped reference
     clips (``ref/<voice>/<phrase>``) and flite's targets (``target/<voice>/<text>/<stretch>``,
     needs flite)."""
-    out = {f"ref/{v}/{r}": read_wav(DATA_DIR / ref_name(v, r)).samples[0] for v in VOICES for r in TRAIN_REFERENCES}
-    out.update({f"target/{v}/{t}/{s}": flite(t, v, s).samples[0] for v in VOICES for t in TARGETS for s in stretches})
+    out = {}
+    for key, what in clip_keys(stretches).items():
+        if len(what) == 2:
+            voice, phrase = what
+            out[key] = read_wav(DATA_DIR / ref_name(voice, phrase)).samples[0]
+        else:
+            voice, text, stretch = what
+            out[key] = flite(text, voice, stretch).samples[0]
     return out
 
 
 def save_clips(path: str | Path, stretches: tuple[float, ...] = (0.8, 1.0, 1.2)) -> Path:
-    """:func:`clips` as a safetensors file: ``dataset.clips=<path>`` then builds the
+    """:func:`flite_clips` as a safetensors file: ``dataset.clips=<path>`` then builds the
     pretraining data on a machine without flite (a GPU box, say)."""
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in clips(tuple(stretches)).items()}, str(path))
+    save_file({k: v.contiguous() for k, v in flite_clips(tuple(stretches)).items()}, str(path))
     return Path(path)
 
 
@@ -101,18 +114,13 @@ def load_clips(path: str, stretches: tuple[float, ...]) -> dict[str, torch.Tenso
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
-        raise ConfigError("dataset.clips", path, "a file written by scripts/build_speech_assets.py --clips")
+        raise ConfigError("dataset.clips", path, "a file written by scripts/build_speech_assets.py --write-clips")
     found = load_file(path)
-    missing = [k for k in clips_keys(stretches) if k not in found]
+    missing = [k for k in clip_keys(stretches) if k not in found]
     if missing:
         raise ConfigError("dataset.clips", path, f"a clips file with every clip of stretches {list(stretches)}; "
                           f"{len(missing)} missing, e.g. {missing[0]!r}")
     return found
-
-
-def clips_keys(stretches: tuple[float, ...]) -> list[str]:
-    return ([f"ref/{v}/{r}" for v in VOICES for r in TRAIN_REFERENCES]
-            + [f"target/{v}/{t}/{s}" for v in VOICES for t in TARGETS for s in stretches])
 
 
 def sentences_dataset(caption_noise: float = 0.0, voice_noise: float = 0.0, copies: int = 1,
@@ -131,17 +139,11 @@ def sentences_dataset(caption_noise: float = 0.0, voice_noise: float = 0.0, copi
     Returns (Waveform [N, S] at ``sample_rate`` with lengths, captions, metadata with
     ``ref_text``, ``prompt_frames`` and ``frames`` for the policy's infilling)."""
     stretches = tuple(stretches)
-    if clips:
-        found = load_clips(clips, stretches)
-        refs = {(v, r): Waveform(found[f"ref/{v}/{r}"][None], SAMPLE_RATE).resample(sample_rate).samples[0]
-                for v in VOICES for r in TRAIN_REFERENCES}
-        targets = {(v, t, s): Waveform(found[f"target/{v}/{t}/{s}"][None], SAMPLE_RATE).resample(sample_rate).samples[0]
-                   for v in VOICES for t in TARGETS for s in stretches}
-    else:
-        refs = {(v, r): read_wav(DATA_DIR / ref_name(v, r), sample_rate).samples[0]
-                for v in VOICES for r in TRAIN_REFERENCES}
-        targets = {(v, t, s): flite(t, v, s).resample(sample_rate).samples[0]
-                   for v in VOICES for t in TARGETS for s in stretches}
+    source = load_clips(clips, stretches) if clips else flite_clips(stretches)
+    audio = {what: Waveform(source[key][None], SAMPLE_RATE).resample(sample_rate).samples[0]
+             for key, what in clip_keys(stretches).items()}
+    refs = {what: x for what, x in audio.items() if len(what) == 2}
+    targets = {what: x for what, x in audio.items() if len(what) == 3}
     g = generator(seed, "sentences")
     items, captions, meta = [], [], []
     for copy in range(copies):
