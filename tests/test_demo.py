@@ -1,6 +1,7 @@
 """The offline demos learn: short seeded runs of experiment=image_digits (digit
-classifier reward), image_digits_ocr (OCR reward) and video_shapes (optical-flow reward)
-raise what their reward measures and what an independent judge sees."""
+classifier reward), image_digits_ocr (OCR reward), video_shapes (optical-flow reward) and
+speech_tiny (WER and speaker rewards) raise what their reward measures and what an
+independent judge sees."""
 
 import pytest
 import torch
@@ -109,3 +110,44 @@ def test_short_video_run_raises_direction_accuracy(tmp_path):
     gold_after = centroid_direction_accuracy(torch.cat([v.frames for v in tr.last_eval_media]), directions)
     assert gold_after >= gold_before + 0.1, (gold_before, gold_after)
     assert (tmp_path / "samples" / "before_after.gif").is_file() and (tmp_path / "reward_curve.png").is_file()
+
+
+def sphinx_wer(clips, texts: list[str]) -> float:
+    """Mean WER by pocketsphinx (CMU's HMM recogniser and its en-us model, in its wheel):
+    an ASR the policy never saw, so a fall is not Whisper tiny.en being fooled."""
+    from pocketsphinx import Decoder
+
+    from alignflow.rewards.speech.asr import wer
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL")
+    scores = []
+    for clip, text in zip(clips, texts):
+        pcm = (clip.resample(16000).items()[0].clamp(-1, 1) * 32767).to(torch.int16).numpy().tobytes()
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        scores.append(wer(text, hyp.hypstr if hyp else ""))
+    return sum(scores) / len(scores)
+
+
+@pytest.mark.slow
+def test_short_speech_run_lowers_wer_and_keeps_the_voice(tmp_path):
+    """experiment=speech_tiny, 3 iterations: the held-out prompts' WER falls by Whisper
+    tiny.en (the reward) and by pocketsphinx (a judge the policy never saw), and the
+    speaker similarity does not fall (measured here: WER 0.734 -> 0.638, pocketsphinx
+    0.784 -> 0.706, similarity 0.748 -> 0.762)."""
+    cfg = compose("train", ["experiment=speech_tiny", f"output_dir={tmp_path}", "train.iterations=3",
+                            "eval.every=0", "eval.samples_per_prompt=1", "logging.progress_bar=false",
+                            "logging.tensorboard=false"])
+    tr = Trainer(cfg)
+    texts = list(tr.eval_set.prompts)
+    summary = tr.train()
+    before, after = summary["before"], summary["after"]
+    assert before["eval/asr/wer_mean"] >= 0.6
+    assert after["eval/asr/wer_mean"] <= before["eval/asr/wer_mean"] - 0.05, (before, after)
+    assert after["eval/speaker/sim_mean"] >= before["eval/speaker/sim_mean"] - 0.005, (before, after)
+    judge_before, judge_after = sphinx_wer(tr.base_eval_media, texts), sphinx_wer(tr.last_eval_media, texts)
+    assert judge_after <= judge_before - 0.03, (judge_before, judge_after)
+    assert len(list((tmp_path / "samples" / "before_after" / "after").glob("*.wav"))) == len(texts)
+    assert (tmp_path / "reward_curve.png").is_file()

@@ -16,17 +16,25 @@ ARGS = [*FAST, "train.iterations=8", "checkpoint.every=2", "checkpoint.keep_last
         "train.optimizer_steps=3", "train.ema_decay=0.5"]
 
 
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
 def cli(out, *extra):
     return [sys.executable, "-m", "alignflow.sdk.cli", "train", *ARGS, f"output_dir={out}", *extra]
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(cli(tmp_path / "full"), check=True, env=env, capture_output=True)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The metrics of the run both tests must reproduce, run once for the module."""
+    out = tmp_path_factory.mktemp("full")
+    subprocess.run(cli(out), check=True, env=ENV, capture_output=True)
+    return strip_times(read_metrics(out))
 
+
+@pytest.mark.slow
+def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tmp_path, uninterrupted):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(cli(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cli(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "checkpoint-4" / "manifest.json").exists():
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -36,33 +44,30 @@ def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (out / "checkpoint-8").exists(), "killed too late to test anything"
 
-    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=env, capture_output=True, text=True)
+    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stderr
-    full, resumed = strip_times(read_metrics(tmp_path / "full")), strip_times(read_metrics(out))
+    resumed = strip_times(read_metrics(out))
     assert [r["iteration"] for r in resumed] == list(range(1, 9))
-    assert resumed == full
+    assert resumed == uninterrupted
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path):
+def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, uninterrupted):
     """The process is SIGKILLed half way through writing checkpoint 6 (a failpoint in
     the save); resume=latest continues from checkpoint 4 and ends where an uninterrupted
     run ends, number for number."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(cli(tmp_path / "full"), check=True, env=env, capture_output=True)
-
     out = tmp_path / "killed"
-    died = subprocess.run(cli(out), env={**env, "ALIGNFLOW_FAILPOINT": "checkpoint.write:6"}, capture_output=True)
+    died = subprocess.run(cli(out), env={**ENV, "ALIGNFLOW_FAILPOINT": "checkpoint.write:6"}, capture_output=True)
     assert died.returncode == -signal.SIGKILL
     partial = [p.name for p in out.iterdir() if p.name.startswith(".checkpoint-6.tmp")]
     assert partial and (out / partial[0] / "trained.safetensors").exists()  # really killed mid-write
     assert (out / "checkpoint-4").is_dir() and not (out / "checkpoint-6").exists()
 
-    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=env, capture_output=True, text=True)
+    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stderr and "checkpoint-4" in done.stderr and partial[0] in done.stderr
     assert not any(p.name.startswith(".checkpoint-") for p in out.iterdir())  # the partial write is cleaned up
-    full, resumed = strip_times(read_metrics(tmp_path / "full")), strip_times(read_metrics(out))
+    resumed = strip_times(read_metrics(out))
     assert [r["iteration"] for r in resumed] == list(range(1, 9))
-    assert resumed == full
+    assert resumed == uninterrupted
