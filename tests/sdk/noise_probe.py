@@ -28,3 +28,6 @@ tr.train_iteration(0)
 rows = tr.acc.gather(torch.cat(seen).flatten(1))
 if tr.acc.is_main_process:
     (out / f"{algorithm}.json").write_text(json.dumps({"processes": tr.acc.num_processes, "rows": rows.tolist()}))
+# As Trainer.train ends: without it the process group's threads are torn down at exit,
+# which once aborted a rank ("terminate called without an active exception").
+tr.acc.end_training()
