@@ -72,7 +72,7 @@ def validate(cfg: PretrainConfig) -> None:
         ("cond_dropout", 0 <= cfg.cond_dropout < 1, "a float in [0, 1)"),
         ("sigma_shift", cfg.sigma_shift > 0, "a float > 0"),
         ("lr_schedule", cfg.lr_schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
-        ("device", cfg.device == "auto" or cfg.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", cfg.device),
+        ("device", cfg.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", cfg.device),
          "'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ("sigma_range", len(cfg.sigma_range) == 2 and 0 <= cfg.sigma_range[0] <= cfg.sigma_range[1] <= 1,
          "[lo, hi] with 0 <= lo <= hi <= 1"),
