@@ -7,7 +7,12 @@ the same voice. Shipped here: the reference clips (``data/refs/*.wav``) and the 
 files; the target clips are synthesised when the base model is pretrained
 (:func:`sentences_dataset`, needs the ``flite`` program).
 
-Held out: the reference phrase ``nice to meet you`` appears only in the eval prompts.
+Held out: the reference phrases ``hello there`` and ``well done`` appear only in the
+eval prompts. They were chosen by a rule fixed before any run on them: the first
+unseen phrases (of a list) spelt with the base's characters whose flite clips in all
+four voices are as long as the training references' (0.70-0.98 s). The earlier held-out
+phrase, ``nice to meet you`` (up to 1.29 s), put the target where the base had never
+seen one: rms's WER on it hardly moved under RL (docs/speech.md).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from alignflow.sdk.random import generator
 VOICES = ("kal16", "awb", "rms", "slt")
 TARGETS = ("the cat sat", "open the door", "dogs can swim", "call me now", "the sun is hot", "bring the cup",
            "she reads books", "we like apples")
-REFERENCES = ("good morning", "see you later", "thank you", "nice to meet you")
+REFERENCES = ("good morning", "see you later", "thank you", "hello there", "well done")
 TRAIN_REFERENCES, EVAL_REFERENCES = REFERENCES[:3], REFERENCES[3:]
 SAMPLE_RATE = 16000  # flite's
 DATA_DIR = Path(__file__).parent / "data"

@@ -122,7 +122,7 @@ def test_duration_text_and_prompt_follow_f5s_rule():
     cond = policy.encode([row["prompt"]], [row])
     ref = policy.references(row).samples
     ref_len, ref_text = ref.shape[-1] // 256, reference_text(row["ref_text"])
-    assert ref_text == "nice to meet you. "
+    assert ref_text == "hello there. "
     expected = ref_len + int(ref_len / len(ref_text.encode()) * len(row["prompt"].encode()))
     assert int(cond.length[0]) == expected and int(cond.prompt[0]) == ref.shape[-1] // 256 + 1
     ids = cond.text[0][cond.text[0] >= 0].tolist()
