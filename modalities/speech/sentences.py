@@ -9,8 +9,10 @@ files; the target clips are synthesised when the base model is pretrained
 
 Held out: the reference phrases ``hello there`` and ``well done`` appear only in the
 eval prompts. They were chosen by a rule fixed before any run on them: the first
-unseen phrases (of a list) spelt with the base's characters whose flite clips in all
-four voices are as long as the training references' (0.70-0.98 s). The earlier held-out
+unseen phrases spelt with the base's characters whose flite clips in all four voices are
+as long as the training references' (0.70-0.98 s), from the list "hello there", "how are
+you", "good night", "well done", "take care", "see you soon", "all right" (the others
+have a clip of 0.52-0.68 s). The earlier held-out
 phrase, ``nice to meet you`` (up to 1.29 s), put the target where the base had never
 seen one: rms's WER on it hardly moved under RL (docs/speech.md).
 """
