@@ -78,7 +78,7 @@ def rollout_vs_pipeline(policy, batch: int, steps: int, guidance: float, repeats
 
 def tiny(args) -> None:
     from alignflow.adapters.image.tiny import tiny_sd3_pipeline
-    from alignflow.sdk.cli import compose
+    from alignflow.sdk.compose import compose
     from alignflow.sdk.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -64,14 +64,14 @@ class PairwiseWinRate:
     groupwise = True
 
     def __init__(self, judge: Mapping[str, Any], margin: float = 0.0):
+        from alignflow.sdk.components import resolve
         from alignflow.sdk.config import split_component
-        from alignflow.sdk.registry import REWARDS
 
         name, args = split_component(dict(judge), "reward.judge")
         args.pop("weight", None)
         if name in ("pref_winrate", "group_duplicates"):
             raise ConfigError("reward.judge.name", name, "a pointwise reward (the judge of the pairs)")
-        self.judge = ScoreJudge(REWARDS.resolve(name, "reward.judge.name")(**args), margin)
+        self.judge = ScoreJudge(resolve("reward", name, "reward.judge.name")(**args), margin)
         self.modality = self.judge.modality
 
     def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],

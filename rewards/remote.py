@@ -1,8 +1,9 @@
 """Remote rewards: a reward model served by its own process, called over HTTP.
 
 Heavy reward models (a VLM judge, a large ASR) often want their own process, GPU or
-Python environment. ``alignflow serve-reward reward=NAME`` serves any registered
-reward; ``reward=remote`` (:class:`RemoteReward`) calls it from training.
+Python environment. ``alignflow serve-reward reward=NAME`` serves any declared reward
+(:mod:`alignflow.rewards.server`); ``reward=remote`` (:class:`RemoteReward`) calls it
+from training. This module holds the wire format and the client.
 
 Wire format, both ways: one safetensors file (never pickle: parsing it runs no code).
 
@@ -12,34 +13,36 @@ Wire format, both ways: one safetensors file (never pickle: parsing it runs no c
   ``modality``, ``sample_rate`` (speech), ``fps`` (video), ``prompts`` (a JSON list of B
   strings) and ``metadata`` (a JSON list of B objects).
 - answer 200: tensors ``scores`` [B] and ``component.<name>`` [B], float32.
-- answer 4xx (the request is wrong: size, format, types, shapes, modality) or 500 (the
-  reward raised) with a JSON body ``{"error": "..."}``; the server keeps serving.
+- answer 4xx (the request is wrong: size, format, types, shapes, modality; 422: it
+  breaks the reward's contract, e.g. metadata the reward needs is missing), 500 (the
+  reward failed at run time) or 503 (busy) with a JSON body ``{"error": "..."}``; the
+  server keeps serving.
 - ``GET /health``: ``{"modality": ..., "groupwise": ..., "reward": NAME, "heads": {...}}``
   (``heads``: a multi-head reward's head weights, so that each head of a served reward
   still gets its own advantage).
 
-The server binds 127.0.0.1 unless told otherwise, refuses bodies over ``max_mb``
-before reading them, reads with a timeout (a truncated body is a 400, not a hung
-thread) and runs one reward call at a time. The client retries connection failures,
-timeouts and 5xx answers with exponential backoff until ``deadline`` seconds have
-passed, so a training run survives the server being restarted; then it raises
-:class:`RewardFailure`, which the trainer's ``train.reward_failures`` policy handles. A
-4xx is not retried (the same request would fail again) and raises :class:`RewardError`
-with the server's message.
+The client retries connection failures, timeouts and 5xx answers with exponential
+backoff until ``deadline`` seconds have passed, so a training run survives the server
+being restarted; then it raises :class:`RewardFailure`, which the trainer's
+``train.reward_failures`` policy handles. A 4xx is not retried (the same request would
+fail again) and raises :class:`RewardError` with the server's message. With a token
+(``token:`` or the ``ALIGNFLOW_REWARD_TOKEN`` environment variable) it sends
+``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
 import logging
+import math
+import os
+import re
 import struct
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import torch
@@ -47,10 +50,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from alignflow.sdk.errors import ConfigError, RewardError, RewardFailure
-from alignflow.sdk.rewards import RewardOutput, score
+from alignflow.sdk.rewards import RewardOutput
 
 log = logging.getLogger(__name__)
 MEDIA_DIMS = {"image": 4, "speech": 2, "video": 5}
+TOKEN_ENV = "ALIGNFLOW_REWARD_TOKEN"
 
 
 class BadRequest(ValueError):
@@ -82,6 +86,38 @@ def encode_request(media: Any, prompts: Sequence[str], metadata: Sequence[Mappin
     return st_save(tensors, metadata=header)
 
 
+MAX_JSON_DEPTH, MAX_NUMBER_CHARS, MAX_HEADER_BYTES = 32, 40, 16 * 2**20
+
+
+def bounded_json(text: str | bytes, what: str) -> Any:
+    """``json.loads`` for what a client sent: nesting at most MAX_JSON_DEPTH deep,
+    numbers at most MAX_NUMBER_CHARS characters, no NaN or Infinity; else BadRequest."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"{what} is not UTF-8") from e
+    # the nesting depth, counted before parsing (the parser recurses): brackets outside strings
+    brackets = re.findall(r"[\[\]{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text))
+    if max(itertools.accumulate(1 if b in "[{" else -1 for b in brackets), default=0) > MAX_JSON_DEPTH:
+        raise BadRequest(f"{what}: JSON nested more than {MAX_JSON_DEPTH} deep")
+
+    def number(kind: type) -> Any:
+        def parse(s: str) -> Any:
+            if len(s) > MAX_NUMBER_CHARS or not math.isfinite(float(s)):
+                raise BadRequest(f"{what}: the number {s[:MAX_NUMBER_CHARS]!r} is too long or not finite")
+            return kind(s)
+        return parse
+
+    def constant(name: str) -> Any:
+        raise BadRequest(f"{what}: {name} is not JSON")
+
+    try:
+        return json.loads(text, parse_int=number(int), parse_float=number(float), parse_constant=constant)
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"{what} is not JSON: {e}") from e
+
+
 def safetensors_header(body: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors payload, checked for size before parsing."""
     if len(body) < 8:
@@ -89,10 +125,9 @@ def safetensors_header(body: bytes) -> dict[str, str]:
     (n,) = struct.unpack("<Q", body[:8])
     if n > len(body) - 8:
         raise BadRequest(f"safetensors header claims {n} bytes, the body has {len(body) - 8}")
-    try:
-        header = json.loads(body[8:8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"safetensors header is not JSON: {e}") from e
+    if n > MAX_HEADER_BYTES:
+        raise BadRequest(f"safetensors header of {n} bytes: at most {MAX_HEADER_BYTES} (prompts and metadata)")
+    header = bounded_json(body[8:8 + n], "the safetensors header")
     meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise BadRequest("safetensors __metadata__ must map names to strings")
@@ -121,10 +156,7 @@ def decode_request(body: bytes, modality: str, max_batch: int) -> tuple[Any, lis
         raise BadRequest(f"batch of {B} (media {tuple(media.shape)}): expected 1 to {max_batch} non-empty samples")
     if not torch.isfinite(media).all():
         raise BadRequest("media has NaN or inf values")
-    try:
-        prompts, metadata = json.loads(meta.get("prompts", "")), json.loads(meta.get("metadata", ""))
-    except json.JSONDecodeError as e:
-        raise BadRequest(f"prompts / metadata are not JSON: {e}") from e
+    prompts, metadata = bounded_json(meta.get("prompts", ""), "prompts"), bounded_json(meta.get("metadata", ""), "metadata")
     if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts) and len(prompts) == B):
         raise BadRequest(f"prompts: expected a JSON list of {B} strings")
     if not (isinstance(metadata, list) and all(isinstance(m, dict) for m in metadata) and len(metadata) == B):
@@ -176,90 +208,6 @@ def decode_answer(body: bytes) -> RewardOutput:
     return RewardOutput(tensors["scores"], comps)  # shapes are checked by the trainer's check_output
 
 
-# ---------------------------------------------------------------- server
-
-class RewardServer:
-    """Serves ``reward`` (any registered reward object) on http://host:port.
-    ``port=0`` picks a free port (see :attr:`port`)."""
-
-    def __init__(self, reward: Any, name: str = "", host: str = "127.0.0.1", port: int = 8765, max_mb: float = 64,
-                 max_batch: int = 1024, read_timeout: float = 10.0):
-        self.reward, self.name = reward, name
-        self.modality = getattr(reward, "modality", None)
-        if self.modality is None:
-            raise ConfigError("reward", name, "a reward with a 'modality' attribute")
-        self.max_bytes, self.max_batch = int(max_mb * 2**20), max_batch
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = read_timeout  # socket timeout: a truncated body ends the read with an error
-
-            def log_message(self, fmt, *args):
-                log.debug("%s " + fmt, self.address_string(), *args)
-
-            def _answer(self, status: int, body: bytes, kind: str = "application/octet-stream"):
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _error(self, status: int, message: str):
-                self.close_connection = True
-                self._answer(status, json.dumps({"error": message}).encode(), "application/json")
-
-            def do_GET(self):
-                if self.path != "/health":
-                    return self._error(404, f"no {self.path}: GET /health or POST /score")
-                info = {"modality": server.modality, "groupwise": bool(getattr(server.reward, "groupwise", False)),
-                        "reward": server.name, "heads": dict(getattr(server.reward, "heads", None) or {})}
-                self._answer(200, json.dumps(info).encode(), "application/json")
-
-            def do_POST(self):
-                if self.path != "/score":
-                    return self._error(404, f"no {self.path}: POST /score")
-                try:
-                    size = int(self.headers.get("Content-Length", ""))
-                except ValueError:
-                    return self._error(411, "a Content-Length header with the body's size is required")
-                if size < 0 or size > server.max_bytes:
-                    return self._error(413, f"body of {size} bytes: at most {server.max_bytes}")
-                try:
-                    body = self.rfile.read(size)
-                except OSError:  # the read timed out: a truncated body
-                    return self._error(400, f"body shorter than its Content-Length {size} (read timed out)")
-                if len(body) != size:
-                    return self._error(400, f"body of {len(body)} bytes, Content-Length says {size}")
-                try:
-                    media, prompts, metadata, groups = decode_request(body, server.modality, server.max_batch)
-                except BadRequest as e:
-                    return self._error(e.status, str(e))
-                try:
-                    with server.lock:
-                        out = score(server.reward, media, prompts, metadata, groups, server.name)
-                except Exception as e:  # the reward's own failure: reported, the server stays up
-                    log.exception("reward %s failed", server.name)
-                    return self._error(500, f"reward {server.name!r} failed: {type(e).__name__}: {e}")
-                self._answer(200, encode_answer(out))
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
-        self.host, self.port = host, self.httpd.server_address[1]
-
-    def serve_forever(self) -> None:
-        self.httpd.serve_forever()
-
-    def start(self) -> RewardServer:
-        """Serve from a daemon thread (tests, notebooks)."""
-        threading.Thread(target=self.serve_forever, daemon=True, name="reward-server").start()
-        return self
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 # ---------------------------------------------------------------- client
 
 class RemoteReward:
@@ -268,7 +216,7 @@ class RemoteReward:
     waiting up to ``deadline`` seconds for it to come up."""
 
     def __init__(self, url: str = "http://127.0.0.1:8765", timeout: float = 120.0, deadline: float = 600.0,
-                 backoff: float = 0.5, max_backoff: float = 10.0):
+                 backoff: float = 0.5, max_backoff: float = 10.0, token: str = ""):
         if not url.startswith(("http://", "https://")):
             raise ConfigError("reward.url", url, "an http:// or https:// URL of `alignflow serve-reward`")
         for field_name, value in (("timeout", timeout), ("deadline", deadline), ("backoff", backoff)):
@@ -276,6 +224,8 @@ class RemoteReward:
                 raise ConfigError(f"reward.{field_name}", value, "seconds > 0")
         self.url, self.timeout, self.deadline = url.rstrip("/"), timeout, deadline
         self.backoff, self.max_backoff = backoff, max_backoff
+        token = token or os.environ.get(TOKEN_ENV, "")
+        self.headers = {"Content-Type": "application/octet-stream", **({"Authorization": f"Bearer {token}"} if token else {})}
         self.retries = 0  # failed attempts so far, for people reading a run
         info = json.loads(self._call("GET", "/health", None))
         self.modality, self.groupwise, self.name = info["modality"], bool(info["groupwise"]), info.get("reward", "")
@@ -289,8 +239,7 @@ class RemoteReward:
     def _call(self, method: str, path: str, body: bytes | None) -> bytes:
         start, wait, last = time.monotonic(), self.backoff, ""
         while True:
-            request = urllib.request.Request(self.url + path, data=body, method=method,
-                                             headers={"Content-Type": "application/octet-stream"})
+            request = urllib.request.Request(self.url + path, data=body, method=method, headers=self.headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                     return answer.read()
@@ -315,33 +264,3 @@ def _error_message(e: urllib.error.HTTPError) -> str:
         return json.loads(e.read()).get("error", "")
     except Exception:
         return e.reason or ""
-
-
-def serve(reward_name: str, overrides: Sequence[str], host: str, port: int, max_mb: float) -> None:
-    """``alignflow serve-reward``: build the reward from ``configs/reward/<reward_name>.yaml``
-    with ``key=value`` overrides and serve it until interrupted."""
-    from importlib import resources
-
-    from omegaconf import OmegaConf
-
-    from alignflow.sdk.registry import REWARDS
-
-    path = resources.files("alignflow.configs") / "reward" / f"{reward_name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.name.removesuffix(".yaml") for p in path.parent.iterdir() if p.name.endswith(".yaml"))
-        raise ConfigError("reward", reward_name, f"one of the reward configs {choices}")
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError("overrides", bad[0], "key=value")
-    cfg = OmegaConf.merge(OmegaConf.load(str(path)), OmegaConf.from_dotlist([o.removeprefix("reward.") for o in overrides]))
-    args = OmegaConf.to_container(cfg, resolve=True)
-    args.pop("weight", None)
-    name = args.pop("name")
-    reward = REWARDS.resolve(name, "reward.name")(**args)
-    server = RewardServer(reward, name=reward_name, host=host, port=port, max_mb=max_mb)
-    print(f"serving reward {reward_name!r} ({server.modality}) on http://{server.host}:{server.port}", flush=True)
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            server.serve_forever()
-    finally:
-        server.httpd.server_close()

@@ -1,20 +1,25 @@
-"""Checkpoints that a kill cannot corrupt, and exact resume.
+"""Checkpoint folders that a kill cannot corrupt, and that are checked before use.
 
 Layout (diffusers' naming)::
 
     <output_dir>/checkpoint-<iteration>/
         trained.safetensors     what is trained (LoRA weights or the full denoiser)
         ema.safetensors         EMA shadow (when EMA is on)
+        algorithm.safetensors   algorithm state (DiffusionNFT's old policy)
         optimizer.pt            optimizer state (tensors and numbers only)
         rng.pt                  torch RNG states
         trainer_state.json      iteration, seed, counters, the run's config
         manifest.json           size and sha256 of every file above, written last
 
 A checkpoint is written into a temporary folder next to its final place, flushed to
-disk, then renamed: a folder named ``checkpoint-N`` is always complete. Loading
-checks the manifest; ``resume=latest`` takes the newest checkpoint that passes and
-warns about any newer one that does not. Everything is read with safetensors or
+disk, then renamed: a folder named ``checkpoint-N`` is always complete. Loading checks
+the manifest strictly (UTF-8 JSON object, the required files, names inside the folder,
+sizes, sha256) and reads every file; any failure is a :class:`CheckpointError` that
+says which file and why. Everything is read with safetensors, JSON or
 ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+
+This module never deletes a ``checkpoint-N`` on its own: :func:`prune` deletes only
+what its caller says it may, and :func:`set_aside` renames instead of deleting.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +38,13 @@ from typing import Any
 import torch
 
 from alignflow.sdk.errors import CheckpointError
+from alignflow.sdk.files import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_PARTIAL = re.compile(r"^\.checkpoint-(\d+)\.(tmp|old)-\d+$")
+REQUIRED = ("trained.safetensors", "optimizer.pt", "rng.pt", "trainer_state.json")
+OPTIONAL = ("ema.safetensors", "algorithm.safetensors")
 
 
 @dataclass
@@ -60,14 +70,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     output_dir: Path,
     iteration: int,
@@ -77,10 +79,9 @@ def save_checkpoint(
     state: dict[str, Any],
     ema: dict[str, torch.Tensor] | None = None,
     algorithm: dict[str, torch.Tensor] | None = None,
-    keep_last: int = 2,
 ) -> Path:
-    """Write ``checkpoint-<iteration>`` atomically and delete all but the newest
-    ``keep_last`` complete checkpoints. Call on the main process only."""
+    """Write ``checkpoint-<iteration>`` atomically. An existing folder of that name is
+    replaced (the caller sets aside one it did not write). Call on the main process only."""
     from safetensors.torch import save_file
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -102,24 +103,22 @@ def save_checkpoint(
         (tmp / "trainer_state.json").write_text(json.dumps({**state, "iteration": iteration}, indent=2, default=str))
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
-            _fsync(tmp / name)
+            fsync_file(tmp / name)
         manifest = {"format": 1, "iteration": iteration,
                     "files": {n: {"size": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in files}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        _fsync(tmp / "manifest.json")
-        if final.exists():  # re-saving an iteration (e.g. after a resume): swap, then delete the old one
+        fsync_file(tmp / "manifest.json")
+        if final.exists():  # re-saving an iteration this process wrote: swap, then delete the old one
             old = output_dir / f".checkpoint-{iteration}.old-{os.getpid()}"
             final.rename(old)
             tmp.rename(final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(final)
-        _fsync(output_dir)
+        fsync_dir(output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed save (disk full...) leaves the old ones intact
         raise
-    for old in list_checkpoints(output_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -133,18 +132,6 @@ def _failpoint(name: str, iteration: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def remove_partial(output_dir: Path) -> list[str]:
-    """Delete what interrupted saves left behind (``.checkpoint-N.tmp-PID`` and
-    ``.old-PID`` folders); returns their names. Never touches a ``checkpoint-N``."""
-    if not output_dir.is_dir():
-        return []
-    partial = [p for p in output_dir.iterdir()
-               if p.is_dir() and re.match(r"^\.checkpoint-\d+\.(tmp|old)-\d+$", p.name)]
-    for p in partial:
-        shutil.rmtree(p, ignore_errors=True)
-    return sorted(p.name for p in partial)
-
-
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """``checkpoint-N`` folders in ``output_dir``, oldest first (not verified)."""
     if not output_dir.is_dir():
@@ -153,17 +140,99 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def verify(path: Path) -> None:
-    """Raise :class:`CheckpointError` unless every file of the manifest is there intact."""
+def recover_partial(output_dir: Path) -> list[str]:
+    """Finish or clear what a killed save left behind; call only while holding the
+    run's lock (no live process is writing here). Returns what was done, for a warning.
+
+    - ``.checkpoint-N.tmp-PID`` that verifies (killed between the manifest and the
+      rename) and no ``checkpoint-N``: renamed into place. One that does not verify
+      never was a checkpoint: deleted.
+    - ``.checkpoint-N.old-PID`` (killed while re-saving N): renamed back if
+      ``checkpoint-N`` is missing, else deleted (``checkpoint-N`` is its newer save).
+    """
+    done = []
+    if not output_dir.is_dir():
+        return done
+    for p in sorted(output_dir.iterdir()):
+        m = _PARTIAL.match(p.name)
+        if not (m and p.is_dir()):
+            continue
+        final = output_dir / f"checkpoint-{m.group(1)}"
+        complete = not final.exists() and _verifies(p)
+        if complete:
+            p.rename(final)
+            done.append(f"{p.name} -> {final.name} (a complete save, killed before its rename)")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name} (an interrupted save)")
+    if done:
+        fsync_dir(output_dir)
+    return done
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Rename a checkpoint that cannot be used out of the way (never delete it):
+    ``checkpoint-8`` -> ``checkpoint-8.rejected`` (``.rejected-2`` ... if taken)."""
+    target, k = path.with_name(path.name + ".rejected"), 1
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.rejected-{k}")
+    path.rename(target)
+    (target / "REJECTED.txt").write_text(reason + "\n")
+    log.warning("set aside %s as %s: %s", path.name, target.name, reason)
+    return target
+
+
+def prune(output_dir: Path, keep_last: int, may_delete: Callable[[Path], bool]) -> list[Path]:
+    """Delete the checkpoints older than the newest ``keep_last`` for which
+    ``may_delete`` says yes; returns the deleted paths."""
+    deleted = []
+    for path in list_checkpoints(output_dir)[:-keep_last]:
+        if may_delete(path):
+            shutil.rmtree(path)
+            deleted.append(path)
+    return deleted
+
+
+# ------------------------------------------------------------------ checking and loading
+
+
+def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's ``files``, checked: a UTF-8 JSON object of format 1 for this
+    folder's iteration, listing at least the required files, each a plain name in the
+    folder with an int size and a sha256. Raises :class:`CheckpointError`."""
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise CheckpointError(f"checkpoint {path}: no manifest.json (incomplete or not an alignflow checkpoint)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path}: manifest.json is corrupt ({e})") from e
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"checkpoint {path}: manifest.json is corrupt ({type(e).__name__}: {e})") from e
+    m = _NAME.match(path.name) or _PARTIAL.match(path.name)
+    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+        raise CheckpointError(f"checkpoint {path}: manifest.json is not a format-1 object")
+    if m is None or manifest.get("iteration") != int(m.group(1)):
+        raise CheckpointError(f"checkpoint {path}: manifest.json is for iteration {manifest.get('iteration')!r}, "
+                              "not this folder's")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"checkpoint {path}: manifest.json has no 'files' object")
+    missing = [f for f in REQUIRED if f not in files]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: manifest.json does not list {missing} (partial manifest)")
     for name, meta in files.items():
+        if name not in REQUIRED + OPTIONAL:
+            raise CheckpointError(f"checkpoint {path}: manifest.json names {name!r}, which is not a checkpoint "
+                                  f"file ({', '.join(REQUIRED + OPTIONAL)})")
+        if not (isinstance(meta, dict) and type(meta.get("size")) is int and meta["size"] >= 0
+                and isinstance(meta.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", meta["sha256"])):
+            raise CheckpointError(f"checkpoint {path}: manifest.json entry for {name} needs an int size and a sha256")
+    return files
+
+
+def verify(path: Path) -> None:
+    """Raise :class:`CheckpointError` unless every file of the manifest is there intact."""
+    for name, meta in read_manifest(path).items():
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path}: {name} is missing")
@@ -173,33 +242,41 @@ def verify(path: Path) -> None:
             raise CheckpointError(f"checkpoint {path}: {name} does not match its sha256 (corrupt)")
 
 
-def find_latest(output_dir: Path) -> Path | None:
-    """The newest checkpoint that verifies; newer broken ones are skipped with a warning."""
-    for path in reversed(list_checkpoints(output_dir)):
-        try:
-            verify(path)
-            return path
-        except CheckpointError as e:
-            log.warning("skipping %s: %s", path.name, e)
-    return None
+def _verifies(path: Path) -> bool:
+    try:
+        verify(path)
+        return True
+    except (CheckpointError, OSError):
+        return False
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
+    """Verify and read every file of a checkpoint; any failure is a CheckpointError."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path}: no such folder")
     verify(path)
-    optional = {name: load_file(path / f"{name}.safetensors") if (path / f"{name}.safetensors").is_file() else None
-                for name in ("ema", "algorithm")}
+    files = read_manifest(path)
+
+    def read(name: str, how: Callable[[Path], Any]) -> Any:
+        try:
+            return how(path / name)
+        except Exception as e:  # safetensors, pickle and json raise many types on a damaged file
+            raise CheckpointError(f"checkpoint {path}: {name} does not load ({type(e).__name__}: {e})") from e
+
+    state = read("trainer_state.json", lambda p: json.loads(p.read_bytes().decode("utf-8")))
+    if not isinstance(state, dict) or type(state.get("iteration")) is not int:
+        raise CheckpointError(f"checkpoint {path}: trainer_state.json is not an object with an int 'iteration'")
     return Checkpoint(
         path=path,
-        trained=load_file(path / "trained.safetensors"),
-        **optional,
-        optimizer=torch.load(path / "optimizer.pt", weights_only=True),
-        rng=torch.load(path / "rng.pt", weights_only=True),
-        state=json.loads((path / "trainer_state.json").read_text()),
+        trained=read("trained.safetensors", load_file),
+        ema=read("ema.safetensors", load_file) if "ema.safetensors" in files else None,
+        algorithm=read("algorithm.safetensors", load_file) if "algorithm.safetensors" in files else None,
+        optimizer=read("optimizer.pt", lambda p: torch.load(p, weights_only=True)),
+        rng=read("rng.pt", lambda p: torch.load(p, weights_only=True)),
+        state=state,
     )
 
 

@@ -23,53 +23,13 @@ import dataclasses
 import logging
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from alignflow.sdk.compose import compose
 from alignflow.sdk.errors import AlignflowError, ConfigError
 
 log = logging.getLogger("alignflow")
-
-
-def _register() -> None:
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from alignflow.sdk.config import RunConfig
-    from alignflow.sdk.pretrain import PretrainConfig
-
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=RunConfig)
-    cs.store(name="pretrain_schema", node=PretrainConfig)
-    if not OmegaConf.has_resolver("pkgfile"):
-        # ${pkgfile:alignflow.modalities.image,data/digits_train.jsonl} -> an absolute path
-        OmegaConf.register_new_resolver("pkgfile", lambda pkg, rel: str(resources.files(pkg) / rel))
-
-
-def compose(kind: str, overrides: list[str]) -> Any:
-    """The validated-by-type config dataclass (RunConfig or PretrainConfig)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    _register()
-    if kind == "pretrain":  # `experiment=` is the friendly name of the pretrain group
-        overrides = [o.replace("experiment=", "pretrain_experiment=", 1) if o.startswith("experiment=") else o
-                     for o in overrides]
-    try:
-        with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):
-            cfg = hydra_compose(config_name=kind, overrides=overrides)
-        return OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
-        raise ConfigError(str(key), getattr(e, "value", None), "a value of the field's type",
-                          hint=str(e).splitlines()[0]) from e
-    except HydraException as e:
-        raise ConfigError("overrides", overrides, "existing config groups, options and keys",
-                          hint=" ".join(str(e).split())) from e
 
 
 def print_fields(cls: type, prefix: str = "") -> None:
@@ -84,40 +44,92 @@ def print_fields(cls: type, prefix: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="alignflow", description=__doc__,
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of expected errors too (or set ALIGNFLOW_DEBUG=1)")
+    parser = argparse.ArgumentParser(prog="alignflow", description=__doc__, parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "eval", "pretrain"):
-        p = sub.add_parser(name)
+        p = sub.add_parser(name, parents=[common])
         p.add_argument("--procs", type=int, default=1,
                        help="run N local processes (torchrun, DDP; gloo on CPU); else use `accelerate launch`")
         p.add_argument("overrides", nargs="*")
-    p_sample = sub.add_parser("sample")
+    p_sample = sub.add_parser("sample", parents=[common])
     p_sample.add_argument("--prompt", action="append", default=[], help="prompt (repeatable); default: eval prompts")
     p_sample.add_argument("--num", type=int, default=4, help="samples per prompt")
     p_sample.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                           help="a metadata column for every --prompt (repeatable), e.g. speech's "
                                "--meta ref_audio=voice.wav --meta ref_text='what the voice says'")
     p_sample.add_argument("overrides", nargs="*")
-    p_config = sub.add_parser("config")
+    p_config = sub.add_parser("config", parents=[common])
     p_config.add_argument("--pretrain", action="store_true", help="the pretraining config instead of training's")
     p_config.add_argument("overrides", nargs="*")
-    p_serve = sub.add_parser("serve-reward", help="serve a reward for `reward=remote` (rewards/remote.py)")
+    p_serve = sub.add_parser("serve-reward", parents=[common],
+                             help="serve a reward for `reward=remote` (rewards/remote.py)")
     p_serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     p_serve.add_argument("--port", type=int, default=8765, help="0 = any free port (printed)")
     p_serve.add_argument("--max-mb", type=float, default=64.0, help="largest request body accepted")
+    p_serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: the "
+                         "ALIGNFLOW_REWARD_TOKEN environment variable, which keeps it out of `ps`; none if unset)")
     p_serve.add_argument("overrides", nargs="*", help="reward=NAME (a configs/reward file), then reward.key=value")
-    p_fields = sub.add_parser("fields")
+    p_fields = sub.add_parser("fields", parents=[common])
     p_fields.add_argument("--pretrain", action="store_true", help="the pretraining fields instead of training's")
     args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("ALIGNFLOW_DEBUG", "0") not in ("", "0")
     if getattr(args, "procs", 1) > 1 and "LOCAL_RANK" not in os.environ:
         return _launch(args.procs, [args.command, *args.overrides])
+    if "ALIGNFLOW_LAUNCHER_PID" in os.environ:
+        _stop_when_orphaned(int(os.environ["ALIGNFLOW_LAUNCHER_PID"]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
-    except AlignflowError as e:
-        print(f"alignflow: error: {e}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as e:
+        code, line = explain(e)
+        if debug or line is None:  # an unexpected error is a bug: its traceback is what a developer needs
+            raise
+        print(f"alignflow: {line}", file=sys.stderr)
+        return code
+
+
+def explain(e: BaseException) -> tuple[int, str | None]:
+    """(exit code, one line) for an expected failure; (1, None) for anything else."""
+    import errno
+
+    from alignflow.sdk.stopping import Stopped
+
+    if isinstance(e, Stopped):
+        return e.exit_code, f"stopped: {e}"
+    if isinstance(e, AlignflowError):
+        return 2, f"error: {e}"
+    if isinstance(e, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return 1, (f"error: disk full while writing {e.filename or 'a file'}: free space there or set output_dir "
+                   "to another disk (the checkpoints already saved are intact)")
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return 1, f"error: cannot write {e.filename or 'a file'} ({e.strerror}): choose a writable output_dir"
+    if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+        return 1, ("error: out of accelerator memory: lower sample.batch_size, train.micro_batch_size or "
+                   f"eval.batch_size ({str(e).splitlines()[0][:200]})")
+    return 1, None
+
+
+def _stop_when_orphaned(launcher: int) -> None:
+    """A worker of ``--procs N`` whose launcher died (killed, its terminal closed)
+    SIGTERMs itself, so that it stops as a pre-empted run does instead of writing on
+    as an orphan."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if os.getppid() == launcher:
+        threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
 
 
 def _launch(procs: int, argv: list[str]) -> int:
@@ -128,11 +140,14 @@ def _launch(procs: int, argv: list[str]) -> int:
     from torch.distributed.run import main as torchrun
 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // procs)))
+    os.environ["ALIGNFLOW_LAUNCHER_PID"] = str(os.getpid())  # the workers stop if this process dies
     try:
         torchrun(["--standalone", "--nproc_per_node", str(procs), "-m", "alignflow.sdk.cli", *argv])
     except ChildFailedError as e:
-        print(f"alignflow: error: a process failed: {e}", file=sys.stderr)
-        return 1
+        codes = {rank: f.exitcode for rank, f in e.failures.items()}
+        print(f"alignflow: error: processes {codes} exited with these codes (their own lines are above)",
+              file=sys.stderr)
+        return max(codes.values(), default=1) if all(c > 0 for c in codes.values()) else 1
     return 0
 
 
@@ -151,12 +166,13 @@ def _run(args: argparse.Namespace) -> int:
         print(OmegaConf.to_yaml(compose("pretrain" if args.pretrain else "train", args.overrides)))
         return 0
     if args.command == "serve-reward":
-        from alignflow.rewards.remote import serve
+        from alignflow.rewards.server import serve
 
         names = [o.split("=", 1)[1] for o in args.overrides if o.startswith("reward=")]
         if len(names) != 1:
             raise ConfigError("reward", names or None, "one reward=NAME naming a configs/reward file")
-        serve(names[0], [o for o in args.overrides if not o.startswith("reward=")], args.host, args.port, args.max_mb)
+        serve(names[0], [o for o in args.overrides if not o.startswith("reward=")], args.host, args.port, args.max_mb,
+              token=args.token)
         return 0
     if args.command == "pretrain":
         from alignflow.sdk.pretrain import pretrain
@@ -168,24 +184,43 @@ def _run(args: argparse.Namespace) -> int:
     from alignflow.sdk.trainer import Trainer
 
     cfg = compose("train", args.overrides)
+    if args.command != "train":  # what can be refused before any model loads
+        _check_evaluation(args, cfg)
     trainer = Trainer(cfg)
+    try:
+        return _command(args, cfg, trainer)
+    finally:
+        trainer.close()
+
+
+def _check_evaluation(args: argparse.Namespace, cfg: Any) -> None:
+    from alignflow.sdk.checkpoint import list_checkpoints
+
+    if args.command == "eval" and not cfg.data.eval:
+        raise ConfigError("data.eval", cfg.data.eval, "a prompt file to evaluate on")
+    if cfg.checkpoint.resume == "latest" and not list_checkpoints(Path(cfg.output_dir)):
+        raise ConfigError("checkpoint.resume", "latest", f"a checkpoint in {cfg.output_dir} (there is none); "
+                          "leave checkpoint.resume empty to use the base model, or name a checkpoint folder")
+    bad = [m for m in getattr(args, "meta", []) if "=" not in m]
+    if bad:
+        raise ConfigError("--meta", bad[0], "KEY=VALUE")
+
+
+def _command(args: argparse.Namespace, cfg: Any, trainer: Any) -> int:
+    import json
+
     say = print if trainer.acc.is_main_process else (lambda *a, **k: None)
     if args.command == "train":
         summary = trainer.train()
         say(json.dumps({k: summary[k] for k in ("iterations", "seconds", "before", "after")}, indent=2))
         return 0
     if args.command == "eval":
-        if trainer.eval_set is None:
-            raise ConfigError("data.eval", cfg.data.eval, "a prompt file to evaluate on")
         metrics = trainer.evaluate(name=f"eval-{trainer.iteration:05d}")
         say(json.dumps(metrics, indent=2))
         return 0
     from alignflow.sdk.data import PromptSet
 
     trainer.cfg.eval.samples_per_prompt = args.num
-    bad = [m for m in args.meta if "=" not in m]
-    if bad:
-        raise ConfigError("--meta", bad[0], "KEY=VALUE")
     meta = dict(m.split("=", 1) for m in args.meta)
     prompts = PromptSet(list(args.prompt), [dict(meta) for _ in args.prompt]) if args.prompt else None
     trainer.evaluate(prompts, score=False, name=f"sample-{trainer.iteration:05d}")

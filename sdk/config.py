@@ -88,9 +88,14 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = option(0, "save every this many iterations (0 = only at the end)")
     keep_last: int = option(2, "checkpoints kept; older ones are deleted")
-    resume: str = option("", "'' (start fresh), 'latest' (newest complete checkpoint in output_dir) or a path")
+    resume: str = option("", "'' or 'none' (start fresh), 'latest' (the newest checkpoint in output_dir that "
+                             "loads; fresh if there is none; an error if none of them loads) or a checkpoint path")
     overwrite: bool = option(False, "let a fresh run start in an output_dir holding an earlier run's checkpoints "
                                 "(they are deleted); without it such a run stops before doing anything")
+    allow_config_change: bool = option(False, "resume even though fields that change the numbers (seed, lr, group "
+                                              "size, prompts...) differ from the checkpoint's; logged in summary.json")
+    stop_grace: float = option(120.0, "seconds a run may take after SIGTERM/SIGINT/SIGHUP to finish or abandon the "
+                                      "iteration and save a checkpoint; past them it exits without one")
 
 
 @dataclass
@@ -157,7 +162,7 @@ def check_arguments(fn: Any, args: dict[str, Any], fld: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Everything that can be wrong without building a model, in one pass."""
-    from alignflow.sdk.registry import ALGORITHMS, POLICIES, REWARDS, builder
+    from alignflow.sdk.components import builder, resolve
 
     s, t, e, c = cfg.sample, cfg.train, cfg.eval, cfg.checkpoint
     _need(s.num_steps >= 2, "sample.num_steps", s.num_steps, "an int >= 2")
@@ -198,12 +203,13 @@ def validate(cfg: RunConfig) -> None:
         if fld == "data.train" or path:
             _need(bool(path), fld, path, "a prompt file or a saved dataset folder")
             _need(Path(path).expanduser().exists(), fld, path, "an existing prompt file or folder")
-    if c.resume not in ("", "latest"):
+    _need(c.stop_grace > 0, "checkpoint.stop_grace", c.stop_grace, "seconds > 0")
+    if c.resume not in ("", "none", "latest"):
         _need(Path(c.resume).expanduser().is_dir(), "checkpoint.resume", c.resume,
-              "'', 'latest' or the path of a checkpoint folder")
+              "'', 'none', 'latest' or the path of a checkpoint folder")
 
     name, args = split_component(cfg.policy, "policy")
-    check_arguments(builder(POLICIES, name, "policy.name"), args, "policy")
+    check_arguments(builder("policy", name, "policy.name"), args, "policy")
 
     _need(isinstance(cfg.reward, dict) and len(cfg.reward) > 0, "reward", cfg.reward,
           "at least one term {<term>: {name: ..., weight: ...}}")
@@ -211,15 +217,15 @@ def validate(cfg: RunConfig) -> None:
         rname, rargs = split_component(spec, f"reward.{term}")
         weight = rargs.pop("weight", 1.0)
         _need(isinstance(weight, (int, float)) and not isinstance(weight, bool), f"reward.{term}.weight", weight, "a number")
-        check_arguments(builder(REWARDS, rname, f"reward.{term}.name"), rargs, f"reward.{term}")
+        check_arguments(builder("reward", rname, f"reward.{term}.name"), rargs, f"reward.{term}")
 
     for term, spec in cfg.gold.items():
         gname, gargs = split_component(spec, f"gold.{term}")
         gargs.pop("weight", None)
-        check_arguments(builder(REWARDS, gname, f"gold.{term}.name"), gargs, f"gold.{term}")
+        check_arguments(builder("reward", gname, f"gold.{term}.name"), gargs, f"gold.{term}")
 
     aname, aargs = split_component(cfg.algorithm, "algorithm")
-    algo_cls = ALGORITHMS.resolve(aname, "algorithm.name")
+    algo_cls = resolve("algorithm", aname, "algorithm.name")
     algo_cls.config_from(aargs)  # raises ConfigError on unknown keys, bad types, bad ranges
 
 

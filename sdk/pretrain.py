@@ -63,7 +63,7 @@ class PretrainConfig:
 
 
 def validate(cfg: PretrainConfig) -> None:
-    from alignflow.sdk.registry import POLICIES, PRETRAIN_DATA, builder
+    from alignflow.sdk.components import builder
 
     for name, ok, accepted in (
         ("steps", cfg.steps >= 1, "an int >= 1"),
@@ -82,9 +82,9 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device", cfg.device, "'cpu' or 'auto' (no CUDA device is visible)")
     pname, pargs = split_component(cfg.policy, "policy")
-    check_arguments(builder(POLICIES, pname, "policy.name"), pargs, "policy")
+    check_arguments(builder("policy", pname, "policy.name"), pargs, "policy")
     dname, dargs = split_component(cfg.dataset, "dataset")
-    check_arguments(builder(PRETRAIN_DATA, dname, "dataset.name"), dargs, "dataset")
+    check_arguments(builder("dataset", dname, "dataset.name"), dargs, "dataset")
 
 
 def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
@@ -96,14 +96,14 @@ def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
 def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     """Train and save; returns the final loss, the loss averaged over every
     ``log_every`` steps and the wall time."""
-    from alignflow.sdk.registry import POLICIES, PRETRAIN_DATA
+    from alignflow.sdk.components import resolve
 
     validate(cfg)
     pname, pargs = split_component(cfg.policy, "policy")
     dname, dargs = split_component(cfg.dataset, "dataset")
-    data = PRETRAIN_DATA.resolve(dname, "dataset.name")(**dargs)
+    data = resolve("dataset", dname, "dataset.name")(**dargs)
     media, captions, metadata = data if len(data) == 3 else (*data, None)
-    policy = POLICIES.resolve(pname, "policy.name")(**pargs)
+    policy = resolve("policy", pname, "policy.name")(**pargs)
     device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     policy.to(device)
     params = [p for m in policy.trainable_modules().values() for p in m.parameters()]
@@ -206,7 +206,7 @@ def evaluate_base(experiment: str, *extra: str) -> dict[str, float]:
     eval prompts, as the training run evaluates at iteration 0."""
     import tempfile
 
-    from alignflow.sdk.cli import compose
+    from alignflow.sdk.compose import compose
     from alignflow.sdk.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,13 +46,22 @@ class Reward(Protocol):
 
 
 def _as_scores(raw: Any, batch: int, name: str) -> torch.Tensor:
-    if isinstance(raw, torch.Tensor):
-        t = raw.detach().float().cpu()
-    else:
-        try:
-            t = torch.tensor([math.nan if v is None else float(v) for v in raw], dtype=torch.float32)
-        except (TypeError, ValueError) as e:
-            raise RewardError(f"reward {name!r} returned {type(raw).__name__}; expected one number per sample") from e
+    try:
+        if isinstance(raw, torch.Tensor):
+            t = raw.detach().cpu().to(torch.float64)
+        else:
+            t = torch.tensor([math.nan if v is None else float(v) for v in raw], dtype=torch.float64)
+    except OverflowError as e:  # a Python int beyond any float
+        raise RewardError(f"reward {name!r} returned a number too large for a float; expected scores within "
+                          "float32's range (or NaN for 'not applicable')") from e
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise RewardError(f"reward {name!r} returned {type(raw).__name__}; expected one number per sample") from e
+    big = torch.isfinite(t) & (t.abs() > torch.finfo(torch.float32).max)
+    if big.any():  # finite in float64, inf once stored as float32: the reward's scale is wrong, not a failure
+        bad = torch.nonzero(big).flatten().tolist()
+        raise RewardError(f"reward {name!r} returned {t[bad[0]].item():.3g} for samples {bad[:8]}, beyond "
+                          "float32's range; expected scores within it (or NaN for 'not applicable')")
+    t = t.float()
     if t.shape != (batch,):
         raise RewardError(f"reward {name!r} returned shape {tuple(t.shape)} for a batch of {batch}; expected [{batch}]")
     if torch.isinf(t).any():

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from alignflow.sdk.files import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -40,7 +42,8 @@ class MetricsLog:
         if accelerator.is_main_process:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             rows = [] if start is None else [r for r in read_metrics(self.path) if r.get("iteration", 0) <= start]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            # atomic: a full disk during the rewrite keeps every row the file had
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
             if progress_bar:
                 from tqdm.auto import tqdm
 

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import json
 import logging
-import shutil
+import signal
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -31,21 +31,25 @@ from typing import Any
 import torch
 
 from alignflow.sdk import checkpoint as ckpt
+from alignflow.sdk import runlock
 from alignflow.sdk.advantages import members
 from alignflow.sdk.algorithms.base import StepContext
 from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
+from alignflow.sdk.components import resolve
 from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
 from alignflow.sdk.diagnostics import group_diversities, kl_drift
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
+from alignflow.sdk.files import atomic_write_text
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.kernels import get_kernel
 from alignflow.sdk.random import derive_seed, generator
-from alignflow.sdk.registry import ALGORITHMS, MEDIA_WRITERS, POLICIES, REWARDS
+from alignflow.sdk.resume import RunCheckpoints, fingerprint
 from alignflow.sdk.reward_worker import RewardWorker
 from alignflow.sdk.rewards import RewardOutput, WeightedSum, check_output, score
 from alignflow.sdk.rollout import rollout, rollout_generators, sample
+from alignflow.sdk.stopping import StopOnSignal, Stopped
 from alignflow.sdk.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,8 @@ class Trainer:
             cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "tensorboard")),
         )
+        # one run per folder, taken before anything in it is read or changed
+        self._lock = runlock.acquire(self.out) if self.acc.is_main_process else None
         world, P = self.acc.num_processes, cfg.sample.prompts_per_iteration
         if P % world:
             raise ConfigError("sample.prompts_per_iteration", P, f"a multiple of the number of processes ({world})")
@@ -85,24 +91,24 @@ class Trainer:
         self.eval_set = load_prompts(cfg.data.eval, cfg.data.prompt_column, "data.eval") if cfg.data.eval else None
 
         pname, pargs = split_component(cfg.policy, "policy")
-        self.policy = POLICIES.resolve(pname, "policy.name")(**pargs).to(self.acc.device)
-        self.reward = WeightedSum({term: (REWARDS.resolve(name, f"reward.{term}.name")(**args), weight)
+        self.policy = resolve("policy", pname, "policy.name")(**pargs).to(self.acc.device)
+        self.reward = WeightedSum({term: (resolve("reward", name, f"reward.{term}.name")(**args), weight)
                                    for term, (name, weight, args) in reward_terms(cfg).items()})
         # held-out rewards: scored and logged, never in the advantage
-        self.gold = {term: REWARDS.resolve(name, f"gold.{term}.name")(**args)
+        self.gold = {term: resolve("reward", name, f"gold.{term}.name")(**args)
                      for term, (name, _, args) in reward_terms(cfg, "gold").items()}
         if self.reward.modality != self.policy.modality:
             raise ConfigError("reward", list(cfg.reward), f"rewards for {self.policy.modality!r} media "
                               f"(policy {pname!r} makes {self.policy.modality}, the rewards score {self.reward.modality})")
         aname, aargs = split_component(cfg.algorithm, "algorithm")
-        algo_cls = ALGORITHMS.resolve(aname, "algorithm.name")
+        algo_cls = resolve("algorithm", aname, "algorithm.name")
         self.algo = algo_cls(algo_cls.config_from(aargs))
         try:  # a step plan that cannot fit the schedule fails now, not at the first iteration
             self.algo.plan(cfg.sample.num_steps, 0, cfg.seed)
         except ValueError as e:
             raise ConfigError("sample.num_steps", cfg.sample.num_steps, f"enough steps for algorithm {aname}'s plan",
                               hint=str(e)) from e
-        self.writer = MEDIA_WRITERS.resolve(self.policy.modality, "policy.modality")()
+        self.writer = resolve("writer", self.policy.modality, "policy.modality")()
 
         t = cfg.train
         # The global RNG only initialises what is created here (LoRA's A matrices);
@@ -125,10 +131,15 @@ class Trainer:
         self.reward_worker = RewardWorker(self._score, t.reward_timeout)
         self.iteration = 0
         self.resumed_from: Path | None = None
+        self._stop: StopOnSignal | None = None  # set while train() runs
+        self._saved_at: int | None = None  # the iteration of this process's last checkpoint
+        # what a checkpoint must match to be resumed: the config (JSON-normalised, as saved) and the prompts
+        self.checkpoints = RunCheckpoints(self.out, cfg.checkpoint, json.loads(json.dumps(asdict(cfg), default=str)),
+                                          {"train": fingerprint(self.train_set)})
         self.counters = {"samples": 0, "dropped_samples": 0, "reward_failures": 0}
         self.trackers = trackers
         self.metrics: MetricsLog | None = None  # created by train(): eval and sample write no metrics
-        if cfg.checkpoint.resume:
+        if cfg.checkpoint.resume not in ("", "none"):
             self._resume(cfg.checkpoint.resume)
 
     # ------------------------------------------------------------------ the loop
@@ -136,8 +147,9 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the summary also written to summary.json."""
         cfg = self.cfg
-        if self.resumed_from is None:
-            self._claim_output_dir()
+        if self.resumed_from is None and self.acc.is_main_process:
+            self.checkpoints.claim()
+        self.acc.wait_for_everyone()
         self.metrics = MetricsLog(self.acc, self.out, progress_bar=cfg.logging.progress_bar and self.acc.is_main_process,
                                   total=cfg.train.iterations, start=self.iteration if self.resumed_from else None)
         if self.trackers:
@@ -148,18 +160,25 @@ class Trainer:
             before = self.evaluate()
             self.metrics.log(0, before, advance=False)
         after = None
-        while self.iteration < cfg.train.iterations:
-            metrics = self.train_iteration(self.iteration)
-            self.iteration += 1
-            last = self.iteration == cfg.train.iterations
-            if self.eval_set is not None and (last or (cfg.eval.every and self.iteration % cfg.eval.every == 0)):
-                metrics.update(self.evaluate())
-                after = {k: v for k, v in metrics.items() if k.startswith("eval/")}
-            self.metrics.log(self.iteration, metrics)
-            if last or (cfg.checkpoint.every and self.iteration % cfg.checkpoint.every == 0):
-                self.save()
+        with StopOnSignal(cfg.checkpoint.stop_grace) as self._stop:
+            while self.iteration < cfg.train.iterations:
+                try:
+                    metrics = self.train_iteration(self.iteration)
+                except _Abandoned:  # a signal came before the update: the iteration is redone on resume
+                    self._stop_with_checkpoint()
+                self.iteration += 1
+                last = self.iteration == cfg.train.iterations
+                if self.eval_set is not None and (last or (cfg.eval.every and self.iteration % cfg.eval.every == 0)):
+                    metrics.update(self.evaluate())
+                    after = {k: v for k, v in metrics.items() if k.startswith("eval/")}
+                self.metrics.log(self.iteration, metrics)
+                if last or (cfg.checkpoint.every and self.iteration % cfg.checkpoint.every == 0):
+                    self.save()
+                if not last and self._stop.requested(self.acc):
+                    self._stop_with_checkpoint()
         summary = {"iterations": self.iteration, "seconds": time.time() - start_time, "processes": self.acc.num_processes,
-                   "before": before, "after": after, "counters": self.counters}
+                   "before": before, "after": after, "counters": self.counters,
+                   "config_changes": self.checkpoints.changes}
         if self.acc.is_main_process:
             self._write_report(summary)
         self.metrics.close()
@@ -171,6 +190,7 @@ class Trainer:
         cfg, timer = self.cfg, Timer()
         G, N = cfg.sample.group_size, cfg.sample.num_steps
         plan = self.algo.plan(N, it, cfg.seed)
+        rng = torch.get_rng_state()
         sigmas = self.policy.sigmas(N).to(self.acc.device)
         slots = self._local_slots(it)
 
@@ -206,6 +226,9 @@ class Trainer:
                 conds.append(cond)
         with timer("reward"):
             reward, reward_seconds, reasons = self.reward_worker.collect()  # rewards of the last batch finish here
+        if self._stop is not None and self._stop.requested(self.acc):
+            torch.set_rng_state(rng)  # as it was when the iteration began, so that the redo is exact
+            raise _Abandoned  # nothing is updated yet: cheaper to redo the rollouts than to finish
         traj = concat(trajs)
 
         # Advantages need the whole group and, for the global std, the whole iteration.
@@ -396,64 +419,58 @@ class Trainer:
     def save(self) -> Path | None:
         path = None
         if self.acc.is_main_process:
-            path = ckpt.save_checkpoint(
-                self.out, self.iteration,
+            path = self.checkpoints.save(
+                self.iteration,
                 trained=self.finetune.state_dict(),
                 ema=self.ema.state_dict() if self.ema else None,
                 algorithm=self.algo.state_dict() if hasattr(self.algo, "state_dict") else None,
                 optimizer=self.optimizer.state_dict(),
-                state={"seed": self.cfg.seed, "counters": self.counters, "config": asdict(self.cfg),
+                state={"seed": self.cfg.seed, "counters": self.counters,
                        # where the prompt stream stands (a function of the iteration; kept for people)
                        "data_position": self.iteration * self.cfg.sample.prompts_per_iteration},
-                keep_last=self.cfg.checkpoint.keep_last,
             )
+        self._saved_at = self.iteration
         self.acc.wait_for_everyone()
         return path
 
-    def _claim_output_dir(self) -> None:
-        """A fresh run must not mix with an earlier run's checkpoints (keep-last-K and
-        resume=latest would pick them up): stop, unless checkpoint.overwrite."""
-        old = ckpt.list_checkpoints(self.out)
-        if old and not (self.cfg.checkpoint.overwrite or self.cfg.checkpoint.resume == "latest"):
-            raise ConfigError("checkpoint.resume", "", "'latest' to continue the run in "
-                              f"{self.out} ({len(old)} checkpoints, newest {old[-1].name}), or "
-                              "checkpoint.overwrite=true to start over and delete them, or another output_dir")
-        self.acc.wait_for_everyone()
-        if old and self.acc.is_main_process:
-            log.warning("starting fresh in %s: deleting %d checkpoints of an earlier run", self.out, len(old))
-            for path in old:
-                shutil.rmtree(path)
+    def _stop_with_checkpoint(self) -> None:
+        """After a signal: save (unless this iteration is saved already) and stop."""
+        if self._saved_at != self.iteration:
+            self.save()
+        signum = self._stop.signum
+        raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at iteration {self.iteration}; "
+                              f"checkpoint-{self.iteration} is saved; continue with checkpoint.resume=latest")
 
     def _resume(self, where: str) -> None:
         if self.acc.is_main_process:
-            partial = ckpt.remove_partial(self.out)
-            if partial:
-                log.warning("removed %s: left by a save that was interrupted", ", ".join(partial))
-        if where == "latest":
-            path = ckpt.find_latest(self.out)
-            if path is None:
-                log.warning("resume=latest: no complete checkpoint in %s; starting from scratch", self.out)
-                return
-        else:
-            path = Path(where)
-        c = ckpt.load_checkpoint(path)
+            for line in ckpt.recover_partial(self.out):  # safe: this process holds the folder's lock
+                log.warning("%s", line)
+        self.acc.wait_for_everyone()
+        c = self.checkpoints.resume(where, self._apply_checkpoint)
+        if c is not None:
+            self.resumed_from, self.iteration, self._saved_at = c.path, c.iteration, c.iteration
+
+    def _apply_checkpoint(self, c: ckpt.Checkpoint) -> None:
+        """Load a read checkpoint into the run; anything that does not fit raises."""
+        if self.ema is not None and c.ema is None:
+            log.warning("checkpoint %s has no EMA; the EMA restarts from the current weights", c.path)
+        if hasattr(self.algo, "load_state_dict") and c.algorithm is None:
+            raise CheckpointError(f"checkpoint {c.path} has no algorithm state, which {self.algo.name} needs "
+                                  "(it was written by another algorithm)")
         self.finetune.load_state_dict(c.trained)
         self.optimizer.load_state_dict(c.optimizer)
-        if self.ema is not None:
-            if c.ema is None:
-                log.warning("checkpoint %s has no EMA; the EMA restarts from the current weights", path)
-            else:
-                self.ema.load_state_dict(c.ema)
+        if self.ema is not None and c.ema is not None:
+            self.ema.load_state_dict(c.ema)
         if hasattr(self.algo, "load_state_dict"):
-            if c.algorithm is None:
-                raise CheckpointError(f"checkpoint {path} has no algorithm state, which {self.algo.name} needs "
-                                      "(it was written by another algorithm)")
             self.algo.load_state_dict(c.algorithm)
         ckpt.restore_rng(c.rng)
-        self.iteration = c.iteration
-        self.resumed_from = path
         self.counters = dict(c.state.get("counters", self.counters))
-        log.info("resumed from %s at iteration %d", path, self.iteration)
+
+    def close(self) -> None:
+        """Release the output folder (also released when the process ends)."""
+        if self._lock is not None:
+            runlock.release(self._lock)
+            self._lock = None
 
     # ------------------------------------------------------------------ the end
 
@@ -461,7 +478,7 @@ class Trainer:
         """summary.json, the reward curve and the before/after comparison."""
         from alignflow.sdk.plots import plot_reward_curve
 
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
         if not self.cfg.logging.media:
             return
         plot_reward_curve(self.out, title=self.cfg.name)
@@ -472,6 +489,10 @@ class Trainer:
                 per_row=self.cfg.eval.samples_per_prompt,
                 titles=(f"base: {_fmt(summary['before'])}", f"iteration {self.iteration}: {_fmt(summary['after'])}"),
             )
+
+
+class _Abandoned(Exception):
+    """A stop was requested before the iteration's update began."""
 
 
 def _fmt(metrics: dict[str, float]) -> str:

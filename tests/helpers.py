@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from alignflow.sdk.cli import compose
+from alignflow.sdk.compose import compose
 
 FAST = [
     "experiment=image_digits",

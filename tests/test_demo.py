@@ -6,7 +6,7 @@ independent judge sees."""
 import pytest
 import torch
 
-from alignflow.sdk.cli import compose
+from alignflow.sdk.compose import compose
 from alignflow.sdk.trainer import Trainer
 
 

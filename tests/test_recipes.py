@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alignflow.sdk.cli import compose
+from alignflow.sdk.compose import compose
 from alignflow.sdk.trainer import Trainer
 
 _spec = importlib.util.spec_from_file_location("bench_algorithms",

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from alignflow.sdk.errors import ConfigError
-from alignflow.sdk.weights import pretrained_source
+from alignflow.sdk.weights import pretrained_source, read_json
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,17 @@ def set_attention(transformer: torch.nn.Module, backend: str, field: str = "poli
         transformer.enable_xformers_memory_efficient_attention()
         return "xformers"
     return "sdpa"
+
+
+def vae_scale(source: str) -> int:
+    """Pixels per latent cell of a diffusers pipeline's ``AutoencoderKL``, read from its
+    config (no weights loaded): 2 ** (number of blocks - 1), as the pipelines compute it."""
+    return 2 ** (len(read_json(source, "vae/config.json", "policy.path")["block_out_channels"]) - 1)
+
+
+def check_multiple(field: str, value: int, multiple: int, why: str) -> None:
+    if value < multiple or value % multiple:
+        raise ConfigError(field, value, f"a positive multiple of {multiple} ({why})")
 
 
 def load_pipeline(cls: Any, path: str, dtype: torch.dtype, field: str = "policy.path", **kwargs: Any) -> Any:

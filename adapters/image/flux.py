@@ -146,10 +146,18 @@ def load_flux_policy(
     ignores it. ``max_sequence_length``: T5 tokens (512 dev, 256 schnell)."""
     from diffusers import FluxPipeline
 
-    from alignflow.adapters.image.common import load_pipeline, set_attention
-    from alignflow.sdk.weights import resolve_dtype
+    from alignflow.adapters.image.common import (
+        check_multiple,
+        load_pipeline,
+        set_attention,
+        vae_scale,
+    )
+    from alignflow.sdk.weights import pretrained_source, resolve_dtype
 
-    pipe = load_pipeline(FluxPipeline, path, resolve_dtype(dtype))
+    torch_dtype = resolve_dtype(dtype)
+    source = pretrained_source(path, "policy.path", "model_index.json", "a folder holding a FluxPipeline")
+    check_multiple("policy.resolution", resolution, 2 * vae_scale(source), "2 x the VAE scale: latents pack 2 x 2")
+    pipe = load_pipeline(FluxPipeline, source, torch_dtype)
     set_attention(pipe.transformer, attention)
     for name in ("text_encoder", "text_encoder_2", "vae"):
         getattr(pipe, name).eval().requires_grad_(False)

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import Generators, randn
 
 # Attention projections of the joint blocks, the LoRA targets Flow-GRPO uses for SD3.5.
@@ -205,17 +204,24 @@ def load_sd3_policy(
     """
     from diffusers import StableDiffusion3Pipeline
 
-    from alignflow.adapters.image.common import load_pipeline, set_attention
+    from alignflow.adapters.image.common import (
+        check_multiple,
+        load_pipeline,
+        set_attention,
+        vae_scale,
+    )
     from alignflow.modalities.image.codec import VAECodec
-    from alignflow.sdk.weights import resolve_dtype
+    from alignflow.sdk.weights import pretrained_source, read_json, resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
+    # what the model cannot take is refused from its configs, before any weights load
+    source = pretrained_source(path, "policy.path", "model_index.json", "a folder holding a StableDiffusion3Pipeline")
+    patch = read_json(source, "transformer/config.json", "policy.path")["patch_size"]
+    check_multiple("policy.resolution", resolution, vae_scale(source) * patch, "VAE scale x patch size")
     extra = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
-    pipe = load_pipeline(StableDiffusion3Pipeline, path, torch_dtype, **extra)
+    pipe = load_pipeline(StableDiffusion3Pipeline, source, torch_dtype, **extra)
     codec = VAECodec(pipe.vae)
     cfg = pipe.transformer.config
-    if resolution % (codec.scale_factor * cfg.patch_size):
-        raise ConfigError("policy.resolution", resolution, f"a multiple of {codec.scale_factor * cfg.patch_size}")
     set_attention(pipe.transformer, attention)
     side = resolution // codec.scale_factor
     modules = {n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")

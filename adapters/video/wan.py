@@ -213,24 +213,24 @@ def load_wan_policy(
     """
     from diffusers import AutoencoderKLWan, WanPipeline
 
-    from alignflow.adapters.image.common import load_pipeline
+    from alignflow.adapters.image.common import check_multiple, load_pipeline
     from alignflow.modalities.video.codec import WanVAECodec
-    from alignflow.sdk.weights import pretrained_source, resolve_dtype
+    from alignflow.sdk.weights import pretrained_source, read_json, resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     source = pretrained_source(path, "policy.path", "model_index.json", "a folder holding a WanPipeline in diffusers layout")
+    # what the model cannot take is refused from its configs, before any weights load
+    vae_cfg = read_json(source, "vae/config.json", "policy.path")
+    ps = vae_cfg.get("scale_factor_spatial", 8) * read_json(source, "transformer/config.json", "policy.path")["patch_size"][1]
+    pt = vae_cfg.get("scale_factor_temporal", 4)
+    check_multiple("policy.height", height, ps, "VAE scale x patch size")
+    check_multiple("policy.width", width, ps, "VAE scale x patch size")
+    if num_frames < 1 or (num_frames - 1) % pt:
+        raise ConfigError("policy.num_frames", num_frames, f"1 + {pt} k (the VAE's temporal stride)")
     vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=resolve_dtype(vae_dtype))
-    pipe = load_pipeline(WanPipeline, path, torch_dtype, vae=vae)
+    pipe = load_pipeline(WanPipeline, source, torch_dtype, vae=vae)
     codec = WanVAECodec(pipe.vae, fps=fps, tiling=vae_tiling, slicing=vae_slicing)
     cfg = pipe.transformer.config
-    ps, pt = codec.scale_factor_spatial * cfg.patch_size[1], codec.scale_factor_temporal
-    for name, value, ok, accepted in (
-        ("height", height, height % ps == 0, f"a multiple of {ps}"),
-        ("width", width, width % ps == 0, f"a multiple of {ps}"),
-        ("num_frames", num_frames, num_frames >= 1 and (num_frames - 1) % pt == 0, f"1 + {pt} k"),
-    ):
-        if not ok:
-            raise ConfigError(f"policy.{name}", value, accepted)
     if attention != "sdpa":
         from diffusers.models.attention_dispatch import AttentionBackendName
 

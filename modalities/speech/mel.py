@@ -97,16 +97,14 @@ class VocosVocoder:
 
     def __init__(self, path: str):
         from alignflow.sdk.errors import ConfigError
+        from alignflow.sdk.extras import require
 
         folder = Path(path).expanduser()
         missing = [f for f in ("config.yaml", "pytorch_model.bin") if not (folder / f).is_file()]
         if not path or missing:
             raise ConfigError("policy.vocoder_path", path, "a local Vocos folder with config.yaml and "
                               "pytorch_model.bin (e.g. a download of charactr/vocos-mel-24khz)")
-        try:
-            from vocos import Vocos
-        except ImportError as e:
-            raise ConfigError("policy.vocoder", "vocos", "installed with the speech extra (pip install vocos)") from e
+        Vocos = require("vocos", "policy.vocoder", "vocos", "the Vocos vocoder").Vocos
         self.model = Vocos.from_hparams(str(folder / "config.yaml"))
         state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)

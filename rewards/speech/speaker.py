@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.modalities.speech.prompts import ReferenceAudio
 from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.extras import require
 from alignflow.sdk.rewards import RewardOutput
 
 EMBED_RATE = 16000
@@ -29,10 +30,7 @@ EMBED_RATE = 16000
 
 class ResemblyzerEmbedder:
     def __init__(self, device: str = "cpu"):
-        try:
-            from resemblyzer import VoiceEncoder
-        except ImportError as e:
-            raise ConfigError("reward.backend", "resemblyzer", "installed (pip install 'alignflow[speech]')") from e
+        VoiceEncoder = require("resemblyzer", "reward.backend", "resemblyzer", "the offline speaker embedder").VoiceEncoder
         self.encoder = VoiceEncoder(device, verbose=False)
 
     def __call__(self, audio: Sequence[np.ndarray]) -> torch.Tensor:

@@ -72,8 +72,8 @@ class PerFrame:
     modality = "video"
 
     def __init__(self, reward: Mapping[str, Any], frames: int = 4, how: str = "uniform", aggregate: str = "mean"):
+        from alignflow.sdk.components import builder
         from alignflow.sdk.config import split_component
-        from alignflow.sdk.registry import REWARDS, builder
 
         if aggregate not in AGGREGATIONS:
             raise ConfigError("reward.aggregate", aggregate, f"one of {AGGREGATIONS}")
@@ -81,7 +81,7 @@ class PerFrame:
             raise ConfigError("reward.how", how, "'uniform', 'first' or 'all'")
         name, args = split_component(dict(reward), "reward.reward")
         args.pop("weight", None)
-        self.inner = builder(REWARDS, name, "reward.reward.name")(**args)
+        self.inner = builder("reward", name, "reward.reward.name")(**args)
         if getattr(self.inner, "modality", None) != "image":
             raise ConfigError("reward.reward.name", name, "an image reward (modality 'image')")
         self.name, self.frames, self.how, self.aggregate = name, frames, how, aggregate

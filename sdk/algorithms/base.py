@@ -105,13 +105,13 @@ def algorithm_config(cls: type, args: dict[str, Any]) -> Any:
     import dataclasses
     import logging
 
+    from alignflow.sdk.components import names, resolve
     from alignflow.sdk.config import dataclass_from
-    from alignflow.sdk.registry import ALGORITHMS
 
     known = {f.name for f in dataclasses.fields(cls.Config)}
     elsewhere: set[str] = set()
-    for name in ALGORITHMS.names():
-        other = ALGORITHMS.resolve(name, "algorithm.name")
+    for name in names("algorithm"):
+        other = resolve("algorithm", name, "algorithm.name")
         elsewhere |= {f.name for f in dataclasses.fields(other.Config)}
     foreign = sorted(k for k in args if k not in known and k in elsewhere)
     if foreign:

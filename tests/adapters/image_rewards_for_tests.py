@@ -1,7 +1,9 @@
 """A cheap image reward for adapter tests: mean brightness of the red channel."""
 
+from alignflow.sdk.components import component
 
 
+@component("reward")
 class Redness:
     modality = "image"
 

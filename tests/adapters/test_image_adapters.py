@@ -7,15 +7,14 @@ import torch
 from alignflow.adapters.image.flux import load_flux_policy
 from alignflow.adapters.image.sd3 import load_sd3_policy
 from alignflow.adapters.image.tiny import tiny_flux_pipeline, tiny_sd3_pipeline
-from alignflow.sdk.cli import compose
+from alignflow.sdk.compose import compose
 from alignflow.sdk.kernels import KERNELS
 from alignflow.sdk.plans import AllSDE
 from alignflow.sdk.random import generator
-from alignflow.sdk.registry import trust
 from alignflow.sdk.rollout import rollout
 from alignflow.sdk.trainer import Trainer
+from tests.adapters import image_rewards_for_tests  # noqa: F401  (declares the Redness reward)
 
-trust("tests.")
 PROMPTS = ["a red cat", "a sign that says \"hello\""]
 LOADERS = {"sd3": (tiny_sd3_pipeline, load_sd3_policy), "flux": (tiny_flux_pipeline, load_flux_policy)}
 
@@ -110,7 +109,8 @@ def test_a_grpo_iteration_runs_and_lora_reloads_to_the_same_log_probs(saved, tmp
         return out.log_prob
 
     trained = log_prob(tr)
-    reloaded = log_prob(Trainer(digits_like_cfg(tmp_path / "run", kind, folder, prompts, "checkpoint.resume=latest")))
+    reloaded = log_prob(Trainer(digits_like_cfg(tmp_path / "run", kind, folder, prompts, "train.optimizer_steps=1",
+                                                "train.lr=1e-2", "checkpoint.resume=latest")))
     assert torch.equal(trained, reloaded)
     base = log_prob(Trainer(digits_like_cfg(tmp_path / "other", kind, folder, prompts)))
     assert (trained - base).abs().max() > 1e-6  # the LoRA did change the policy
@@ -125,14 +125,21 @@ def test_bad_adapter_arguments(tmp_path, kind):
         loader(str(tmp_path))
     with pytest.raises(ConfigError, match="policy.dtype = 'fp8'"):
         loader(str(tmp_path), dtype="fp8")
+    # a hub id that cannot be reached (HF_HUB_OFFLINE here, and nothing cached): one line, no weights tried
+    with pytest.raises(ConfigError, match="policy.path = 'no-such-org/no-such-model': .*reachable") as e:
+        loader("no-such-org/no-such-model")
+    assert "\n" not in str(e.value)
 
 
-def test_bad_resolution_and_attention(saved):
+def test_bad_resolution_and_attention(saved, monkeypatch):
+    import alignflow.adapters.image.common as common
     from alignflow.sdk.errors import ConfigError
 
     kind, folder = saved
-    with pytest.raises(ConfigError, match="policy.resolution = 30: expected a multiple of"):
-        LOADERS[kind][1](str(folder), resolution=30, dtype="float32")
+    with monkeypatch.context() as m:  # refused from the configs, before any weights load
+        m.setattr(common, "load_pipeline", None)
+        with pytest.raises(ConfigError, match="policy.resolution = 30: expected a positive multiple of"):
+            LOADERS[kind][1](str(folder), resolution=30, dtype="float32")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="policy.attention = 'xformers'"):
             LOADERS[kind][1](str(folder), resolution=32, dtype="float32", attention="xformers")

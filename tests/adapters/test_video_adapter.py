@@ -7,7 +7,7 @@ import torch
 from alignflow.adapters.video.tiny import load_shapes_wan, tiny_wan_pipeline
 from alignflow.adapters.video.wan import WanPolicy, load_wan_policy
 from alignflow.modalities.video.video import Video
-from alignflow.sdk.cli import compose
+from alignflow.sdk.compose import compose
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.kernels import KERNELS
 from alignflow.sdk.plans import AllSDE
@@ -84,7 +84,7 @@ def test_bad_arguments(folder, tmp_path):
         load_wan_policy(str(tmp_path))
     with pytest.raises(ConfigError, match="policy.num_frames = 8: expected 1 \\+ 4 k"):
         load_wan_policy(str(folder), dtype="float32", height=32, width=32, num_frames=8)
-    with pytest.raises(ConfigError, match="policy.height = 24: expected a multiple of 16"):
+    with pytest.raises(ConfigError, match="policy.height = 24: expected a positive multiple of 16"):
         load_wan_policy(str(folder), dtype="float32", height=24, width=32, num_frames=9)
     with pytest.raises(ConfigError, match="policy.attention = 'warp-drive'"):
         load(folder, attention="warp-drive")

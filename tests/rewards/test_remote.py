@@ -14,13 +14,8 @@ from safetensors.torch import save as st_save
 
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.rewards.image.digits import DigitClassifierReward
-from alignflow.rewards.remote import (
-    BadRequest,
-    RemoteReward,
-    RewardServer,
-    decode_request,
-    encode_request,
-)
+from alignflow.rewards.remote import BadRequest, RemoteReward, decode_request, encode_request
+from alignflow.rewards.server import RewardServer
 from alignflow.sdk.errors import ConfigError, RewardError
 from alignflow.sdk.rewards import RewardOutput
 

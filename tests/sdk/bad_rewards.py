@@ -2,7 +2,10 @@
 
 import torch
 
+from alignflow.sdk.components import component
 
+
+@component("reward")
 class NaNForOddSamples:
     modality = "image"
 
@@ -12,6 +15,7 @@ class NaNForOddSamples:
         return scores
 
 
+@component("reward")
 class WrongLength:
     modality = "image"
 
@@ -19,6 +23,7 @@ class WrongLength:
         return torch.zeros(len(prompts) + 1)
 
 
+@component("reward")
 class Infinite:
     modality = "image"
 
@@ -26,6 +31,7 @@ class Infinite:
         return [float("inf")] * len(prompts)
 
 
+@component("reward")
 class Text:
     modality = "image"
 
@@ -33,6 +39,7 @@ class Text:
         return "great"
 
 
+@component("reward")
 class SpeechOnly:
     modality = "speech"
 
@@ -40,6 +47,7 @@ class SpeechOnly:
         return torch.zeros(len(prompts))
 
 
+@component("reward")
 class Raises:
     modality = "image"
 
@@ -47,6 +55,7 @@ class Raises:
         raise RuntimeError("CUDA out of memory (pretend)")
 
 
+@component("reward")
 class SlowFirstCall:
     """Hangs for 3 s on its first call, then answers at once."""
 
@@ -64,6 +73,7 @@ class SlowFirstCall:
         return torch.ones(len(prompts))
 
 
+@component("reward")
 class FailsOnRankOne:
     """Raises on the process of rank 1 only (multi-process tests)."""
 
@@ -75,3 +85,23 @@ class FailsOnRankOne:
         if os.environ.get("RANK") == "1":
             raise RuntimeError("only rank 1 fails")
         return torch.ones(len(prompts))
+
+
+@component("reward")
+class HugeInt:
+    """A Python int no float can hold."""
+
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        return [10**400] * len(prompts)
+
+
+@component("reward")
+class HugeFloat:
+    """Finite in float64, inf in float32."""
+
+    modality = "image"
+
+    def __call__(self, media, prompts, metadata):
+        return torch.full((len(prompts),), 1e300, dtype=torch.float64)

@@ -6,18 +6,20 @@ import shutil
 
 import pytest
 
-from alignflow.sdk.cli import compose, main
+from alignflow.sdk.cli import main
+from alignflow.sdk.compose import compose
 from alignflow.sdk.errors import CheckpointError, ConfigError, DataError, RewardError
-from alignflow.sdk.registry import trust
 from alignflow.sdk.trainer import Trainer
 from tests.helpers import FAST, digits_cfg
-
-trust("tests.")
+from tests.sdk import bad_rewards  # noqa: F401  (declares the misbehaving rewards)
 
 
 @pytest.mark.parametrize("override,field,says", [
     ("experiment=imagenet_xl", "overrides", "imagenet_xl"),
-    ("train.lrr=1", "overrides", "lrr"),
+    ("train.lrr=1", "train.lrr", "did you mean train.lr?"),
+    ("+train.lrr=3e-4", "train.lrr", "did you mean train.lr?"),
+    ("+train.group_size=4", "train.group_size", "did you mean sample.group_size?"),
+    ("checkpoint.stop_grace=0", "checkpoint.stop_grace", "seconds > 0"),
     ("train.lr=fast", "train.lr", "fast"),
     ("sample.group_size=1", "sample.group_size", "an int >= 2"),
     ("sample.batch_size=6", "sample.batch_size", "multiple of sample.group_size"),
@@ -27,7 +29,7 @@ trust("tests.")
     ("+algorithm.clip=0.2", "algorithm.clip", "one of the keys"),
     ("algorithm.name=ppo", "algorithm.name", "flow_grpo"),
     ("policy.name=no_such_model", "policy.name", "pixel_sd3"),
-    ("policy.name=os:system", "policy.name", "trusted module"),
+    ("policy.name=os:system", "policy.name", "declared policy components"),
     ("+policy.resolution=1024", "policy.resolution", "one of the arguments"),
     ("policy.path=7", "policy.path", "type str"),
     ("reward.digit.weight=heavy", "reward.digit.weight", "a number"),
@@ -76,6 +78,8 @@ def test_reward_for_another_modality(tmp_path):
 @pytest.mark.parametrize("name,match", [
     ("WrongLength", r"shape \(9,\) for a batch of 8"),
     ("Text", "returned str"),
+    ("HugeInt", "too large for a float"),
+    ("HugeFloat", "returned 1e\\+300 for samples \\[0, 1, 2"),
 ])
 def test_malformed_reward_output_stops_with_the_reward_named(tmp_path, name, match):
     cfg = digits_cfg(tmp_path)
@@ -141,9 +145,15 @@ def test_corrupt_checkpoint_named_and_latest_falls_back(tmp_path, caplog):
 
 
 def test_checkpoint_of_another_lora_rank(tmp_path):
+    """A changed LoRA rank is a config change (refused, listed); allowed, the weights
+    do not fit, so no checkpoint loads and the error says why for each."""
     Trainer(digits_cfg(tmp_path, "train.iterations=1", "data.eval=")).train()
-    with pytest.raises(CheckpointError, match="shape .* in the checkpoint"):
-        Trainer(digits_cfg(tmp_path, "train.lora_rank=4", "checkpoint.resume=latest"))
+    with pytest.raises(ConfigError, match=r"changed: train.lora_alpha: 32.0 -> 8.0, train.lora_rank: 16 -> 4"):
+        Trainer(digits_cfg(tmp_path, "train.lora_rank=4", "train.lora_alpha=8", "checkpoint.resume=latest"))
+    with pytest.raises(CheckpointError, match=r"none of the 1 checkpoints .*checkpoint-1: .*shape .* in the checkpoint"):
+        Trainer(digits_cfg(tmp_path, "train.lora_rank=4", "checkpoint.resume=latest",
+                           "checkpoint.allow_config_change=true"))
+    assert (tmp_path / "checkpoint-1" / "manifest.json").is_file()  # still there
 
 
 def test_a_fresh_run_does_not_mix_with_an_earlier_runs_checkpoints(tmp_path):

@@ -60,8 +60,36 @@ def test_a_reward_failing_on_one_process_stops_every_process(tmp_path):
     cmd = [sys.executable, "-m", "alignflow.sdk.cli", "train", "--procs", "2", *FAST, f"output_dir={tmp_path}",
            "data.eval=", "sample.prompts_per_iteration=4", "sample.batch_size=8", "train.reward_max_failures=0",
            "~reward.digit", "+reward.judge.name=tests.sdk.bad_rewards:FailsOnRankOne"]
-    done = subprocess.run(cmd, env={**ENV, "ALIGNFLOW_TRUSTED_MODULES": "tests."}, capture_output=True, text=True,
+    done = subprocess.run(cmd, env={**ENV, "ALIGNFLOW_PLUGINS": "tests.sdk.bad_rewards"}, capture_output=True, text=True,
                           timeout=300)  # a process left waiting in a collective would hang here
     assert done.returncode != 0
     assert "1 reward calls have failed, more than train.reward_max_failures = 0" in done.stderr
     assert "only rank 1 fails" in done.stderr and "on another process" in done.stderr  # both stopped
+
+
+@pytest.mark.slow
+def test_workers_stop_with_a_checkpoint_when_the_launcher_dies(tmp_path):
+    """SIGKILL the `--procs 2` launcher: its workers notice, stop as on SIGTERM (one
+    checkpoint, together) and exit instead of writing on as orphans."""
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "orphans"
+    cmd = [sys.executable, "-m", "alignflow.sdk.cli", "train", "--procs", "2", *FAST, f"output_dir={out}", "data.eval=",
+           "checkpoint.every=0", "train.iterations=200", "sample.prompts_per_iteration=4", "sample.batch_size=8"]
+    launcher = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not read_metrics(out):
+        assert launcher.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    workers = [p for p in psutil.Process(launcher.pid).children() if "alignflow.sdk.cli" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=120)
+    assert not alive, "orphaned workers kept running"
+    saved = list(out.glob("checkpoint-*"))
+    assert len(saved) == 1 and (saved[0] / "manifest.json").is_file()
+    assert max(r["iteration"] for r in read_metrics(out)) < 200

@@ -71,3 +71,46 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, uninterrupted):
     resumed = strip_times(read_metrics(out))
     assert [r["iteration"] for r in resumed] == list(range(1, 9))
     assert resumed == uninterrupted
+
+
+def wait_for_row(out, iteration, proc, seconds=240):
+    deadline = time.time() + seconds
+    while not any(r.get("iteration", 0) >= iteration for r in read_metrics(out)):
+        assert proc.poll() is None, "the run ended before the signal"
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_nonzero_and_resume_matches(tmp_path, uninterrupted):
+    """Pre-emption: SIGTERM mid-run finishes or abandons the iteration, saves, prints one
+    line and exits 143; resume=latest then ends as the uninterrupted run does."""
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen(cli(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_row(out, 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    ours = [line for line in err.splitlines() if line.startswith("alignflow:")]
+    assert ours[0].startswith("alignflow: SIGTERM: stopping after this iteration with a checkpoint")
+    assert ours[1].startswith("alignflow: stopped: stopped by SIGTERM at iteration") and len(ours) == 2, ours
+    stopped_at = int(ours[1].split("at iteration ")[1].split(";")[0])
+    assert 3 <= stopped_at < 8 and (out / f"checkpoint-{stopped_at}" / "manifest.json").is_file()
+    assert "Traceback" not in err
+
+    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert strip_times(read_metrics(out)) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_stop_that_outlives_its_grace_exits_without_a_checkpoint(tmp_path):
+    out = tmp_path / "slow_stop"
+    proc = subprocess.Popen(cli(out, "checkpoint.stop_grace=0.01", "checkpoint.every=0"), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_row(out, 1, proc)
+    proc.send_signal(signal.SIGHUP)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGHUP, err[-2000:]
+    assert "no checkpoint within checkpoint.stop_grace = 0.01 s" in err
+    assert not list(out.glob("checkpoint-*"))
