@@ -1,6 +1,6 @@
 """Regenerate what the offline speech default (`experiment=speech_tiny`) ships with.
 
-    .venv/bin/python scripts/build_speech_assets.py [--data] [--base] [--clips FILE] [--write-clips FILE]
+    .venv/bin/python scripts/build_speech_assets.py [--data] [--base] [--clips FILE] [--write-clips FILE] [--ge2e]
 
 --data (seconds; needs flite): modalities/speech/data/, the reference clips of the four
   flite voices and the train/eval prompt files (modalities.speech.sentences.write_data).
@@ -17,6 +17,9 @@
   was made and the base's held-out WER and similarity (the evaluation needs the speech
   extra: Whisper and resemblyzer). With --clips FILE the data is read from FILE instead
   of running flite.
+--ge2e: rewards/speech/assets/ge2e/ge2e.safetensors, the speaker encoder's weights
+  taken from resemblyzer 0.1.4's pretrained.pt (the model state only; needs
+  `pip install --no-deps resemblyzer==0.1.4`, as scripts/setup.sh does for the tests).
 The result is deterministic on a given machine and device.
 """
 
@@ -28,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "adapters" / "speech" / "assets" / "sentences_base"
+GE2E = ROOT / "rewards" / "speech" / "assets" / "ge2e" / "ge2e.safetensors"
 STAGES = (
     (),
     ("+dataset.seed=1", "batch_size=512", "steps=2500"),
@@ -40,6 +44,18 @@ def halve(path: Path) -> None:
     save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}, path)
 
 
+def write_ge2e() -> None:
+    """resemblyzer's LSTM and linear weights, as safetensors (no pickle at run time)."""
+    import resemblyzer
+    import torch
+    from safetensors.torch import save_file
+
+    state = torch.load(Path(resemblyzer.__file__).parent / "pretrained.pt", map_location="cpu",
+                       weights_only=True)["model_state"]
+    GE2E.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items() if k.startswith(("lstm.", "linear."))}, GE2E)
+
+
 def main(argv: list[str]) -> None:
     import argparse
 
@@ -50,9 +66,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--base", action="store_true")
     parser.add_argument("--clips", default="", help="with --base: read flite's clips from this file")
     parser.add_argument("--write-clips", default="", help="write flite's clips to this file")
+    parser.add_argument("--ge2e", action="store_true", help="the speaker encoder's weights, from resemblyzer")
     args = parser.parse_args(argv)
-    if not (args.data or args.base or args.write_clips):
+    if not (args.data or args.base or args.write_clips or args.ge2e):
         args.data = args.base = True
+    if args.ge2e:
+        write_ge2e()
     if args.data:
         write_data()
     if args.write_clips:

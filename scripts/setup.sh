@@ -16,8 +16,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
   .venv/bin/python -m pip install --quiet -e ".[image,video,speech,dev]"
   # PIQE: pypiqe declares the GUI build of OpenCV but needs only cv2 (headless has it).
   .venv/bin/python -m pip install --quiet --no-deps "pypiqe==1.2"
-  # The offline speaker embedder: resemblyzer declares the `typing` backport and the
-  # source-only webrtcvad; the speech extra installs what it really needs.
+  # resemblyzer, only for the test that alignflow's port of its speaker encoder embeds
+  # as it does (it declares the `typing` backport and the source-only webrtcvad).
   .venv/bin/python -m pip install --quiet --no-deps "resemblyzer==0.1.4"
   touch "$stamp"
 fi

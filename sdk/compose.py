@@ -9,7 +9,8 @@ A config is data written by someone else, so composition refuses, with a one-lin
 
 - a group option that leaves the config search path (``experiment=../../x``, an
   absolute path, a URL); the search path is the packaged configs plus what the
-  operator adds with ``hydra.searchpath=[...]``;
+  operator adds with ``hydra.searchpath=[file://DIR]`` (or ``pkg://`` of a package that
+  declares components); any other ``hydra.*`` setting, which would do nothing here;
 - a key the schema does not know, also one added with ``+`` (``+train.lrr=3e-4``),
   with the close matches;
 - ``${pkgfile:PKG,REL}`` outside a package that declares components, or with a REL
@@ -136,10 +137,28 @@ def _check_overrides(overrides: list[str], groups: set[str], schema: type) -> No
 
     for o in OverridesParser.create().parse_overrides(overrides):
         key = o.key_or_group
-        if key in groups and not o.is_delete():
+        if key == "hydra.searchpath":
+            _check_searchpath(o.value())
+        elif key.startswith(("hydra.", "hydra/")) or key == "hydra":
+            raise ConfigError(key, o.value(), "no hydra setting but hydra.searchpath (alignflow composes with "
+                              "hydra's compose API: hydra's run, job, launcher and logging settings do nothing)")
+        elif key in groups and not o.is_delete():
             _check_option(key, o.value())
-        elif not key.startswith("hydra.") and key not in groups and not o.is_delete():
+        elif key not in groups and not o.is_delete():
             _check_path(key.split("."), schema, o.value())
+
+
+def _check_searchpath(value: Any) -> None:
+    """Config folders the operator adds: ``file://`` folders, and ``pkg://`` packages
+    that declare components (a ``pkg://`` entry imports its package)."""
+    from alignflow.sdk.components import declared_packages
+
+    for entry in value if isinstance(value, (list, tuple)) else [value]:
+        ok = isinstance(entry, str) and (entry.startswith("file://") or (
+            entry.startswith("pkg://") and entry[6:].split(".")[0] in declared_packages()))
+        if not ok:
+            raise ConfigError("hydra.searchpath", entry, "file://FOLDER, or pkg://PACKAGE of a package that declares "
+                              "alignflow components")
 
 
 def _check_path(parts: list[str], schema: type, value: Any) -> None:

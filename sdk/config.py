@@ -8,7 +8,7 @@ Components are named, torchtune-style: ``policy: {name: pixel_sd3, <its argument
 ``algorithm: {name: flow_grpo, <its config>}``.
 
 :func:`validate` checks everything that can be checked without building a model
-(types, ranges, registry names, component arguments, files) and raises
+(types, ranges, component names, component arguments, files) and raises
 :class:`~alignflow.sdk.errors.ConfigError` naming the field, the value and what is
 accepted.
 """
@@ -87,7 +87,8 @@ class EvalConfig:
 @dataclass
 class CheckpointConfig:
     every: int = option(0, "save every this many iterations (0 = only at the end)")
-    keep_last: int = option(2, "checkpoints kept; older ones are deleted")
+    keep_last: int = option(2, "checkpoints kept; older ones of this run that verify are deleted (never one "
+                                  "that does not load, or another run's)")
     resume: str = option("", "'' or 'none' (start fresh), 'latest' (the newest checkpoint in output_dir that "
                              "loads; fresh if there is none; an error if none of them loads) or a checkpoint path")
     overwrite: bool = option(False, "let a fresh run start in an output_dir holding an earlier run's checkpoints "

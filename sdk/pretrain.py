@@ -24,7 +24,9 @@ noise is drawn as everywhere else in alignflow (:func:`alignflow.sdk.random.rand
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Any
 
 import torch
 
+from alignflow.sdk import runlock
 from alignflow.sdk.batching import concat, select
 from alignflow.sdk.config import check_arguments, option, split_component
 from alignflow.sdk.errors import ConfigError
@@ -45,6 +48,8 @@ class PretrainConfig:
     name: str = option("pretrain", "run name")
     seed: int = option(0, "seed of initialisation, batches, noise and caption dropout")
     output_dir: str = option("outputs/${name}", "where the pretrained policy is saved (diffusers layout)")
+    overwrite: bool = option(False, "replace a policy already saved in output_dir (without it such a run stops "
+                                    "before training)")
     policy: dict[str, Any] = option({"name": "???"}, "the policy to pretrain: {name: ..., <arguments>}")
     dataset: dict[str, Any] = option({"name": "???"}, "paired data: {name: <registered pretrain dataset>, <arguments>}")
     steps: int = option(2000, "optimizer steps")
@@ -96,9 +101,22 @@ def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
 def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     """Train and save; returns the final loss, the loss averaged over every
     ``log_every`` steps and the wall time."""
+    validate(cfg)
+    out = Path(cfg.output_dir)
+    lock = runlock.acquire(out)  # one run per folder, as for training
+    try:
+        return _pretrain(cfg, out)
+    finally:
+        runlock.release(lock)
+
+
+def _pretrain(cfg: PretrainConfig, out: Path) -> dict[str, float]:
     from alignflow.sdk.components import resolve
 
-    validate(cfg)
+    saved = sorted(p.name for p in out.iterdir() if p.name != runlock.LOCK_FILE)
+    if saved and not cfg.overwrite:
+        raise ConfigError("output_dir", str(out), "a new or empty folder, or overwrite=true to replace what it "
+                          f"holds ({', '.join(saved[:5])})")
     pname, pargs = split_component(cfg.policy, "policy")
     dname, dargs = split_component(cfg.dataset, "dataset")
     data = resolve("dataset", dname, "dataset.name")(**dargs)
@@ -159,8 +177,17 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
             window = []
     for m in policy.trainable_modules().values():
         m.eval()
-    out = Path(cfg.output_dir)
-    policy.save_pretrained(out)
+    # written beside the folder first: a failed save (disk full) leaves what was there
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        policy.save_pretrained(tmp)
+        for name in saved:  # overwrite=true: the old policy goes only once the new one is complete
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+        for entry in tmp.iterdir():
+            entry.rename(out / entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"final_loss": curve[-1], "loss_curve": curve, "seconds": time.time() - start}
 
 

@@ -2,12 +2,14 @@
 
 ``<output_dir>/.alignflow.lock`` is locked with ``flock`` (released by the kernel when
 the process dies, however it dies, so a killed run never leaves a stale lock) and
-holds the holder's pid, host and command for the error a second run gets. Within one
-process the lock is re-entrant (two Trainers of one script on one folder share it).
+holds the holder's pid, host and command for the error a second run gets; the file is
+removed when the run ends. Within one process the lock is re-entrant (two Trainers of
+one script on one folder share it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -59,6 +61,10 @@ def release(key: str) -> None:
         return
     held[1] -= 1
     if held[1] == 0:
+        # unlink while still locked: a run starting now creates a fresh file; unlocking
+        # first would let it lock the old inode just before the name goes away
+        with contextlib.suppress(OSError):
+            os.unlink(Path(key) / LOCK_FILE)
         fcntl.flock(held[0], fcntl.LOCK_UN)
         os.close(held[0])
         del _HELD[key]

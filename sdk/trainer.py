@@ -145,7 +145,14 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> dict[str, Any]:
-        """Train to ``train.iterations``; returns the summary also written to summary.json."""
+        """Train to ``train.iterations``; returns the summary also written to summary.json.
+        The output folder is released when it returns or raises."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.resumed_from is None and self.acc.is_main_process:
             self.checkpoints.claim()

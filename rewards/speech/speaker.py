@@ -2,8 +2,9 @@
 the reference audio it continues (Seed-TTS-eval's SIM, with a different embedder).
 
 Embedders:
-- ``resemblyzer`` (default, offline): the GE2E d-vector model shipped inside the
-  resemblyzer wheel (Wan et al., arXiv 1710.10467); its VAD trims silences first.
+- ``resemblyzer`` (default, offline): resemblyzer's GE2E d-vector model (Wan et al.,
+  arXiv 1710.10467) with its weights, shipped here (:mod:`.ge2e`); its VAD trims
+  silences first.
 - ``wavlm``: transformers' ``WavLMForXVector`` (e.g. microsoft/wavlm-base-plus-sv)
   from a local folder or hub id, the product path.
 Measured on flite voices (docs/rewards.md): same voice 0.68-0.96, other voices
@@ -29,20 +30,23 @@ EMBED_RATE = 16000
 
 
 class ResemblyzerEmbedder:
+    """resemblyzer's GE2E d-vector encoder and its weights (:mod:`.ge2e`)."""
+
     def __init__(self, device: str = "cpu"):
-        VoiceEncoder = require("resemblyzer", "reward.backend", "resemblyzer", "the offline speaker embedder").VoiceEncoder
-        self.encoder = VoiceEncoder(device, verbose=False)
+        from alignflow.rewards.speech import ge2e
+
+        for module in ("webrtcvad", "librosa", "scipy.ndimage"):  # imported when it embeds: checked now
+            require(module, "reward.backend", "resemblyzer", "the offline speaker embedder")
+        self.ge2e, self.model = ge2e, ge2e.load_ge2e(device)
 
     def __call__(self, audio: Sequence[np.ndarray]) -> torch.Tensor:
         """[B] 1-D arrays at 16 kHz -> [B, 256] unit vectors."""
-        from resemblyzer import preprocess_wav
-
         out = []
         for a in audio:
-            wav = preprocess_wav(a.astype(np.float32), source_sr=EMBED_RATE)
+            wav = self.ge2e.preprocess(a)
             if len(wav) < EMBED_RATE // 10:  # the VAD found (almost) no speech: embed what there is
                 wav = a.astype(np.float32)
-            out.append(torch.from_numpy(self.encoder.embed_utterance(wav)))
+            out.append(self.ge2e.embed_utterance(self.model, wav))
         return F.normalize(torch.stack(out).float(), dim=-1)
 
 

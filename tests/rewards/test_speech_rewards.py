@@ -3,6 +3,7 @@ real speaker embedders, DNSMOS; on flite speech (real recorded voices) and tiny
 random transformers models built from config."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from alignflow.modalities.speech.mel import MelCodec
 from alignflow.modalities.speech.sentences import flite
 from alignflow.rewards.speech.asr import WERReward, normalize, wer
 from alignflow.sdk.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SENTENCES = ("we like green apples", "open the red door", "she reads a book")
 
@@ -188,3 +191,29 @@ def test_building_and_calling_the_asr_keep_torchs_thread_count(asr_reward):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_ge2e_port_embeds_as_resemblyzer_does():
+    """rewards/speech/ge2e.py (shipped weights, no resemblyzer import) against the
+    resemblyzer package (installed for this test only) on the reference clips and on
+    audio with long silences, a quiet clip and one shorter than a window."""
+    import resemblyzer
+
+    from alignflow.modalities.speech.audio import read_wav
+    from alignflow.rewards.speech import ge2e
+
+    clips = []
+    for path in sorted((ROOT / "modalities" / "speech" / "data" / "refs").glob("*.wav")):
+        clips.append(read_wav(path).resample(16000).samples[0].numpy())
+    g = np.random.default_rng(0)
+    speechy = clips[0]
+    clips += [np.concatenate([speechy, np.zeros(16000, np.float32), speechy]),  # a long silence to cut
+              0.01 * speechy, speechy[:8000], g.normal(0, 0.1, 40000).astype(np.float32)]
+    theirs = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    ours = ge2e.load_ge2e()
+    for k, wav in enumerate(clips):
+        a, b = resemblyzer.preprocess_wav(wav, source_sr=16000), ge2e.preprocess(wav)
+        assert np.array_equal(a, b), k
+        if len(a) > 1600:
+            torch.testing.assert_close(ge2e.embed_utterance(ours, b), torch.from_numpy(theirs.embed_utterance(a)),
+                                       rtol=0, atol=1e-6)

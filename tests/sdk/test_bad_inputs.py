@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk.cli import main
 from alignflow.sdk.compose import compose
 from alignflow.sdk.errors import CheckpointError, ConfigError, DataError, RewardError
@@ -213,3 +214,45 @@ def test_every_torch_load_in_the_package_is_weights_only():
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert seen >= 4, seen  # checkpoints, F5 and CLIP-head weights, the Vocos state
     assert not offenders, offenders
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_saved_checkpoints(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import torch
+
+    assert main(["train", *FAST, f"output_dir={tmp_path}", "data.eval=", "train.iterations=1"]) == 0
+    saved = sorted(p.name for p in tmp_path.iterdir())
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "optimizer.pt"))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    capsys.readouterr()
+    code = main(["train", *FAST, f"output_dir={tmp_path}", "data.eval=", "train.iterations=2",
+                 "checkpoint.resume=latest"])
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("alignflow:")]
+    assert code == 1 and len(ours) == 1 and "Traceback" not in err, err
+    assert ours[0].startswith("alignflow: error: disk full while writing") and "checkpoints already saved" in ours[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == saved  # no half checkpoint, nothing lost
+    ckpt.verify(tmp_path / "checkpoint-1")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ConfigError, match="train.lr"):
+        main(["train", "--debug", *FAST, f"output_dir={tmp_path}", "train.lr=-1"])
+    with pytest.raises(ConfigError, match="train.lr"):
+        main(["--debug", "train", *FAST, f"output_dir={tmp_path}", "train.lr=-1"])
+
+
+def test_a_bug_is_not_dressed_as_an_expected_error(tmp_path, monkeypatch):
+    """Unexpected exceptions keep their traceback: they are what a developer needs."""
+    from alignflow.sdk import trainer
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(trainer.Trainer, "train_iteration", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["train", *FAST, f"output_dir={tmp_path}", "data.eval="])

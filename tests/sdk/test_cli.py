@@ -89,7 +89,10 @@ def test_pretraining_sigma_range_and_constant_lr(tmp_path, capsys, monkeypatch):
     assert lrs == [1e-3] * 3
     seen.clear()
     lrs.clear()
-    assert main([*base, "sigma_range=[0.2,0.4]", "sigma_shift=3"]) == 0
+    capsys.readouterr()
+    assert main([*base, "sigma_range=[0.2,0.4]", "sigma_shift=3"]) == 2  # the folder holds a saved policy
+    assert "expected a new or empty folder, or overwrite=true" in capsys.readouterr().err and not seen
+    assert main([*base, "sigma_range=[0.2,0.4]", "sigma_shift=3", "overwrite=true"]) == 0
     s = torch.cat(seen)
     assert (s >= 0.2).all() and (s <= 0.4).all() and s.std() > 0
     assert lrs[0] == 1e-3 and lrs[0] > lrs[1] > lrs[2] > 1e-4  # cosine decay towards 10%

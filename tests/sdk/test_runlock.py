@@ -58,3 +58,8 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
     runlock.release(b)
     assert subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(tmp_path)],
                           env=ENV, capture_output=True).returncode == 0
+
+
+def test_a_finished_run_leaves_no_lock_file(tmp_path):
+    runlock.release(runlock.acquire(tmp_path))
+    assert not (tmp_path / runlock.LOCK_FILE).exists()
