@@ -62,8 +62,7 @@ class Declaration:
     name: str
     target: str
     source: str
-    obj: Any = None
-    loaded: bool = False
+    obj: Any = None  # the object itself, for the decorator; entry points are looked up on use
 
 
 _DECORATED: dict[tuple[str, str], Declaration] = {}
@@ -81,7 +80,7 @@ def component(kind: str, name: str | None = None) -> Callable[[Any], Any]:
         if old is not None and old.target != target:
             raise ConfigError(f"{kind}.name", key[1], "a name declared once",
                               hint=f"already declared for {old.target}, now for {target}")
-        _DECORATED[key] = Declaration(kind, key[1], target, "the @component decorator", obj, loaded=True)
+        _DECORATED[key] = Declaration(kind, key[1], target, "the @component decorator", obj)
         return obj
 
     return declare
@@ -194,20 +193,21 @@ def _by_path(decls: Any, path: str) -> Declaration | list[Declaration] | None:
 
 
 def _load(d: Declaration, field: str) -> Any:
-    if not d.loaded:
-        module, _, attr = d.target.partition(":")
-        try:
-            obj = importlib.import_module(module)
-            for part in attr.split(".") if attr else []:
-                obj = getattr(obj, part)
-        except ImportError as e:
-            raise ConfigError(field, d.name, f"a {d.kind} whose module imports",
-                              hint=f"{d.target} ({d.source}): {e}{_install_hint(e)}") from e
-        except AttributeError as e:
-            raise ConfigError(field, d.name, f"a {d.kind} that exists",
-                              hint=f"{d.target} ({d.source}): {e}") from e
-        d.obj, d.loaded = obj, True
-    return d.obj
+    """The declared object: a decorated one as it is, an entry point's looked up in its
+    module (imported once by Python; looked up each time, as a monkeypatch expects)."""
+    if d.obj is not None:
+        return d.obj
+    module, _, attr = d.target.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except ImportError as e:
+        raise ConfigError(field, d.name, f"a {d.kind} whose module imports",
+                          hint=f"{d.target} ({d.source}): {e}{_install_hint(e)}") from e
+    except AttributeError as e:
+        raise ConfigError(field, d.name, f"a {d.kind} that exists", hint=f"{d.target} ({d.source}): {e}") from e
+    return obj
 
 
 def _install_hint(e: ImportError) -> str:

@@ -89,7 +89,10 @@ def compose(kind: str, overrides: list[str]) -> Any:
                      for o in overrides]
     try:
         with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):
-            _check_overrides(overrides, _groups(GlobalHydra.instance().config_loader()), schema)
+            search = tuple(o for o in overrides if o.startswith("hydra.searchpath"))
+            if search not in _GROUPS:  # listing the groups scans every config source: once per search path
+                _GROUPS[search] = _groups(GlobalHydra.instance().config_loader())
+            _check_overrides(overrides, _GROUPS[search], schema)
             cfg = hydra_compose(config_name=kind, overrides=overrides, return_hydra_config=True)
         for group, option in cfg.hydra.runtime.choices.items():
             if option is not None and not group.startswith("hydra/"):
@@ -113,6 +116,9 @@ def compose(kind: str, overrides: list[str]) -> Any:
 
 
 # ------------------------------------------------------------------ checks
+
+
+_GROUPS: dict[tuple[str, ...], set[str]] = {}
 
 
 def _groups(loader: Any, parent: str = "") -> set[str]:

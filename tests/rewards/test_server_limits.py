@@ -5,8 +5,6 @@ connection within a bounded time, memory per request is bounded, contract errors
 import json
 import logging
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -185,17 +183,19 @@ def test_binding_beyond_loopback_without_a_token_warns(caplog):
     assert "without a token" in caplog.text
 
 
-def test_a_busy_port_is_one_line():
+def test_a_busy_port_is_one_line(capsys):
+    from alignflow.sdk.cli import main
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=rf"--port = {port}: expected a free port"):
             RewardServer(DigitClassifierReward(), port=port)
-        done = subprocess.run([sys.executable, "-m", "alignflow.sdk.cli", "serve-reward", "reward=digit_classifier",
-                               "--port", str(port)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert [x for x in done.stderr.splitlines() if x.startswith("alignflow:")][0].startswith(
+        code = main(["serve-reward", "reward=digit_classifier", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert [x for x in err.splitlines() if x.startswith("alignflow:")][0].startswith(
         f"alignflow: error: --port = {port}: expected a free port")
 
 
