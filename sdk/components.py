@@ -165,11 +165,8 @@ def _declarations(kind: str) -> dict[str, Declaration | list[Declaration]]:
         elif (old if isinstance(old, list) else [old])[0].target != d.target:
             out[d.name] = [*(old if isinstance(old, list) else [old]), d]
 
-    for ep in _entry_points():
-        ep_kind, _, ep_name = ep.name.partition(".")
-        if ep_kind == kind and ep_name:
-            dist = getattr(getattr(ep, "dist", None), "name", None) or "an installed package"
-            add(_ep_declaration(kind, ep_name, ep.value, dist))
+    for d in _entry_point_declarations(kind):
+        add(d)
     for (k, _), d in _DECORATED.items():
         if k == kind:
             add(d)
@@ -177,9 +174,16 @@ def _declarations(kind: str) -> dict[str, Declaration | list[Declaration]]:
 
 
 @functools.cache
-def _ep_declaration(kind: str, name: str, value: str, dist: str) -> Declaration:
-    """One Declaration object per entry point, so that it is loaded once."""
-    return Declaration(kind, name, value.replace(" ", ""), f"entry point of {dist}")
+def _entry_point_declarations(kind: str) -> tuple[Declaration, ...]:
+    """The entry points of ``kind``, read once (a distribution's name is parsed from its
+    metadata)."""
+    out = []
+    for ep in _entry_points():
+        ep_kind, _, ep_name = ep.name.partition(".")
+        if ep_kind == kind and ep_name:
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "an installed package"
+            out.append(Declaration(kind, ep_name, ep.value.replace(" ", ""), f"entry point of {dist}"))
+    return tuple(out)
 
 
 def _by_path(decls: Any, path: str) -> Declaration | list[Declaration] | None:

@@ -218,16 +218,29 @@ def validate(cfg: RunConfig) -> None:
         rname, rargs = split_component(spec, f"reward.{term}")
         weight = rargs.pop("weight", 1.0)
         _need(isinstance(weight, (int, float)) and not isinstance(weight, bool), f"reward.{term}.weight", weight, "a number")
-        check_arguments(builder("reward", rname, f"reward.{term}.name"), rargs, f"reward.{term}")
+        check_reward(rname, rargs, f"reward.{term}")
 
     for term, spec in cfg.gold.items():
         gname, gargs = split_component(spec, f"gold.{term}")
         gargs.pop("weight", None)
-        check_arguments(builder("reward", gname, f"gold.{term}.name"), gargs, f"gold.{term}")
+        check_reward(gname, gargs, f"gold.{term}")
 
     aname, aargs = split_component(cfg.algorithm, "algorithm")
     algo_cls = resolve("algorithm", aname, "algorithm.name")
     algo_cls.config_from(aargs)  # raises ConfigError on unknown keys, bad types, bad ranges
+
+
+def check_reward(name: str, args: dict[str, Any], fld: str) -> None:
+    """A reward's name and arguments, and those of the rewards it wraps: an argument that
+    is a mapping with a ``name`` (``per_frame``'s ``reward``, ``pref_winrate``'s ``judge``)
+    names a reward too, checked here before anything is built."""
+    from alignflow.sdk.components import builder
+
+    check_arguments(builder("reward", name, f"{fld}.name"), args, fld)
+    for key, value in args.items():
+        if isinstance(value, dict) and "name" in value:
+            inner, inner_args = split_component(value, f"{fld}.{key}")
+            check_reward(inner, inner_args, f"{fld}.{key}")
 
 
 def reward_terms(cfg: RunConfig, key: str = "reward") -> dict[str, tuple[str, float, dict[str, Any]]]:

@@ -156,11 +156,12 @@ def test_each_route_is_refused_in_one_line_naming_the_key(tmp_path, override, ca
 
 
 def test_a_nested_reward_name_is_refused_too(tmp_path, capsys):
-    code = main(["train", *FAST, f"output_dir={tmp_path}", "~reward.digit", "+reward.f.name=per_frame",
-                 "+reward.f.reward={name: 'os:system'}"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "os:system" in err and "Traceback" not in err
+    """By the config check, before any model is built."""
+    for nested in ("+reward.f.name=per_frame", "+reward.f.reward={name: 'os:system'}"), \
+                  ("+reward.f.name=pref_winrate", "+reward.f.judge={name: 'alignflow.sdk.cli:main'}"):
+        code = main(["train", *FAST, f"output_dir={tmp_path}", "~reward.digit", *nested])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("alignflow: error: reward.f.") and "Traceback" not in err, err
 
 
 def test_yaml_tags_that_construct_objects_are_refused(tmp_path, capsys):
