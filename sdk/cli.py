@@ -8,10 +8,11 @@
     alignflow pretrain experiment=image_digits
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain]                          every field with its help
-    alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
-                                                             serve a reward over HTTP (rewards/remote.py)
+    alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765] [token=T]
+                                                             serve a reward over HTTP (rewards/server.py)
 
-Arguments after the sub-command are hydra overrides. Several processes: ``--procs N``
+Arguments after the sub-command are hydra overrides. ``--debug`` (or ALIGNFLOW_DEBUG=1)
+shows the traceback behind an error line. Several processes: ``--procs N``
 runs N local processes itself (torchrun; DDP, gloo on CPU), or run the same command
 under ``accelerate launch`` with a file from configs/accelerate/ (DDP, FSDP2, DeepSpeed).
 """
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     p_serve.add_argument("--port", type=int, default=8765, help="0 = any free port (printed)")
     p_serve.add_argument("--max-mb", type=float, default=64.0, help="largest request body accepted")
-    p_serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (default: the "
+    p_serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or token=TOKEN; default: the "
                          "ALIGNFLOW_REWARD_TOKEN environment variable, which keeps it out of `ps`; none if unset)")
     p_serve.add_argument("overrides", nargs="*", help="reward=NAME (a configs/reward file), then reward.key=value")
     p_fields = sub.add_parser("fields", parents=[common])
@@ -171,8 +172,9 @@ def _run(args: argparse.Namespace) -> int:
         names = [o.split("=", 1)[1] for o in args.overrides if o.startswith("reward=")]
         if len(names) != 1:
             raise ConfigError("reward", names or None, "one reward=NAME naming a configs/reward file")
-        serve(names[0], [o for o in args.overrides if not o.startswith("reward=")], args.host, args.port, args.max_mb,
-              token=args.token)
+        tokens = [o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")]  # token=... as --token
+        rest = [o for o in args.overrides if not o.startswith(("reward=", "token="))]
+        serve(names[0], rest, args.host, args.port, args.max_mb, token=(tokens or [args.token])[-1])
         return 0
     if args.command == "pretrain":
         from alignflow.sdk.pretrain import pretrain

@@ -149,6 +149,10 @@ class Trainer:
         The output folder is released when it returns or raises."""
         try:
             return self._train()
+        except Stopped:  # saved: end as a finished run ends (trackers flushed, process group closed)
+            self.metrics.close()
+            self.acc.end_training()
+            raise
         finally:
             self.close()
 

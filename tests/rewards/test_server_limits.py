@@ -176,6 +176,22 @@ def test_a_token_is_required_when_set(monkeypatch):
         s.close()
 
 
+def test_serve_reward_takes_the_token_from_its_arguments_or_the_environment(monkeypatch):
+    from alignflow.rewards import server as server_module
+    from alignflow.sdk.cli import main
+
+    seen = []
+    monkeypatch.setattr(server_module, "serve", lambda *a, token=None: seen.append(token))
+    main(["serve-reward", "reward=digit_classifier", "token=abc"])
+    main(["serve-reward", "reward=digit_classifier", "--token", "xyz"])
+    main(["serve-reward", "reward=digit_classifier"])
+    assert seen == ["abc", "xyz", None]  # None: RewardServer then reads ALIGNFLOW_REWARD_TOKEN
+    monkeypatch.setenv("ALIGNFLOW_REWARD_TOKEN", "from-env")
+    s = RewardServer(DigitClassifierReward(), port=0)
+    s.httpd.server_close()
+    assert s.token == "from-env"
+
+
 def test_binding_beyond_loopback_without_a_token_warns(caplog):
     with caplog.at_level(logging.WARNING):
         s = RewardServer(DigitClassifierReward(), port=0, host="0.0.0.0")
