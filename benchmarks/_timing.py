@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from alignflow.sdk.batching import repeat_interleave, select
+from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
 from alignflow.sdk.random import generator
 from alignflow.sdk.trainer import Trainer
 
@@ -19,6 +19,26 @@ def timed(fn, repeat: int) -> float:
     for _ in range(repeat):
         fn()
     return (time.perf_counter() - start) / repeat
+
+
+def items_per_sample(tr: Trainer) -> int:
+    """Training items per rollout sample in iteration 0 of ``tr``'s recipe, from its own
+    rollout and training items (the trained steps of an SDE recipe, the trained
+    timesteps of DiffusionNFT, the kept edges of a tree)."""
+    batches = tr.rollout(0)
+    scored = tr.score(batches)
+    rollout = concat([b.rollout for b in batches])
+    _, adv = tr.advantages(rollout, scored)
+    n = len(scored.reward.scores)
+    items = tr.algo.training_items(rollout, adv.advantages[:n], rewards=scored.reward.scores,
+                                   peek_rewards=scored.peeks, seed=tr.cfg.seed, iteration=0)
+    return max(1, round(batch_size(items) / n))
+
+
+def reference_forwards(tr: Trainer) -> int:
+    """No-grad forwards per trained item besides the trained one: the reference's (KL),
+    and DiffusionNFT's old policy."""
+    return int(tr.algo.needs_reference(tr.algo.cfg)) + int(tr.algo.name == "diffusion_nft")
 
 
 def model_only(tr: Trainer) -> dict[str, float]:
@@ -42,7 +62,7 @@ def model_only(tr: Trainer) -> dict[str, float]:
     reward_prompts = [p for p in prompts for _ in range(G)]
     reward_meta = [m for m in meta for _ in range(G)]
 
-    K = len(tr.algo.plan(N, 0, cfg.seed).trained_steps)
+    K = items_per_sample(tr)
     E = B * K * cfg.train.inner_epochs
     mb = cfg.train.micro_batch_size
     n_micro, last = divmod(E, mb)
@@ -51,7 +71,7 @@ def model_only(tr: Trainer) -> dict[str, float]:
         xs, c = x[:size], _take(cond, size)
         v = policy.velocity(xs, sigma[:size], c, guidance)
         v.float().pow(2).mean().backward()
-        if tr.algo.needs_reference:
+        for _ in range(reference_forwards(tr)):
             with torch.no_grad(), tr.finetune.reference():
                 policy.velocity(xs, sigma[:size], c, guidance)
 
@@ -117,7 +137,6 @@ def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
     B = P * G
     x = policy.noise(B, [generator("bench", b) for b in range(B)])
     sigma = torch.full((B,), 0.5)
-    plan = tr.algo.plan(N, 0, cfg.seed)
 
     def denoiser():
         with torch.no_grad():
@@ -127,10 +146,7 @@ def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
     media = policy.decode(x, cond)
     p_rep, m_rep = [p for p in prompts for _ in range(G)], [m for m in rows for _ in range(G)]
     terms = {name: r for name, (r, _) in tr.reward.terms.items()}
-    mb, K = cfg.train.micro_batch_size, len(plan.trained_steps)
-    no_grad_forwards = int(tr.algo.needs_reference)
-    if not K and hasattr(tr.algo.cfg, "timestep_fraction"):  # DiffusionNFT: its own sigmas, + the old policy
-        K, no_grad_forwards = max(1, int(tr.algo.cfg.timestep_fraction * N)), no_grad_forwards + 1
+    mb, K, no_grad_forwards = cfg.train.micro_batch_size, items_per_sample(tr), reference_forwards(tr)
 
     def training():
         for start in range(0, B * K, mb):

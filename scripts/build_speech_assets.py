@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
     if args.write_clips:
         save_clips(args.write_clips)
     if args.base:
-        from alignflow.sdk.pretrain import build_base
+        from _assets import build_base
 
         extra = [f"++dataset.clips={Path(args.clips).resolve()}"] if args.clips else []
         info = {"made_by": "alignflow pretrain experiment=speech_tiny (scripts/build_speech_assets.py), "

@@ -40,8 +40,9 @@ STAGES = (
 
 
 def main(args: list[str]) -> None:
+    from _assets import build_base
+
     from alignflow.modalities.video.shapes import write_prompt_files
-    from alignflow.sdk.pretrain import build_base
 
     todo = set(args) or {"--data", "--base"}
     if "--data" in todo:

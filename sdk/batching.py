@@ -81,6 +81,11 @@ def _batched(value: Any) -> bool:
     )
 
 
+def chunks(seq: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``seq`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
+    return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
+
+
 def batch_size(obj: Any) -> int:
     """The first dimension of the first tensor leaf (0 if there is none)."""
     sizes: list[int] = []

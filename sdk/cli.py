@@ -7,7 +7,7 @@
                        --meta ref_text="thank you"
     alignflow pretrain experiment=image_digits
     alignflow config   [--pretrain] experiment=...           print the composed config
-    alignflow fields   [--pretrain]                          every field with its help
+    alignflow fields   [--pretrain | --algorithm NAME]       every field with its help
     alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765] [token=T]
                                                              serve a reward over HTTP (rewards/server.py)
 
@@ -34,6 +34,7 @@ log = logging.getLogger("alignflow")
 
 
 def print_fields(cls: type, prefix: str = "") -> None:
+    docs = _attribute_docs(cls)
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
             sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
@@ -41,7 +42,26 @@ def print_fields(cls: type, prefix: str = "") -> None:
                 print_fields(type(sub()), prefix + f.name + ".")
                 continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        print(f"{prefix + f.name:32s} {default!r:24s} {f.metadata.get('help', '')}")
+        print(f"{prefix + f.name:32s} {default!r:24s} {f.metadata.get('help', docs.get(f.name, ''))}")
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """{field: the string literal under it} of a dataclass and its bases (the algorithm
+    configs document their fields this way)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            body = ast.parse(inspect.getsource(klass)).body[0].body
+        except (OSError, TypeError, IndexError, AttributeError):
+            continue
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
+                    and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                docs[a.target.id] = " ".join(b.value.value.split())
+    return docs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("overrides", nargs="*", help="reward=NAME (a configs/reward file), then reward.key=value")
     p_fields = sub.add_parser("fields", parents=[common])
     p_fields.add_argument("--pretrain", action="store_true", help="the pretraining fields instead of training's")
+    p_fields.add_argument("--algorithm", default=None, help="the options of algorithm NAME (algorithm.*)")
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("ALIGNFLOW_DEBUG", "0") not in ("", "0")
     if getattr(args, "procs", 1) > 1 and "LOCAL_RANK" not in os.environ:
@@ -159,12 +180,25 @@ def _run(args: argparse.Namespace) -> int:
         from alignflow.sdk.config import RunConfig
         from alignflow.sdk.pretrain import PretrainConfig
 
+        if args.algorithm:
+            from alignflow.sdk.components import resolve
+
+            print_fields(resolve("algorithm", args.algorithm, "--algorithm").Config, "algorithm.")
+            return 0
         print_fields(PretrainConfig if args.pretrain else RunConfig)
         return 0
     if args.command == "config":
         from omegaconf import OmegaConf
 
-        print(OmegaConf.to_yaml(compose("pretrain" if args.pretrain else "train", args.overrides)))
+        cfg = compose("pretrain" if args.pretrain else "train", args.overrides)
+        if not args.pretrain:  # the algorithm's options as it will run them: its defaults and the config's values
+            from alignflow.sdk.components import resolve
+            from alignflow.sdk.config import split_component
+
+            name, options = split_component(cfg.algorithm, "algorithm")
+            resolved = resolve("algorithm", name, "algorithm.name").config_from(options)
+            cfg.algorithm = {"name": name, **dataclasses.asdict(resolved)}
+        print(OmegaConf.to_yaml(cfg))
         return 0
     if args.command == "serve-reward":
         from alignflow.rewards.server import serve

@@ -87,6 +87,8 @@ def compose(kind: str, overrides: list[str]) -> Any:
     if kind == "pretrain":  # `experiment=` is the friendly name of the pretrain group
         overrides = [o.replace("experiment=", "pretrain_experiment=", 1) if o.startswith("experiment=") else o
                      for o in overrides]
+    else:  # an algorithm's options default to its Config's fields, not to YAML keys: setting one adds it
+        overrides = [f"++{o}" if re.match(r"algorithm\.[A-Za-z_]\w*=", o) else o for o in overrides]
     try:
         with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):
             search = tuple(o for o in overrides if o.startswith("hydra.searchpath"))

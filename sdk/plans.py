@@ -156,3 +156,14 @@ class SlidingWindow:
         k = self.start_at(num_steps, iteration, seed)
         inside = tuple(k <= i < k + self.window for i in range(num_steps))
         return StepPlan(inside, inside, shared_prefix=k)
+
+
+def check_plan(plan: Plan, num_steps: int, recipe: str) -> None:
+    """ConfigError on ``sample.num_steps`` if ``plan`` cannot lay out ``num_steps`` steps."""
+    from alignflow.sdk.errors import ConfigError
+
+    try:
+        plan(num_steps, 0, 0)
+    except ValueError as e:
+        raise ConfigError("sample.num_steps", num_steps, f"enough steps for algorithm {recipe}'s plan",
+                          hint=str(e)) from e

@@ -179,3 +179,30 @@ class RunCheckpoints:
         if not ours:
             log.warning("keeping %s: saved with another config", path.name)
         return ours
+
+
+class TrainingState:
+    """What a checkpoint holds of a training run besides its counters: the trained
+    weights, the optimizer, the EMA, the algorithm's own state and the global RNG."""
+
+    def __init__(self, finetune: Any, optimizer: Any, ema: Any, algorithm: Any):
+        self.finetune, self.optimizer, self.ema, self.algorithm = finetune, optimizer, ema, algorithm
+
+    def tensors(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`RunCheckpoints.save`."""
+        return {"trained": self.finetune.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "algorithm": self.algorithm.state_dict() or None, "optimizer": self.optimizer.state_dict()}
+
+    def load(self, c: ckpt.Checkpoint) -> None:
+        """Put a read checkpoint back; anything that does not fit raises."""
+        if self.ema is not None and c.ema is None:
+            log.warning("checkpoint %s has no EMA; the EMA restarts from the current weights", c.path)
+        if c.algorithm is None and self.algorithm.state_dict():
+            raise CheckpointError(f"checkpoint {c.path} has no algorithm state, which {self.algorithm.name} "
+                                  "needs (it was written by another algorithm)")
+        self.finetune.load_state_dict(c.trained)
+        self.optimizer.load_state_dict(c.optimizer)
+        if self.ema is not None and c.ema is not None:
+            self.ema.load_state_dict(c.ema)
+        self.algorithm.load_state_dict(c.algorithm or {})
+        ckpt.restore_rng(c.rng)

@@ -1,10 +1,11 @@
 """Rewards scored in a background thread while the next batch rolls out.
 
-The trainer submits each rollout batch as soon as it is decoded and collects every
-batch's scores once the iteration's rollouts are done. A call that fails at run time
+The trainer submits each rollout batch (and each column of an algorithm's peeks) as
+soon as it is decoded and collects every submission's scores once the iteration's
+rollouts are done. A call that fails at run time
 (it raised, returned inf: :class:`~alignflow.sdk.errors.RewardFailure`, or outlived
-``timeout`` seconds) does not end the collection: its batch comes back NaN, so its
-samples leave their groups, and its reason is returned for the trainer's
+``timeout`` seconds) does not end the collection: its batch comes back as None (NaN
+for the trainer), so its samples leave their groups, and its reason is returned for the trainer's
 ``train.reward_failures`` policy. A timed-out call cannot be stopped; it is abandoned
 in its thread, and the batches queued behind it go to a fresh worker.
 """
@@ -33,8 +34,8 @@ def _pool() -> ThreadPoolExecutor:
 
 
 class RewardWorker:
-    """``score(media, prompts, metadata, groups) -> (RewardOutput, seconds)`` run in one
-    background thread, batch by batch."""
+    """``score(media, prompts, metadata, groups, **options) -> (RewardOutput, seconds)``
+    run in one background thread, submission by submission."""
 
     def __init__(self, score: Callable[..., tuple[RewardOutput, float]], timeout: float = 0.0):
         self.score, self.timeout = score, timeout
@@ -42,13 +43,13 @@ class RewardWorker:
         self.jobs: list[tuple] = []
         self.futures: list[Future] = []
 
-    def submit(self, media, prompts: list[str], metadata: list[dict], groups: torch.Tensor) -> None:
-        self.jobs.append((media, prompts, metadata, groups))
-        self.futures.append(self.pool.submit(self.score, *self.jobs[-1]))
+    def submit(self, media, prompts: list[str], metadata: list[dict], groups: torch.Tensor, **options) -> None:
+        self.jobs.append(((media, prompts, metadata, groups), options))
+        self.futures.append(self.pool.submit(self.score, *self.jobs[-1][0], **options))
 
-    def collect(self) -> tuple[RewardOutput, float, list[str]]:
-        """Every submitted batch's output, joined in submission order (a failed batch is
-        NaN in every field), the seconds the reward computed, and the failures' reasons."""
+    def collect(self) -> tuple[list[RewardOutput | None], float, list[str]]:
+        """Every submission's output in submission order (None where it failed), the
+        seconds the reward computed, and the failures' reasons."""
         jobs, futures = self.jobs, self.futures
         self.jobs, self.futures = [], []
         outputs: list[RewardOutput | None] = []
@@ -66,18 +67,20 @@ class RewardWorker:
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 self.pool = _pool()
                 for j in range(k + 1, len(futures)):
-                    futures[j] = self.pool.submit(self.score, *jobs[j])
-            log.warning("reward call failed, its %d samples are dropped: %s", len(jobs[k][1]), reasons[-1])
+                    futures[j] = self.pool.submit(self.score, *jobs[j][0], **jobs[j][1])
+            log.warning("reward call failed, its %d samples are dropped: %s", len(jobs[k][0][1]), reasons[-1])
             outputs.append(None)
-        return _join(outputs, [len(job[1]) for job in jobs]), seconds, reasons
+        return outputs, seconds, reasons
 
 
-def _join(outputs: list[RewardOutput | None], sizes: list[int]) -> RewardOutput:
+def join(outputs: list[RewardOutput | None], sizes: list[int]) -> RewardOutput:
+    """Outputs of consecutive batches of ``sizes`` samples as one; a failed batch (None)
+    is NaN in every field."""
     keys = next((list(out.components) for out in outputs if out is not None), [])
-    parts = [out if out is not None else RewardOutput(_nan(n), {k: _nan(n) for k in keys})
+    parts = [out if out is not None else RewardOutput(nan_scores(n), {k: nan_scores(n) for k in keys})
              for out, n in zip(outputs, sizes)]
     return RewardOutput(torch.cat([p.scores for p in parts]), {k: torch.cat([p.components[k] for p in parts]) for k in keys})
 
 
-def _nan(n: int) -> torch.Tensor:
+def nan_scores(n: int) -> torch.Tensor:
     return torch.full((n,), float("nan"))

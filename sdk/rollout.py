@@ -34,6 +34,8 @@ class Trajectories:
         group: [B] long prompt slot of each sample.
         steps: [K] long indices i of the trained steps (shared by the batch).
         sigmas: [N+1] the schedule (shared by the batch).
+        peeks: [B, M, ...] extra latents the trainer decodes and scores (DenseGRPO's
+            ODE peeks), or None.
     """
 
     x0: torch.Tensor
@@ -45,6 +47,7 @@ class Trajectories:
     group: torch.Tensor
     steps: torch.Tensor = field(metadata=SHARED)
     sigmas: torch.Tensor = field(metadata=SHARED)
+    peeks: torch.Tensor | None = None
 
 
 def rollout_generators(seed: int, iteration: int, slots: Sequence[int], group_size: int,
@@ -56,6 +59,17 @@ def rollout_generators(seed: int, iteration: int, slots: Sequence[int], group_si
     noise = [generator(seed, "noise", iteration, s, m) for s in slots for m in range(1 if shared else group_size)]
     sde = [generator(seed, "sde", iteration, s, m) for s in slots for m in range(group_size)]
     return noise, sde
+
+
+def seeded_rollout(policy: FlowPolicy, cond: Any, sigmas: torch.Tensor, plan: StepPlan, kernel: Kernel, *,
+                   noise_level: float, guidance: float, group_size: int, seed: int, iteration: int,
+                   slots: Sequence[int], share_noise: bool) -> Trajectories:
+    """:func:`rollout` of prompt ``slots`` with the generators of :func:`rollout_generators`
+    (one initial noise per group if ``share_noise`` or the plan has a shared prefix)."""
+    shared = share_noise or plan.shared_prefix > 0
+    noise, sde = rollout_generators(seed, iteration, slots, group_size, shared)
+    return rollout(policy, cond, sigmas, plan, kernel, noise_level=noise_level, guidance=guidance,
+                   group_size=group_size, noise_generators=noise, sde_generators=sde, share_noise=shared)
 
 
 @torch.no_grad()

@@ -1,14 +1,16 @@
 """The training loop, one for every modality and algorithm.
 
-    for each iteration:
-        prompts  <- the iteration's slots of the prompt stream        (data.py)
-        rollout  <- the algorithm's plan and kernel, per batch        (rollout.py)
-        rewards  <- decoded media scored in a worker thread while the next batch rolls out
-        advantages over groups gathered from every process            (advantages.py)
-        inner epochs of shuffled micro-batches: loss, backward,
-            optimizer step per accumulation window, EMA               (algorithms/)
-        log, evaluate (ODE, fixed prompts and seeds), checkpoint
+Each iteration runs five phases, data flowing one way:
 
+    1. rollout     the algorithm's rollout of this process's prompts, batch by batch;
+                   each batch's media (and peeks) go to the reward worker at once
+    2. score       the worker's rewards, failures counted (train.reward_failures)
+    3. advantages  over the groups of every process; then the algorithm's training items
+    4. update      inner epochs of shuffled micro-batches: loss, backward, one optimizer
+                   step per accumulation window, EMA
+    5. log         rewards, diversity, KL drift from the base, the update's stats, times
+
+then evaluation (evaluation.py) and checkpoints (resume.py) on their schedules.
 accelerate is the only distributed layer: it places the model, wraps it for DDP /
 FSDP / DeepSpeed and runs autocast. All randomness comes from generators seeded by
 (seed, iteration, prompt slot, group member), so a resumed run repeats exactly what an
@@ -18,13 +20,12 @@ uninterrupted run would have done.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import signal
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +33,23 @@ import torch
 
 from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk import runlock
-from alignflow.sdk.advantages import members
+from alignflow.sdk.advantages import GroupAdvantages, members
 from alignflow.sdk.algorithms.base import StepContext
-from alignflow.sdk.batching import batch_size, concat, repeat_interleave, select
+from alignflow.sdk.batching import batch_size, chunks, concat, repeat_interleave, select
 from alignflow.sdk.components import resolve
 from alignflow.sdk.config import RunConfig, reward_terms, split_component, validate
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
 from alignflow.sdk.diagnostics import group_diversities, kl_drift
 from alignflow.sdk.ema import EMA
-from alignflow.sdk.errors import CheckpointError, ConfigError, RewardError
+from alignflow.sdk.errors import ConfigError, RewardError
+from alignflow.sdk.evaluation import Evaluator
 from alignflow.sdk.files import atomic_write_text
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.kernels import get_kernel
 from alignflow.sdk.random import derive_seed, generator
-from alignflow.sdk.resume import RunCheckpoints, fingerprint
-from alignflow.sdk.reward_worker import RewardWorker
+from alignflow.sdk.resume import RunCheckpoints, TrainingState, fingerprint
+from alignflow.sdk.reward_worker import RewardWorker, join, nan_scores
 from alignflow.sdk.rewards import RewardOutput, WeightedSum, check_output, score
-from alignflow.sdk.rollout import rollout, rollout_generators, sample
 from alignflow.sdk.stopping import StopOnSignal, Stopped
 from alignflow.sdk.tracking import MetricsLog
 
@@ -68,6 +69,29 @@ class Timer:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - start
+
+
+@dataclass
+class Batch:
+    """One rollout batch of this process: the algorithm's rollout and, one row per
+    sample, the condition, prompts, metadata and prompt slots [B]."""
+
+    rollout: Any
+    cond: Any
+    prompts: list[str]
+    metadata: list[dict]
+    group: torch.Tensor
+
+
+@dataclass
+class Scored:
+    """This process's rewards: ``reward`` (scores [B] and components), ``peeks`` [B, M]
+    or None, the reward's compute seconds and the failed calls of every process."""
+
+    reward: RewardOutput
+    peeks: torch.Tensor | None
+    seconds: float
+    failures: int
 
 
 class Trainer:
@@ -102,12 +126,7 @@ class Trainer:
                               f"(policy {pname!r} makes {self.policy.modality}, the rewards score {self.reward.modality})")
         aname, aargs = split_component(cfg.algorithm, "algorithm")
         algo_cls = resolve("algorithm", aname, "algorithm.name")
-        self.algo = algo_cls(algo_cls.config_from(aargs))
-        try:  # a step plan that cannot fit the schedule fails now, not at the first iteration
-            self.algo.plan(cfg.sample.num_steps, 0, cfg.seed)
-        except ValueError as e:
-            raise ConfigError("sample.num_steps", cfg.sample.num_steps, f"enough steps for algorithm {aname}'s plan",
-                              hint=str(e)) from e
+        algo_cfg = algo_cls.config_from(aargs)
         self.writer = resolve("writer", self.policy.modality, "policy.modality")()
 
         t = cfg.train
@@ -115,7 +134,7 @@ class Trainer:
         # everything drawn during training uses its own generator.
         set_seed(derive_seed(cfg.seed, "init") % 2**32)
         self.finetune = build_finetune(self.policy, t.finetune, rank=t.lora_rank, alpha=t.lora_alpha,
-                                       targets=t.lora_targets, needs_reference=self.algo.needs_reference)
+                                       targets=t.lora_targets, needs_reference=algo_cls.needs_reference(algo_cfg))
         self.params = self.finetune.parameters()
         optimizer = torch.optim.AdamW(self.params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps,
                                       weight_decay=t.weight_decay)
@@ -125,10 +144,14 @@ class Trainer:
             setattr(self.policy, name, self.models[name])
         self.optimizer = self.acc.prepare(optimizer)
         self.ema = EMA(self.params, t.ema_decay) if t.ema_decay > 0 else None
-        if hasattr(self.algo, "bind"):  # algorithms with their own copy of the weights (DiffusionNFT's old policy)
-            self.algo.bind(self.params)
+        self.algo = algo_cls(algo_cfg, self.params)
+        self.algo.check(cfg.sample.num_steps, cfg.sample.group_size)  # now, not at the first iteration
+        self.state = TrainingState(self.finetune, self.optimizer, self.ema, self.algo)
         self.sampler = PromptSampler(len(self.train_set), P, cfg.seed)
         self.reward_worker = RewardWorker(self._score, t.reward_timeout)
+        self.evaluator = Evaluator(cfg.eval, self.policy, self.acc, self._score, self.writer, self.out, ema=self.ema,
+                                   groupwise=any(getattr(r, "groupwise", False) for r, _ in self.reward.terms.values()),
+                                   media=cfg.logging.media)
         self.iteration = 0
         self.resumed_from: Path | None = None
         self._stop: StopOnSignal | None = None  # set while train() runs
@@ -142,7 +165,7 @@ class Trainer:
         if cfg.checkpoint.resume not in ("", "none"):
             self._resume(cfg.checkpoint.resume)
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the run
 
     def train(self) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the summary also written to summary.json.
@@ -166,11 +189,10 @@ class Trainer:
         if self.trackers:
             self.acc.init_trackers(cfg.logging.project, config=_flat(asdict(cfg)))
         start_time = time.time()
-        before = None
+        before = after = None
         if self.eval_set is not None and self.iteration == 0:
             before = self.evaluate()
             self.metrics.log(0, before, advance=False)
-        after = None
         with StopOnSignal(cfg.checkpoint.stop_grace) as self._stop:
             while self.iteration < cfg.train.iterations:
                 try:
@@ -197,91 +219,73 @@ class Trainer:
         return summary
 
     def train_iteration(self, it: int) -> dict[str, float]:
-        """One rollout + update. Returns the iteration's metrics."""
-        cfg, timer = self.cfg, Timer()
-        G, N = cfg.sample.group_size, cfg.sample.num_steps
-        plan = self.algo.plan(N, it, cfg.seed)
-        rng = torch.get_rng_state()
-        sigmas = self.policy.sigmas(N).to(self.acc.device)
-        slots = self._local_slots(it)
-
-        shared = self.algo.share_noise or plan.shared_prefix > 0  # one initial noise per group
-        trajs, conds = [], []
-        with timer("rollout"), self.acc.autocast():
-            for chunk in _chunks(slots, cfg.sample.batch_size // G):
-                prompts = [self.train_set.prompts[i] for _, i in chunk]
-                meta = [self.train_set.metadata[i] for _, i in chunk]
-                cond = self.policy.encode(prompts, meta)
-                slots = [s for s, _ in chunk]
-                group = torch.tensor(slots).repeat_interleave(G)
-                sample_prompts, sample_meta = [p for p in prompts for _ in range(G)], [m for m in meta for _ in range(G)]
-                if hasattr(self.algo, "rollout"):  # its own topology (trees); G samples per prompt all the same
-                    extra = {}
-                    if getattr(self.algo, "scores_peeks", False):  # rewards of intermediate clean samples (DenseGRPO)
-                        extra["score"] = functools.partial(self._peek_score, cond=repeat_interleave(cond, G),
-                                                           prompts=sample_prompts, metadata=sample_meta, group=group)
-                    traj = self.algo.rollout(self.policy, cond, sigmas, guidance=cfg.sample.guidance, group_size=G,
-                                             seed=cfg.seed, iteration=it, slots=slots, **extra)
-                else:
-                    noise_gens, sde_gens = rollout_generators(cfg.seed, it, slots, G, shared)
-                    traj = rollout(
-                        self.policy, cond, sigmas, plan, self.algo.kernel,
-                        noise_level=self.algo.noise_level, guidance=cfg.sample.guidance, group_size=G,
-                        noise_generators=noise_gens, sde_generators=sde_gens, share_noise=shared,
-                    )
-                traj.group = group.to(traj.x0.device)
-                cond = repeat_interleave(cond, G)  # one row per sample, for decoding and training
-                media = self.policy.decode(traj.x0, cond)
-                self.reward_worker.submit(media, sample_prompts, sample_meta, group)
-                trajs.append(traj)
-                conds.append(cond)
+        """One iteration's five phases; returns its metrics."""
+        timer, rng = Timer(), torch.get_rng_state()
+        with timer("rollout"):
+            batches = self.rollout(it)
         with timer("reward"):
-            reward, reward_seconds, reasons = self.reward_worker.collect()  # rewards of the last batch finish here
+            scored = self.score(batches)  # the last batch's rewards finish here
         if self._stop is not None and self._stop.requested(self.acc):
             torch.set_rng_state(rng)  # as it was when the iteration began, so that the redo is exact
             raise _Abandoned  # nothing is updated yet: cheaper to redo the rollouts than to finish
-        traj = concat(trajs)
+        rollout, cond = concat([b.rollout for b in batches]), concat([b.cond for b in batches])
+        rewards, adv = self.advantages(rollout, scored)
+        items = self.algo.training_items(rollout, adv.advantages[self._local(len(scored.reward.scores))],
+                                         rewards=scored.reward.scores, peek_rewards=scored.peeks,
+                                         seed=self.cfg.seed, iteration=it)
+        with timer("train"):
+            stats = self.update(items, cond, it)
+        m = self.log_metrics(it, rollout, cond, scored, rewards, adv, items, stats)
+        m["time/reward_compute"] = scored.seconds
+        m.update({f"time/{k}": v for k, v in timer.seconds.items()})
+        return m
 
-        # Advantages need the whole group and, for the global std, the whole iteration.
-        all_rewards = self.acc.gather(reward.scores.to(self.acc.device)).cpu()
+    # ------------------------------------------------------------------ 1. rollout
+
+    def rollout(self, it: int) -> list[Batch]:
+        """This process's prompts of iteration ``it``, ``sample.batch_size`` samples at a
+        time; each batch is decoded and submitted for scoring before the next one rolls
+        out, so that the rewards run while the policy samples."""
+        cfg, G = self.cfg, self.cfg.sample.group_size
+        sigmas = self.policy.sigmas(cfg.sample.num_steps).to(self.acc.device)
+        batches = []
+        with self.acc.autocast():
+            for chunk in chunks(self._local_slots(it), cfg.sample.batch_size // G):
+                slots = [s for s, _ in chunk]
+                prompts = [self.train_set.prompts[i] for _, i in chunk]
+                meta = [self.train_set.metadata[i] for _, i in chunk]
+                cond = self.policy.encode(prompts, meta)
+                out = self.algo.rollout(self.policy, cond, sigmas, guidance=cfg.sample.guidance, group_size=G,
+                                        seed=cfg.seed, iteration=it, slots=slots)
+                group = torch.tensor(slots).repeat_interleave(G)
+                out.group = group.to(out.x0.device)
+                b = Batch(out, repeat_interleave(cond, G), [p for p in prompts for _ in range(G)],
+                          [m for m in meta for _ in range(G)], group)
+                self.reward_worker.submit(self.policy.decode(out.x0, b.cond), b.prompts, b.metadata, group)
+                for m in range(0 if out.peeks is None else out.peeks.shape[1]):  # an algorithm's extra latents
+                    self.reward_worker.submit(self.policy.decode(out.peeks[:, m], b.cond), b.prompts, b.metadata,
+                                              group, gold=False)
+                batches.append(b)
+        return batches
+
+    # ------------------------------------------------------------------ 2. score
+
+    def score(self, batches: list[Batch]) -> Scored:
+        """Wait for the worker; lay its outputs back out as the batches were submitted
+        (each batch's samples, then its M peek columns)."""
+        outputs, seconds, reasons = self.reward_worker.collect()
+        finals, peeks, k = [], [], 0
+        for b in batches:
+            n, M = len(b.prompts), 0 if b.rollout.peeks is None else b.rollout.peeks.shape[1]
+            finals.append(outputs[k])
+            peeks.append([o.scores if o is not None else nan_scores(n) for o in outputs[k + 1:k + 1 + M]])
+            k += 1 + M
+        reward = join(finals, [len(b.prompts) for b in batches])
+        peek_rewards = torch.cat([torch.stack(p, 1) for p in peeks]) if peeks[0] else None
         # decided on gathered numbers, so that every process stops together or none does
         failures = int(self.acc.gather(torch.tensor([len(reasons)], device=self.acc.device)).sum())
         self._check_failures(failures, reasons)
-        dropped = self._check_rewards(all_rewards)
-        all_groups = self.acc.gather(traj.group).cpu()
-        terms, parts = None, self.reward.advantage_terms()
-        if len(parts) > 1:  # per-term (or per-head) scores for algorithms that z-score each
-            terms = {name: (self.acc.gather(reward.components[name].to(self.acc.device)).cpu(), weight)
-                     for name, weight in parts.items()}
-        adv = self.algo.advantages(all_rewards, all_groups, terms)
-        B = len(reward.scores)
-        local_adv = adv.advantages[self.acc.process_index * B:(self.acc.process_index + 1) * B]
-        items = self.algo.training_items(traj, local_adv, seed=cfg.seed, iteration=it, rewards=reward.scores)
-        cond = concat(conds)
-        with timer("train"):
-            stats = self._update(items, cond, it)
-
-        m: dict[str, float] = {}
-        valid = torch.isfinite(all_rewards)
-        m["train/reward_mean"] = all_rewards[valid].mean().item() if valid.any() else float("nan")
-        m["train/reward_std"] = all_rewards[valid].std(unbiased=False).item() if valid.any() else float("nan")
-        for k, v in reward.components.items():
-            v = self.acc.gather(v.to(self.acc.device)).cpu()
-            m[f"train/{k}_mean"] = v[torch.isfinite(v)].mean().item() if torch.isfinite(v).any() else float("nan")
-        m["train/zero_std_groups"] = adv.zero_std_fraction
-        diversity = self.acc.gather(group_diversities(traj.x0, traj.group).to(self.acc.device)).cpu()
-        m["train/diversity"] = diversity.mean().item() if len(diversity) else 0.0
-        if self.finetune.has_reference:  # LoRA always; full fine-tuning when the algorithm keeps the base
-            m["train/kl_base"] = self._kl_base(traj, cond, sigmas, it)
-        m["train/dropped_samples"] = float(dropped)
-        m["train/reward_failures"] = float(failures)
-        m["train/trained_steps"] = float(len(torch.unique(items.step))) if hasattr(items, "step") else 0.0
-        m.update(stats)
-        self.counters["samples"] += len(all_rewards)
-        self.counters["dropped_samples"] += int(m["train/dropped_samples"])
-        m["time/reward_compute"] = reward_seconds
-        m.update({f"time/{k}": v for k, v in timer.seconds.items()})
-        return m
+        return Scored(reward, peek_rewards, seconds, failures)
 
     def _score(self, media, prompts, metadata, groups: torch.Tensor, gold: bool = True) -> tuple[RewardOutput, float]:
         start = time.perf_counter()
@@ -302,33 +306,32 @@ class Trainer:
             raise RewardError(f"{self.counters['reward_failures']} reward calls have failed, more than "
                               f"train.reward_max_failures = {t.reward_max_failures}; the last: {reason}")
 
-    def _kl_base(self, traj, cond, sigmas: torch.Tensor, it: int) -> float:
-        """The KL drift from the base at the first sample of every group (the same probes
-        and noise however the groups are spread over processes)."""
-        probes = [b for b, m in enumerate(members(traj.group)) if m == 0]
-        kernel = self.algo.kernel if self.algo.kernel.stochastic else get_kernel("flow_sde")
-        gens = [generator(self.cfg.seed, "drift", it, int(traj.group[b])) for b in probes]
-        with self.acc.autocast():
-            kl = kl_drift(self.policy, self.finetune.reference, traj.x0[probes], select(cond, probes), sigmas, kernel,
-                          self.algo.noise_level or 0.7, self.cfg.sample.guidance, gens)
-        return self.acc.gather(kl.to(self.acc.device)).mean().item()
+    # ------------------------------------------------------------------ 3. advantages
 
-    def _peek_score(self, x0: torch.Tensor, *, cond, prompts, metadata, group: torch.Tensor) -> torch.Tensor:
-        """The reward of latents that are not the rollout's output (an algorithm's peeks);
-        synchronous, gold rewards not scored."""
-        return self._score(self.policy.decode(x0, cond), prompts, metadata, group, gold=False)[0].scores
-
-    def _check_rewards(self, scores: torch.Tensor) -> int:
-        bad = int((~torch.isfinite(scores)).sum())
+    def advantages(self, rollout: Any, scored: Scored) -> tuple[torch.Tensor, GroupAdvantages]:
+        """The algorithm's advantages over every process's samples (a group lives on one
+        process, but the global std needs them all). Returns the gathered rewards too."""
+        rewards = self.acc.gather(scored.reward.scores.to(self.acc.device)).cpu()
+        bad = int((~torch.isfinite(rewards)).sum())
         if bad and self.cfg.train.reward_failures == "error":
-            raise RewardError(f"{bad} of {len(scores)} rewards are NaN (train.reward_failures=error); "
+            raise RewardError(f"{bad} of {len(rewards)} rewards are NaN (train.reward_failures=error); "
                               "set train.reward_failures=drop to leave such samples out of their group")
         if bad:
             log.warning("%d of %d samples have a NaN reward: left out of their group's statistics (advantage 0)",
-                        bad, len(scores))
-        return bad
+                        bad, len(rewards))
+        terms, parts = None, self.reward.advantage_terms()
+        if len(parts) > 1:  # per-term (or per-head) scores for algorithms that z-score each
+            terms = {name: (self.acc.gather(scored.reward.components[name].to(self.acc.device)).cpu(), weight)
+                     for name, weight in parts.items()}
+        return rewards, self.algo.advantages(rewards, self.acc.gather(rollout.group).cpu(), terms)
 
-    def _update(self, items: Any, cond: Any, it: int) -> dict[str, float]:
+    def _local(self, n: int) -> slice:
+        """This process's rows of a gathered tensor of n rows per process."""
+        return slice(self.acc.process_index * n, (self.acc.process_index + 1) * n)
+
+    # ------------------------------------------------------------------ 4. update
+
+    def update(self, items: Any, cond: Any, it: int) -> dict[str, float]:
         """Inner epochs over shuffled micro-batches; one optimizer step per window."""
         t = self.cfg.train
         E = batch_size(items)
@@ -346,7 +349,7 @@ class Trainer:
                     with self._no_sync(k < len(micro) - 1):
                         with self.acc.autocast():
                             out = self.algo.loss(self.policy, mb, select(cond, mb.sample), ctx)
-                        # each window's gradient is the mean over its transitions
+                        # each window's gradient is the mean over its items
                         self.acc.backward(out.loss * len(idx) / len(window))
                     for name, v in out.stats.items():
                         stats[name].append(v.detach().float().reshape(-1))
@@ -365,8 +368,7 @@ class Trainer:
                 m[f"train/{name}_min"], m[f"train/{name}_max"] = v.min().item(), v.max().item()
         if grad_norms:
             m["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
-        if hasattr(self.algo, "end_iteration"):
-            m.update(self.algo.end_iteration(t.inner_epochs * t.optimizer_steps))
+        m.update(self.algo.end_iteration(t.inner_epochs * t.optimizer_steps))
         return m
 
     def _no_sync(self, skip: bool):
@@ -375,6 +377,41 @@ class Trainer:
             for model in self.models.values():
                 stack.enter_context(self.acc.no_sync(model))
         return stack
+
+    # ------------------------------------------------------------------ 5. log
+
+    def log_metrics(self, it: int, rollout: Any, cond: Any, scored: Scored, rewards: torch.Tensor,
+                    adv: GroupAdvantages, items: Any, stats: dict[str, float]) -> dict[str, float]:
+        """The iteration's metrics, over every process: rewards and their terms, group
+        statistics, diversity, KL drift from the base, what was trained, the update's stats."""
+        m: dict[str, float] = {"train/reward_mean": _finite_mean(rewards), "train/reward_std": _finite_std(rewards)}
+        for k, v in scored.reward.components.items():
+            m[f"train/{k}_mean"] = _finite_mean(self.acc.gather(v.to(self.acc.device)).cpu())
+        m["train/zero_std_groups"] = adv.zero_std_fraction
+        diversity = self.acc.gather(group_diversities(rollout.x0, rollout.group).to(self.acc.device)).cpu()
+        m["train/diversity"] = diversity.mean().item() if len(diversity) else 0.0
+        if self.finetune.has_reference:  # LoRA always; full fine-tuning when the algorithm keeps the base
+            m["train/kl_base"] = self._kl_base(rollout, cond, it)
+        dropped = int((~torch.isfinite(rewards)).sum())
+        m["train/dropped_samples"] = float(dropped)
+        m["train/reward_failures"] = float(scored.failures)
+        m["train/trained_steps"] = float(len(torch.unique(items.step)))
+        m.update(stats)
+        self.counters["samples"] += len(rewards)
+        self.counters["dropped_samples"] += dropped
+        return m
+
+    def _kl_base(self, rollout: Any, cond: Any, it: int) -> float:
+        """The KL drift from the base at the first sample of every group (the same probes
+        and noise however the groups are spread over processes)."""
+        probes = [b for b, m in enumerate(members(rollout.group)) if m == 0]
+        kernel = self.algo.kernel if self.algo.kernel.stochastic else get_kernel("flow_sde")
+        gens = [generator(self.cfg.seed, "drift", it, int(rollout.group[b])) for b in probes]
+        sigmas = self.policy.sigmas(self.cfg.sample.num_steps).to(self.acc.device)
+        with self.acc.autocast():
+            kl = kl_drift(self.policy, self.finetune.reference, rollout.x0[probes], select(cond, probes), sigmas,
+                          kernel, self.algo.noise_level or 0.7, self.cfg.sample.guidance, gens)
+        return self.acc.gather(kl.to(self.acc.device)).mean().item()
 
     def _local_slots(self, it: int) -> list[tuple[int, int]]:
         """(global slot, dataset index) of this process's prompts: contiguous blocks,
@@ -386,44 +423,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
     def evaluate(self, prompts: PromptSet | None = None, score: bool = True, name: str = "") -> dict[str, float]:
-        """ODE sampling at ``eval.num_steps`` of ``eval.samples_per_prompt`` fixed seeds per
-        prompt (default: the eval prompts), with the EMA weights when EMA is on. Writes
-        the grid (rows: prompts, columns: seeds) to samples/<name or eval-<iteration>>.png;
-        returns ``eval/*`` metrics (none with ``score=False``)."""
-        from accelerate.utils import gather_object
-
-        ev, prompts = self.cfg.eval, prompts or self.eval_set
-        jobs = [(p, k) for p in range(len(prompts)) for k in range(ev.samples_per_prompt)]
-        results = []  # (job, score, components, media) of this process's share
-        with (self.ema.applied() if self.ema else contextlib.nullcontext()), self.acc.autocast():
-            size = ev.batch_size
-            if any(getattr(r, "groupwise", False) for r, _ in self.reward.terms.values()):
-                size = max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt  # whole groups per call
-            for chunk in _chunks(jobs[self.acc.process_index::self.acc.num_processes], size):
-                text = [prompts.prompts[p] for p, _ in chunk]
-                meta = [prompts.metadata[p] for p, _ in chunk]
-                cond = self.policy.encode(text, meta)
-                x0 = sample(self.policy, cond, ev.num_steps, guidance=ev.guidance,
-                            noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk])
-                media = self.policy.decode(x0, cond).cpu()
-                out = self._score(media, text, meta, torch.tensor([p for p, _ in chunk]))[0] if score else None
-                for b, job in enumerate(chunk):
-                    results.append((job, out.scores[b].item() if out else None,
-                                    {n: v[b].item() for n, v in out.components.items()} if out else {}, media[b]))
-        results = sorted(gather_object(results), key=lambda r: r[0])
-        m = {"eval/reward_mean": _finite_mean([r[1] for r in results])} if score else {}
-        for comp in results[0][2]:
-            m[f"eval/{comp}_mean"] = _finite_mean([r[2][comp] for r in results])
-        self.last_eval_media = [r[3] for r in results]  # one item per sample, in job order
-        if self.acc.is_main_process and self.cfg.logging.media:
-            (self.out / "samples").mkdir(parents=True, exist_ok=True)
-            self.writer.save_samples(self.last_eval_media, self.out / "samples" / (name or f"eval-{self.iteration:05d}"),
-                                     per_row=ev.samples_per_prompt, title=f"iteration {self.iteration}")
-        if self.iteration == 0 and prompts is self.eval_set:
-            self.base_eval_media = self.last_eval_media
-        return m
+        """``eval/*`` metrics of the held-out prompts (default: ``data.eval``) at this
+        iteration; see :class:`~alignflow.sdk.evaluation.Evaluator`."""
+        prompts = prompts or self.eval_set
+        base = self.iteration == 0 and prompts is self.eval_set
+        return self.evaluator(self.iteration, prompts, score=score, name=name, base=base)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -431,11 +436,7 @@ class Trainer:
         path = None
         if self.acc.is_main_process:
             path = self.checkpoints.save(
-                self.iteration,
-                trained=self.finetune.state_dict(),
-                ema=self.ema.state_dict() if self.ema else None,
-                algorithm=self.algo.state_dict() if hasattr(self.algo, "state_dict") else None,
-                optimizer=self.optimizer.state_dict(),
+                self.iteration, **self.state.tensors(),
                 state={"seed": self.cfg.seed, "counters": self.counters,
                        # where the prompt stream stands (a function of the iteration; kept for people)
                        "data_position": self.iteration * self.cfg.sample.prompts_per_iteration},
@@ -457,25 +458,14 @@ class Trainer:
             for line in ckpt.recover_partial(self.out):  # safe: this process holds the folder's lock
                 log.warning("%s", line)
         self.acc.wait_for_everyone()
-        c = self.checkpoints.resume(where, self._apply_checkpoint)
+
+        def apply(c: ckpt.Checkpoint) -> None:
+            self.state.load(c)
+            self.counters = dict(c.state.get("counters", self.counters))
+
+        c = self.checkpoints.resume(where, apply)
         if c is not None:
             self.resumed_from, self.iteration, self._saved_at = c.path, c.iteration, c.iteration
-
-    def _apply_checkpoint(self, c: ckpt.Checkpoint) -> None:
-        """Load a read checkpoint into the run; anything that does not fit raises."""
-        if self.ema is not None and c.ema is None:
-            log.warning("checkpoint %s has no EMA; the EMA restarts from the current weights", c.path)
-        if hasattr(self.algo, "load_state_dict") and c.algorithm is None:
-            raise CheckpointError(f"checkpoint {c.path} has no algorithm state, which {self.algo.name} needs "
-                                  "(it was written by another algorithm)")
-        self.finetune.load_state_dict(c.trained)
-        self.optimizer.load_state_dict(c.optimizer)
-        if self.ema is not None and c.ema is not None:
-            self.ema.load_state_dict(c.ema)
-        if hasattr(self.algo, "load_state_dict"):
-            self.algo.load_state_dict(c.algorithm)
-        ckpt.restore_rng(c.rng)
-        self.counters = dict(c.state.get("counters", self.counters))
 
     def close(self) -> None:
         """Release the output folder (also released when the process ends)."""
@@ -493,10 +483,10 @@ class Trainer:
         if not self.cfg.logging.media:
             return
         plot_reward_curve(self.out, title=self.cfg.name)
-        base = getattr(self, "base_eval_media", None)
-        if base is not None and summary["after"] is not None:
+        ev = self.evaluator
+        if ev.base_media is not None and summary["after"] is not None:
             self.writer.save_comparison(
-                base, self.last_eval_media, self.out / "samples" / "before_after",
+                ev.base_media, ev.last_media, self.out / "samples" / "before_after",
                 per_row=self.cfg.eval.samples_per_prompt,
                 titles=(f"base: {_fmt(summary['before'])}", f"iteration {self.iteration}: {_fmt(summary['after'])}"),
             )
@@ -510,14 +500,14 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k.removeprefix('eval/').removesuffix('_mean')} {v:.2f}" for k, v in metrics.items())
 
 
-def _finite_mean(values: list[float]) -> float:
-    v = torch.tensor(values, dtype=torch.float64)
+def _finite_mean(v: torch.Tensor) -> float:
     v = v[torch.isfinite(v)]
     return v.mean().item() if len(v) else float("nan")
 
 
-def _chunks(seq: list, size: int) -> list[list]:
-    return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
+def _finite_std(v: torch.Tensor) -> float:
+    v = v[torch.isfinite(v)]
+    return v.std(unbiased=False).item() if len(v) else float("nan")
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -71,6 +71,7 @@ class Tree:
         step, depth, node: [M] long; node = the child's index among its tree's nodes
             at that depth; tree: [M] long prompt slot of the edge.
         sigmas: [N+1] the schedule; spec: the tree's shape.
+        peeks: always None (nothing but the leaves is scored).
     """
 
     x0: torch.Tensor
@@ -86,6 +87,7 @@ class Tree:
     tree: torch.Tensor
     sigmas: torch.Tensor = field(metadata=SHARED)
     spec: Any = field(default=None, metadata=SHARED)
+    peeks: None = None
 
 
 @torch.no_grad()

@@ -1,43 +1,41 @@
-"""The contract between the trainer and an algorithm.
+"""The contract between the trainer and an algorithm: every call the trainer makes.
 
-Per iteration the trainer asks the algorithm for a :class:`~alignflow.sdk.plans.StepPlan`,
-rolls it out with the algorithm's kernel, scores the samples, and then
+Per iteration, data flows one way (shapes for P prompts of G samples, B = P * G):
 
-1. ``advantages(rewards, group, terms)`` -> per-sample advantages (``terms``: each
-   reward term's scores and weight, when there are several);
-2. ``training_items(trajectories, advantages, seed=, iteration=, rewards=)`` -> a batch
-   of E training items (a dataclass whose tensors have E first, with a ``sample`` field [E]
-   that says which rollout sample, hence which condition, an item belongs to); any
-   draw here comes from a generator seeded by (seed, iteration, group slot, member);
-3. for every shuffled micro-batch of items: ``loss(policy, items, cond, ctx)`` ->
-   :class:`LossOutput`, whose gradient the trainer accumulates and applies.
+1. ``rollout(policy, cond, sigmas, ...)`` -> a rollout whose ``x0`` [B, ...] are the
+   final latents and whose ``peeks`` [B, M, ...] (or None) are extra latents to score;
+2. the trainer decodes and scores ``x0`` and every peek column in its reward worker;
+3. ``advantages(rewards, group, terms)`` -> per-sample advantages over the groups of
+   every process;
+4. ``training_items(rollout, advantages, rewards=, peek_rewards=, seed=, iteration=)``
+   -> E training items;
+5. for every shuffled micro-batch of items, ``loss(policy, items, cond, ctx)`` ->
+   :class:`LossOutput`; the trainer owns backward, accumulation, the optimizer and EMA;
+6. ``end_iteration(optimizer_steps)`` -> metrics, after the last optimizer step.
 
-Optional hooks: ``rollout(policy, cond, sigmas, guidance=, group_size=, seed=,
-iteration=, slots=)`` replaces the core rollout (tree topologies; it must return an
-object with ``x0`` [P * G, ...] and ``group``; an algorithm with ``scores_peeks = True``
-also gets ``score``, latents [P * G, ...] -> rewards [P * G], for intermediate clean
-samples, as DenseGRPO needs); ``bind(params)``, ``end_iteration(
-optimizer_steps) -> metrics``, ``state_dict()`` / ``load_state_dict()`` for algorithms
-that keep their own state (DiffusionNFT's old policy, saved in checkpoints).
+An algorithm never calls the trainer, and the trainer calls nothing that is not
+declared here. What an algorithm keeps between iterations (DiffusionNFT's old policy)
+is built in its constructor from the trainable parameters, and saved in checkpoints
+through ``state_dict`` / ``load_state_dict``, so a resumed run repeats an
+uninterrupted one.
 
-Everything else (optimizer, accumulation, EMA, checkpoints, logging, distribution)
-is the trainer's.
+A recipe subclasses :class:`Algorithm` once; recipes that share code share functions
+(``flow_grpo.sde_rollout``, ``flow_grpo.ratio_loss``, ...), never a subclass of another
+recipe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import torch
 
 from alignflow.sdk.advantages import GroupAdvantages
 from alignflow.sdk.kernels import Kernel
-from alignflow.sdk.plans import StepPlan
 from alignflow.sdk.policy import FlowPolicy
-from alignflow.sdk.rollout import Trajectories
 
 
 @dataclass
@@ -72,32 +70,98 @@ class LossOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Algorithm(Protocol):
-    name: str
+class Algorithm:
+    """Base class of every recipe: the declared calls, with no-op defaults where doing
+    nothing is a valid choice.
+
+    Class attributes a recipe sets:
+        name: its component name (``algorithm.name``).
+        Config: its config dataclass; every option the recipe reads is a field of it.
+        minmax_stats: loss stats also logged as min and max (``("ratio",)``).
+
+    Attributes the constructor sets:
+        cfg: the validated config.
+        kernel, noise_level: the SDE kernel and its noise level of the rollout (the
+            trainer's KL-drift probe uses them; an ODE-only recipe names the ODE kernel
+            and 0, and the probe then uses Flow-GRPO's SDE at 0.7).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    minmax_stats: ClassVar[tuple[str, ...]] = ()
     kernel: Kernel
     noise_level: float
-    share_noise: bool
-    """whether a group shares its initial noise"""
-    needs_reference: bool
-    """whether ``loss`` evaluates the reference policy (LoRA off / frozen copy)"""
-    minmax_stats: tuple[str, ...]
+
+    def __init__(self, config: Any = None, params: Sequence[torch.nn.Parameter] = ()):
+        """``config``: an instance of ``Config`` (default: its defaults); ``params``: the
+        trainable parameters, for recipes that keep their own copy of them."""
+        self.cfg = config if config is not None else self.Config()
+        self.cfg.validate()
 
     @classmethod
     def config_from(cls, args: dict[str, Any]) -> Any:
-        """The algorithm's config dataclass from config arguments; raises ConfigError."""
+        """The config dataclass from config arguments; raises ConfigError."""
+        return algorithm_config(cls, args)
 
-    def plan(self, num_steps: int, iteration: int, seed: int) -> StepPlan: ...
+    @classmethod
+    def needs_reference(cls, config: Any) -> bool:
+        """Whether ``loss`` evaluates the frozen reference with this config. Asked before
+        the weights are wrapped: full fine-tuning keeps a frozen copy only if so."""
+        return False
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        """Raise ConfigError if this recipe cannot run with ``sample.num_steps`` and
+        ``sample.group_size`` (checked when the trainer is built, not at iteration 0)."""
+
+    def rollout(self, policy: FlowPolicy, cond: Any, sigmas: torch.Tensor, *, guidance: float, group_size: int,
+                seed: int, iteration: int, slots: list[int]) -> Any:
+        """G = ``group_size`` samples for each of the P prompts encoded in ``cond`` (not
+        repeated), over the schedule ``sigmas`` [N+1]. ``slots`` [P] are the prompts'
+        global slots: every random draw must be keyed by (seed, iteration, slot, member),
+        never by the process or the batch, so that a sample is the same wherever it is
+        rolled out.
+
+        Returns a dataclass (batched along its first dimension, see ``batching``) with
+        ``x0`` [P * G, ...] (prompt-major), ``group`` [P * G] and ``peeks`` [P * G, M,
+        ...] or None: latents that the trainer also decodes and scores (column by
+        column, without gold rewards) and hands back as ``peek_rewards``."""
+        raise NotImplementedError(f"{type(self).__name__}.rollout")
 
     def advantages(self, rewards: torch.Tensor, group: torch.Tensor,
-                   terms: dict[str, tuple[torch.Tensor, float]] | None = None) -> GroupAdvantages: ...
+                   terms: dict[str, tuple[torch.Tensor, float]] | None = None) -> GroupAdvantages:
+        """Per-sample advantages from the rewards [B_all] and prompt slots [B_all] of
+        every process (``terms``: each reward term's scores [B_all] and weight, when
+        there are several). NaN rewards leave their group and get 0."""
+        raise NotImplementedError(f"{type(self).__name__}.advantages")
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int, iteration: int,
-                       rewards: torch.Tensor) -> Any: ...
+    def training_items(self, rollout: Any, advantages: torch.Tensor, *, rewards: torch.Tensor,
+                       peek_rewards: torch.Tensor | None, seed: int, iteration: int) -> Any:
+        """E training items from this process's rollout, advantages [B], rewards [B]
+        and peek rewards [B, M]: a dataclass whose batched tensors have E first,
+        including ``sample`` [E] (the rollout sample, hence the condition, of an item)
+        and ``step`` [E] (the schedule step it trains, for the logs). Any draw comes
+        from a generator keyed by (seed, iteration, slot, member)."""
+        raise NotImplementedError(f"{type(self).__name__}.training_items")
 
-    def loss(self, policy: FlowPolicy, items: Any, cond: Any, ctx: StepContext) -> LossOutput: ...
+    def loss(self, policy: FlowPolicy, items: Any, cond: Any, ctx: StepContext) -> LossOutput:
+        """The loss of a micro-batch of items (``cond``: one row per item)."""
+        raise NotImplementedError(f"{type(self).__name__}.loss")
+
+    def end_iteration(self, optimizer_steps: int) -> dict[str, float]:
+        """Called once after an iteration's ``optimizer_steps`` steps; returns metrics."""
+        return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the recipe keeps between iterations, saved in every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore ``state_dict()``'s output (an empty dict for a stateless recipe)."""
+        if state:
+            raise ValueError(f"algorithm {self.name} keeps no state, but the checkpoint has {sorted(state)}")
 
 
-def algorithm_config(cls: type, args: dict[str, Any]) -> Any:
+def algorithm_config(cls: type[Algorithm], args: dict[str, Any]) -> Any:
     """``cls.Config`` from config arguments. An experiment tunes the algorithm it ships
     with (``algorithm.noise_level`` ...); switching ``algorithm=`` on the command line
     keeps those keys, so keys that only *other* registered algorithms know are dropped

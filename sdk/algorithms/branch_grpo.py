@@ -30,19 +30,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alignflow.sdk.algorithms.flow_grpo import FlowGRPO, FlowGRPOConfig, Transitions
+from alignflow.sdk.advantages import GroupAdvantages
+from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
+from alignflow.sdk.algorithms.flow_grpo import FlowGRPOConfig, Transitions, credit, ratio_loss
 from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.kernels import get_kernel
 from alignflow.sdk.random import generator
 from alignflow.sdk.tree import Tree, TreeSpec, prune_edges, tree_advantages, tree_rollout
 
 
 @dataclass
 class BranchGRPOConfig(FlowGRPOConfig):
+    kl_beta: float = 0.0
+    """no KL to the reference (the paper's setting)"""
     branch_steps: list[int] = field(default_factory=lambda: [0, 2, 4])
     """steps at which every node branches (increasing)"""
     widths: list[int] = field(default_factory=lambda: [2, 2, 2])
     """children per node at each branching step; their product must be sample.group_size"""
-    keep_per_depth: int = 0
+    keep_per_depth: int = 2
     """width pruning: train only this many edges (largest |A|) per tree and depth; 0 = all"""
     train_depths: list[int] = field(default_factory=list)
     """depth pruning: train only the edges at these depths (0 = first branching); [] = all"""
@@ -61,47 +66,109 @@ class BranchGRPOConfig(FlowGRPOConfig):
             raise ConfigError("algorithm.train_depths", list(self.train_depths), f"depths in 0..{len(self.widths) - 1}")
 
 
-class BranchGRPO(FlowGRPO):
+@dataclass
+class TreeGRPOConfig(BranchGRPOConfig):
+    keep_per_depth: int = 0
+    """every edge is trained (TreeGRPO does not prune)"""
+
+
+def check_tree(spec: TreeSpec, num_steps: int, group_size: int) -> None:
+    if spec.leaves != group_size:
+        raise ConfigError("algorithm.widths", list(spec.widths),
+                          f"widths whose product is sample.group_size ({group_size}); theirs is {spec.leaves}")
+    if spec.steps[-1] >= num_steps:
+        raise ConfigError("algorithm.branch_steps", list(spec.steps), f"steps below sample.num_steps ({num_steps})")
+
+
+def seeded_tree_rollout(cfg: FlowGRPOConfig, kernel, spec: TreeSpec, policy, cond, sigmas, *, guidance: float,
+                        group_size: int, seed: int, iteration: int, slots: list[int]) -> Tree:
+    """One tree per prompt: its initial noise keyed by (seed, iteration, slot), each
+    edge's draw by (seed, iteration, slot, depth, node)."""
+    check_tree(spec, len(sigmas) - 1, group_size)
+    return tree_rollout(policy, cond, sigmas, spec, kernel, noise_level=cfg.noise_level, guidance=guidance,
+                        noise_generators=[generator(seed, "noise", iteration, s) for s in slots],
+                        edge_generator=lambda s, d, n: generator(seed, "tree", iteration, s, d, n), slots=slots)
+
+
+def edge_transitions(traj: Tree, rewards: torch.Tensor, *, clip: float, keep_per_depth: int = 0,
+                     depths: tuple[int, ...] = (), weight: torch.Tensor | None = None) -> Transitions:
+    """The kept edges of the trees, each with the depth-normalised advantage of the node
+    it leads to (``weight``: one loss weight for every edge, or None)."""
+    adv = tree_advantages(rewards.to(traj.x0.device), traj.group, traj, clip=clip)
+    keep = prune_edges(adv, traj.depth.cpu(), traj.tree.cpu(), keep_per_depth=keep_per_depth,
+                       depths=depths).to(traj.x.device)
+    first_leaf = {s: i for i, s in reversed(list(enumerate(traj.group.tolist())))}  # a condition row per tree
+    return Transitions(
+        x=traj.x[keep], x_next=traj.x_next[keep], log_prob=traj.log_prob[keep], step=traj.step[keep],
+        sample=torch.tensor([first_leaf[s] for s in traj.tree[keep].tolist()], dtype=torch.long,
+                            device=traj.x.device),
+        advantage=adv.to(traj.x.device)[keep], sigmas=traj.sigmas,
+        weight=None if weight is None else weight.expand(len(keep)).to(traj.x.device),
+    )
+
+
+class BranchGRPO(Algorithm):
     name = "branch_grpo"
     Config = BranchGRPOConfig
-    share_noise = True
+    minmax_stats = ("ratio",)
 
-    def tree_spec(self, num_steps: int, iteration: int, seed: int, group_size: int) -> TreeSpec:
-        return TreeSpec(tuple(self.cfg.branch_steps), tuple(self.cfg.widths))
+    def __init__(self, config: BranchGRPOConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+        self.spec = TreeSpec(tuple(self.cfg.branch_steps), tuple(self.cfg.widths))
 
-    def rollout(self, policy, cond, sigmas, *, guidance: float, group_size: int, seed: int, iteration: int,
-                slots: list[int]) -> Tree:
-        spec = self.tree_spec(len(sigmas) - 1, iteration, seed, group_size)
-        if spec.leaves != group_size:
-            raise ConfigError("algorithm.widths", list(spec.widths),
-                              f"widths whose product is sample.group_size ({group_size}); theirs is {spec.leaves}")
-        if spec.steps[-1] >= len(sigmas) - 1:
-            raise ConfigError("algorithm.branch_steps", list(spec.steps), f"steps below sample.num_steps ({len(sigmas) - 1})")
-        return tree_rollout(policy, cond, sigmas, spec, self.kernel, noise_level=self.noise_level, guidance=guidance,
-                            noise_generators=[generator(seed, "noise", iteration, s) for s in slots],
-                            edge_generator=lambda s, d, n: generator(seed, "tree", iteration, s, d, n), slots=slots)
+    @classmethod
+    def needs_reference(cls, config: BranchGRPOConfig) -> bool:
+        return config.kl_beta > 0
 
-    def training_items(self, traj: Tree, advantages: torch.Tensor, *, seed: int = 0, iteration: int = 0,
-                       rewards: torch.Tensor | None = None) -> Transitions:
-        adv = tree_advantages(rewards.to(traj.x0.device), traj.group, traj, clip=self.cfg.adv_clip)
-        keep = prune_edges(adv, traj.depth.cpu(), traj.tree.cpu(), keep_per_depth=getattr(self.cfg, "keep_per_depth", 0),
-                           depths=tuple(getattr(self.cfg, "train_depths", ()))).to(traj.x.device)
-        first_leaf = {s: i for i, s in reversed(list(enumerate(traj.group.tolist())))}  # a condition row per tree
-        return Transitions(
-            x=traj.x[keep], x_next=traj.x_next[keep], log_prob=traj.log_prob[keep], step=traj.step[keep],
-            sample=torch.tensor([first_leaf[s] for s in traj.tree[keep].tolist()], dtype=torch.long,
-                                device=traj.x.device),
-            advantage=adv.to(traj.x.device)[keep], sigmas=traj.sigmas, weight=self.edge_weights(traj, keep),
-        )
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_tree(self.spec, num_steps, group_size)
 
-    def edge_weights(self, traj: Tree, keep: torch.Tensor) -> torch.Tensor | None:
-        return None
+    def rollout(self, policy, cond, sigmas, **run) -> Tree:
+        return seeded_tree_rollout(self.cfg, self.kernel, self.spec, policy, cond, sigmas, **run)
+
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)  # logged only: the edges get the tree's credit
+
+    def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
+        return edge_transitions(traj, rewards, clip=self.cfg.adv_clip, keep_per_depth=self.cfg.keep_per_depth,
+                                depths=tuple(self.cfg.train_depths))
+
+    def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)
 
 
-class TreeGRPO(BranchGRPO):
-    """TreeGRPO: the same tree machinery, branching at every other early step, no pruning."""
+class TreeGRPO(Algorithm):
+    """TreeGRPO: BranchGRPO's trees and credit, every edge trained."""
 
     name = "tree_grpo"
+    Config = TreeGRPOConfig
+    minmax_stats = ("ratio",)
+
+    def __init__(self, config: TreeGRPOConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+        self.spec = TreeSpec(tuple(self.cfg.branch_steps), tuple(self.cfg.widths))
+
+    @classmethod
+    def needs_reference(cls, config: TreeGRPOConfig) -> bool:
+        return config.kl_beta > 0
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_tree(self.spec, num_steps, group_size)
+
+    def rollout(self, policy, cond, sigmas, **run) -> Tree:
+        return seeded_tree_rollout(self.cfg, self.kernel, self.spec, policy, cond, sigmas, **run)
+
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)  # logged only: the edges get the tree's credit
+
+    def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
+        return edge_transitions(traj, rewards, clip=self.cfg.adv_clip, keep_per_depth=self.cfg.keep_per_depth,
+                                depths=tuple(self.cfg.train_depths))
+
+    def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)
 
 
 @dataclass
@@ -114,11 +181,23 @@ class TempFlowGRPOConfig(FlowGRPOConfig):
     """weight the step's loss by its noise std / the mean std over [first_step, last_step]"""
 
 
-class TempFlowGRPO(BranchGRPO):
+class TempFlowGRPO(Algorithm):
     """One branching step k per iteration, G children (see the module docstring)."""
 
     name = "tempflow_grpo"
     Config = TempFlowGRPOConfig
+    minmax_stats = ("ratio",)
+
+    def __init__(self, config: TempFlowGRPOConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+
+    @classmethod
+    def needs_reference(cls, config: TempFlowGRPOConfig) -> bool:
+        return config.kl_beta > 0
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        self.candidates(num_steps)
 
     def candidates(self, num_steps: int) -> list[int]:
         last = num_steps - 2 if self.cfg.last_step < 0 else min(self.cfg.last_step, num_steps - 2)
@@ -127,11 +206,24 @@ class TempFlowGRPO(BranchGRPO):
         return list(range(max(self.cfg.first_step, self.cfg.ode_first), last + 1))
 
     def tree_spec(self, num_steps: int, iteration: int, seed: int, group_size: int) -> TreeSpec:
+        """This iteration's branching step k, drawn from (seed, iteration)."""
         steps = self.candidates(num_steps)
         k = steps[int(torch.randint(len(steps), (), generator=generator(seed, "plan", iteration)))]
         return TreeSpec((k,), (group_size,))
 
-    def edge_weights(self, traj: Tree, keep: torch.Tensor) -> torch.Tensor | None:
+    def rollout(self, policy, cond, sigmas, *, seed: int, iteration: int, group_size: int, **run) -> Tree:
+        spec = self.tree_spec(len(sigmas) - 1, iteration, seed, group_size)
+        return seeded_tree_rollout(self.cfg, self.kernel, spec, policy, cond, sigmas, seed=seed,
+                                   iteration=iteration, group_size=group_size, **run)
+
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)  # logged only: the edges get the tree's credit
+
+    def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
+        return edge_transitions(traj, rewards, clip=self.cfg.adv_clip, weight=self.noise_weight(traj))
+
+    def noise_weight(self, traj: Tree) -> torch.Tensor | None:
+        """The branching step's noise std over the mean std of the candidate steps."""
         if not self.cfg.noise_weighting:
             return None
         sigmas, N = traj.sigmas, len(traj.sigmas) - 1
@@ -139,5 +231,7 @@ class TempFlowGRPO(BranchGRPO):
         std = torch.stack([self.kernel(x, torch.zeros_like(x), sigmas, i, noise_level=self.noise_level,
                                        prev_sample=x).std.flatten()[0] for i in self.candidates(N)])
         k = int(traj.step[0])
-        w = std[self.candidates(N).index(k)] / std.mean()
-        return torch.full((len(keep),), float(w), device=traj.x.device)
+        return (std[self.candidates(N).index(k)] / std.mean()).float().reshape(1)
+
+    def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)

@@ -23,10 +23,20 @@ from dataclasses import dataclass
 
 import torch
 
-from alignflow.sdk.advantages import members
-from alignflow.sdk.algorithms.flow_grpo import FlowGRPO, FlowGRPOConfig, Transitions
+from alignflow.sdk.advantages import GroupAdvantages, members
+from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
+from alignflow.sdk.algorithms.flow_grpo import (
+    FlowGRPOConfig,
+    Transitions,
+    credit,
+    ratio_loss,
+    sde_rollout,
+    transitions,
+)
 from alignflow.sdk.batching import select
 from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.kernels import get_kernel
+from alignflow.sdk.plans import AllSDE, Plan, check_plan
 from alignflow.sdk.random import generator
 from alignflow.sdk.rollout import Trajectories
 
@@ -47,19 +57,46 @@ class DanceGRPOConfig(FlowGRPOConfig):
             raise ConfigError("algorithm.step_fraction", self.step_fraction, "a float in (0, 1]")
 
 
-class DanceGRPO(FlowGRPO):
+def random_steps(items: Transitions, traj: Trajectories, fraction: float, *, seed: int,
+                 iteration: int) -> Transitions:
+    """floor(fraction x K) of each sample's K transitions, drawn per (slot, member)."""
+    B, K = traj.log_prob.shape
+    keep = max(1, int(fraction * K))
+    groups, member = traj.group.tolist(), members(traj.group)
+    chosen = []
+    for b in range(B):
+        order = torch.randperm(K, generator=generator(seed, "dance_steps", iteration, groups[b], member[b]))
+        chosen.append(b * K + order[:keep].sort().values)
+    return select(items, torch.cat(chosen).to(items.x.device))
+
+
+class DanceGRPO(Algorithm):
     name = "dance_grpo"
     Config = DanceGRPOConfig
-    share_noise = True
+    minmax_stats = ("ratio",)
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int = 0,
-                       iteration: int = 0, rewards: torch.Tensor | None = None) -> Transitions:
-        items = super().training_items(traj, advantages)
-        B, K = traj.log_prob.shape
-        keep = max(1, int(self.cfg.step_fraction * K))
-        groups, member = traj.group.tolist(), members(traj.group)
-        chosen = []
-        for b in range(B):
-            order = torch.randperm(K, generator=generator(seed, "dance_steps", iteration, groups[b], member[b]))
-            chosen.append(b * K + order[:keep].sort().values)
-        return select(items, torch.cat(chosen).to(items.x.device))
+    def __init__(self, config: DanceGRPOConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+        self.plan: Plan = AllSDE(self.cfg.train_fraction, self.cfg.ode_first)
+
+    @classmethod
+    def needs_reference(cls, config: DanceGRPOConfig) -> bool:
+        return config.kl_beta > 0
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_plan(self.plan, num_steps, self.name)
+
+    def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
+        # one initial noise per group: the members differ by the SDE alone
+        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run)
+
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)
+
+    def training_items(self, traj: Trajectories, advantages, *, seed: int, iteration: int, **_) -> Transitions:
+        return random_steps(transitions(traj, advantages), traj, self.cfg.step_fraction, seed=seed,
+                            iteration=iteration)
+
+    def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)

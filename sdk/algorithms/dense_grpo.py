@@ -13,6 +13,8 @@ reward model scores it:
 normalised per step within the prompt's group, and the loss on step i is Flow-GRPO's
 clipped ratio with A_i. Peeks cost one ODE solve per trained step: Euler over the
 remaining schedule (``peek_steps: 0``) or DPM-Solver++(2M) over ``peek_steps`` steps.
+The rollout returns the peeked latents (``peeks``); the trainer scores them with the
+final samples and hands the rewards back to ``training_items``.
 The paper's second part, a reward-aware per-step noise level, is not implemented
 here; the per-step normalisation above is the natural reading of the paper's
 description (the exact constant handling is unverified).
@@ -25,12 +27,21 @@ from dataclasses import dataclass
 
 import torch
 
-from alignflow.sdk.advantages import group_advantages
-from alignflow.sdk.algorithms.flow_grpo import FlowGRPO, FlowGRPOConfig, Transitions
+from alignflow.sdk.advantages import GroupAdvantages, group_advantages
+from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
+from alignflow.sdk.algorithms.flow_grpo import (
+    FlowGRPOConfig,
+    Transitions,
+    credit,
+    ratio_loss,
+    sde_rollout,
+    transitions,
+)
 from alignflow.sdk.batching import repeat_interleave
 from alignflow.sdk.errors import ConfigError
-from alignflow.sdk.kernels import KERNELS
-from alignflow.sdk.rollout import Trajectories, rollout, rollout_generators
+from alignflow.sdk.kernels import KERNELS, get_kernel
+from alignflow.sdk.plans import AllSDE, Plan, check_plan
+from alignflow.sdk.rollout import Trajectories
 from alignflow.sdk.solvers import compress, dpm_solver_2m
 
 
@@ -47,34 +58,42 @@ class DenseGRPOConfig(FlowGRPOConfig):
             raise ConfigError("algorithm.peek_steps", self.peek_steps, "an int >= 0")
 
 
-@dataclass
-class DenseTrajectories(Trajectories):
-    """Trajectories with the peeked values V at the start and the end of each trained
-    step: ``values`` [B, K, 2]."""
-
-    values: torch.Tensor | None = None
+def peeked_steps(steps: list[int], num_steps: int) -> list[int]:
+    """The step indices whose value a peek measures: the start and end of every trained
+    step, except N (the final sample's own reward)."""
+    return sorted({at for i in steps for at in (i, i + 1)} - {num_steps})
 
 
-class DenseGRPO(FlowGRPO):
+class DenseGRPO(Algorithm):
     name = "dense_grpo"
     Config = DenseGRPOConfig
-    scores_peeks = True  # the trainer passes ``score`` (latents -> rewards [B]) to the rollout
+    minmax_stats = ("ratio",)
 
-    def rollout(self, policy, cond, sigmas, *, guidance: float, group_size: int, seed: int, iteration: int,
-                slots: list[int], score) -> DenseTrajectories:
-        N, G = len(sigmas) - 1, group_size
-        plan = self.plan(N, iteration, seed)
-        noise, sde = rollout_generators(seed, iteration, slots, G, shared=self.share_noise)
-        traj = rollout(policy, cond, sigmas, plan, self.kernel, noise_level=self.noise_level, guidance=guidance,
-                       group_size=G, share_noise=self.share_noise, noise_generators=noise, sde_generators=sde)
-        cond = repeat_interleave(cond, G)
-        cache: dict[int, torch.Tensor] = {N: score(traj.x0)}  # V at step index -> [B]
+    def __init__(self, config: DenseGRPOConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+        self.plan: Plan = AllSDE(self.cfg.train_fraction, self.cfg.ode_first)
+
+    @classmethod
+    def needs_reference(cls, config: DenseGRPOConfig) -> bool:
+        return config.kl_beta > 0
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_plan(self.plan, num_steps, self.name)
+
+    def rollout(self, policy, cond, sigmas, *, guidance: float, group_size: int, **run) -> Trajectories:
+        """Flow-GRPO's rollout, with ``peeks`` [B, M, ...]: the clean sample the ODE
+        reaches from each state of :func:`peeked_steps` (M of them)."""
+        traj = sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, guidance=guidance,
+                           group_size=group_size, share_noise=False, **run)
+        cond = repeat_interleave(cond, group_size)
+        states = {}  # step index -> x at that step, [B, ...]
         for j, i in enumerate(traj.steps.tolist()):
-            for at, x in ((i, traj.x[:, j]), (i + 1, traj.x_next[:, j])):
-                if at not in cache:
-                    cache[at] = score(self.peek(policy, x, cond, sigmas[at:], guidance))
-        values = torch.stack([torch.stack([cache[i], cache[i + 1]], -1) for i in traj.steps.tolist()], 1)
-        return DenseTrajectories(**{f.name: getattr(traj, f.name) for f in dataclasses.fields(traj)}, values=values)
+            states.setdefault(i, traj.x[:, j])
+            states.setdefault(i + 1, traj.x_next[:, j])
+        at = peeked_steps(traj.steps.tolist(), len(sigmas) - 1)
+        peeks = [self.peek(policy, states[i], cond, sigmas[i:], guidance) for i in at]
+        return dataclasses.replace(traj, peeks=torch.stack(peeks, 1) if peeks else None)
 
     def peek(self, policy, x: torch.Tensor, cond, sigmas: torch.Tensor, guidance: float) -> torch.Tensor:
         """The clean sample the ODE reaches from x at sigmas[0]."""
@@ -88,12 +107,20 @@ class DenseGRPO(FlowGRPO):
                 x = ode(x, v, sigmas, i).prev_sample
         return x
 
-    def training_items(self, traj: DenseTrajectories, advantages: torch.Tensor, *, seed: int = 0,
-                       iteration: int = 0, rewards: torch.Tensor | None = None) -> Transitions:
-        items = super().training_items(traj, advantages, seed=seed, iteration=iteration, rewards=rewards)
-        gains = (traj.values[..., 1] - traj.values[..., 0]).cpu()  # [B, K]
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)  # logged only: each step gets its own below
+
+    def training_items(self, traj: Trajectories, advantages, *, rewards: torch.Tensor,
+                       peek_rewards: torch.Tensor | None, **_) -> Transitions:
+        steps, N = traj.steps.tolist(), len(traj.sigmas) - 1
+        column = {i: m for m, i in enumerate(peeked_steps(steps, N))}
+        value = {i: peek_rewards[:, m] for i, m in column.items()} | {N: rewards}  # V at step index -> [B]
+        gains = torch.stack([value[i + 1] - value[i] for i in steps], 1).cpu() if steps else torch.zeros(len(rewards), 0)
         group = traj.group.cpu()
         per_step = [group_advantages(gains[:, j], group, std=self.cfg.adv_std, clip=self.cfg.adv_clip).advantages
                     for j in range(gains.shape[1])]
         adv = torch.stack(per_step, 1) if per_step else gains
-        return dataclasses.replace(items, advantage=adv.flatten().to(items.x.device))
+        return dataclasses.replace(transitions(traj, advantages), advantage=adv.flatten().to(traj.x.device))
+
+    def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 import torch
 
 from alignflow.sdk.advantages import AGGREGATES, STD_MODES, GroupAdvantages, group_credit, members
-from alignflow.sdk.algorithms.base import LossOutput, StepContext, algorithm_config
+from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.kernels import KERNELS
 from alignflow.sdk.plans import StepPlan
 from alignflow.sdk.random import generator, randn
-from alignflow.sdk.rollout import Trajectories
+from alignflow.sdk.rollout import Trajectories, seeded_rollout
 
 
 @dataclass
@@ -87,81 +87,59 @@ class CleanSamples:
 
     Attributes:
         x0: [E, ...] the clean rollout sample; eps: [E, ...] fresh noise.
-        sigma: [E] float32 noise level t of the item.
+        step: [E] long index i of the item's noise level in the rollout's schedule.
+        sigma: [E] float32 noise level t = sigmas[i] of the item.
         r: [E] float32 optimality weight in [0, 1].
         sample: [E] long rollout sample index.
     """
 
     x0: torch.Tensor
     eps: torch.Tensor
+    step: torch.Tensor
     sigma: torch.Tensor
     r: torch.Tensor
     sample: torch.Tensor
 
 
-class DiffusionNFT:
+class DiffusionNFT(Algorithm):
     name = "diffusion_nft"
     Config = DiffusionNFTConfig
-    kernel = KERNELS["ode"]
-    noise_level = 0.0
-    share_noise = False
-    minmax_stats = ()
 
-    def __init__(self, config: DiffusionNFTConfig | None = None):
-        self.cfg = config or self.Config()
-        self.cfg.validate()
-        self.needs_reference = self.cfg.kl_beta > 0
-        self.old: EMA | None = None
+    def __init__(self, config: DiffusionNFTConfig | None = None, params: list[torch.nn.Parameter] = ()):
+        """``params``: the trained parameters (LoRA or full); the old policy starts as them."""
+        super().__init__(config, params)
+        self.kernel, self.noise_level = KERNELS["ode"], 0.0  # ODE rollouts: no SDE, no log-probs
+        self.old = EMA(list(params), decay=0.0)
         self.optimizer_steps = 0
 
     @classmethod
-    def config_from(cls, args: dict) -> DiffusionNFTConfig:
-        return algorithm_config(cls, args)
+    def needs_reference(cls, config: DiffusionNFTConfig) -> bool:
+        return config.kl_beta > 0
 
-    # ------------------------------------------------------------------ hooks
+    def rollout(self, policy, cond, sigmas, *, group_size: int, **run) -> Trajectories:
+        return seeded_rollout(policy, cond, sigmas, StepPlan.deterministic(len(sigmas) - 1), self.kernel,
+                              noise_level=0.0, group_size=group_size, share_noise=False, **run)
 
-    def bind(self, params: list[torch.nn.Parameter]) -> None:
-        """The old policy starts as the trained parameters (LoRA or full)."""
-        self.old = EMA(params, decay=0.0)
-
-    def end_iteration(self, optimizer_steps: int) -> dict[str, float]:
-        self.optimizer_steps += optimizer_steps
-        decay = self.cfg.old_decay(self.optimizer_steps)
-        self.old.step(decay)
-        return {"train/old_decay": decay}
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**self.old.state_dict(), "optimizer_steps": torch.tensor(self.optimizer_steps)}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.old.load_state_dict(state)
-        self.optimizer_steps = int(state["optimizer_steps"])
-
-    # ------------------------------------------------------------------ recipe
-
-    def plan(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
-        return StepPlan.deterministic(num_steps)
-
-    def advantages(self, rewards: torch.Tensor, group: torch.Tensor,
-                   terms: dict[str, tuple[torch.Tensor, float]] | None = None) -> GroupAdvantages:
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
         return group_credit(rewards, group, terms, aggregate=self.cfg.aggregate, std=self.cfg.adv_std,
                             clip=self.cfg.adv_clip)
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int = 0,
-                       iteration: int = 0, rewards: torch.Tensor | None = None) -> CleanSamples:
+    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int, iteration: int,
+                       **_) -> CleanSamples:
         B, N = len(traj.x0), len(traj.sigmas) - 1
         K = max(1, int(self.cfg.timestep_fraction * N))
         groups, member = traj.group.tolist(), members(traj.group)
-        sigmas, rows, eps = [], [], []
+        steps, rows, eps = [], [], []
         for b in range(B):
             g = generator(seed, "nft", iteration, groups[b], member[b])
-            sigmas.append(traj.sigmas[torch.randperm(N, generator=g)[:K]].float())
+            steps.append(torch.randperm(N, generator=g)[:K])
             eps.append(randn((K, *traj.x0.shape[1:]), g, device=traj.x0.device))
             rows.append(torch.full((K,), b, dtype=torch.long))
         A = advantages.to(traj.x0.device).clamp(-self.cfg.adv_clip, self.cfg.adv_clip)
-        sample = torch.cat(rows).to(traj.x0.device)
+        sample, step = torch.cat(rows).to(traj.x0.device), torch.cat(steps)
         return CleanSamples(
-            x0=traj.x0[sample], eps=torch.cat(eps).to(traj.x0.dtype), sigma=torch.cat(sigmas).to(traj.x0.device),
+            x0=traj.x0[sample], eps=torch.cat(eps).to(traj.x0.dtype), step=step.to(traj.x0.device),
+            sigma=traj.sigmas[step.to(traj.sigmas.device)].float().to(traj.x0.device),
             r=(A / (2 * self.cfg.adv_clip) + 0.5).clamp(0, 1)[sample], sample=sample,
         )
 
@@ -190,6 +168,20 @@ class DiffusionNFT:
             loss = loss + cfg.kl_beta * kl.mean()
             stats["kl_ref"] = kl.detach()
         return LossOutput(loss, stats)
+
+    def end_iteration(self, optimizer_steps: int) -> dict[str, float]:
+        """old <- d old + (1 - d) theta, with d growing with the optimizer steps taken."""
+        self.optimizer_steps += optimizer_steps
+        decay = self.cfg.old_decay(self.optimizer_steps)
+        self.old.step(decay)
+        return {"train/old_decay": decay}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**self.old.state_dict(), "optimizer_steps": torch.tensor(self.optimizer_steps)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.old.load_state_dict(state)
+        self.optimizer_steps = int(state["optimizer_steps"])
 
     def _x0_error(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         err = (x0_hat - x0).pow(2).flatten(1).mean(1)

@@ -20,18 +20,24 @@ computed once per prompt (the group shares its initial noise).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from alignflow.sdk.advantages import AGGREGATES, STD_MODES, GroupAdvantages, group_credit
-from alignflow.sdk.algorithms.base import LossOutput, StepContext, algorithm_config
+from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
 from alignflow.sdk.batching import SHARED
 from alignflow.sdk.errors import ConfigError
-from alignflow.sdk.kernels import KERNELS, get_kernel
-from alignflow.sdk.losses import KL_CONVENTIONS, clipped_policy_loss, kl_to_reference
-from alignflow.sdk.plans import AllSDE, Plan, SDEWindow, StepPlan
-from alignflow.sdk.rollout import Trajectories
+from alignflow.sdk.kernels import KERNELS, StepOutput, get_kernel
+from alignflow.sdk.losses import (
+    KL_CONVENTIONS,
+    PolicyLossOutput,
+    clipped_policy_loss,
+    kl_to_reference,
+)
+from alignflow.sdk.plans import AllSDE, Plan, SDEWindow, check_plan
+from alignflow.sdk.rollout import Trajectories, seeded_rollout
 
 
 @dataclass
@@ -91,6 +97,12 @@ class FlowGRPOFastConfig(FlowGRPOConfig):
             raise ConfigError("algorithm.window", self.window, "an int >= 1")
 
 
+def credit(cfg: FlowGRPOConfig, rewards: torch.Tensor, group: torch.Tensor,
+           terms: dict[str, tuple[torch.Tensor, float]] | None) -> GroupAdvantages:
+    """Group-relative advantages with the config's aggregation, std and clip."""
+    return group_credit(rewards, group, terms, aggregate=cfg.aggregate, std=cfg.adv_std, clip=cfg.adv_clip)
+
+
 @dataclass
 class Transitions:
     """E = B * K trained transitions, flattened sample-major.
@@ -114,84 +126,126 @@ class Transitions:
     weight: torch.Tensor | None = None
 
 
-class FlowGRPO:
+def transitions(traj: Trajectories, advantages: torch.Tensor) -> Transitions:
+    """Every recorded step of every sample, each with its sample's advantage."""
+    B, K = traj.log_prob.shape
+    return Transitions(
+        x=traj.x.flatten(0, 1),
+        x_next=traj.x_next.flatten(0, 1),
+        log_prob=traj.log_prob.flatten(),
+        step=traj.steps.repeat(B),
+        sample=torch.arange(B, device=traj.x.device).repeat_interleave(K),
+        advantage=advantages.to(traj.x.device).repeat_interleave(K),
+        sigmas=traj.sigmas,
+    )
+
+
+Surrogate = Callable[[StepOutput, torch.Tensor, Transitions, StepContext], PolicyLossOutput]
+"""(the policy's step output, the old log-prob [E], the items, ctx) -> the policy loss."""
+
+
+def ratio_loss(cfg: FlowGRPOConfig, kernel, policy, items: Transitions, cond, ctx: StepContext,
+               surrogate: Surrogate | None = None) -> LossOutput:
+    """Flow-GRPO's loss on transitions: the policy's log-prob of each stored step, a
+    policy-gradient surrogate on its ratio to the rollout's (PPO's clip by default), and
+    ``kl_beta`` times the KL of the step's Gaussian to the reference's."""
+    sigmas = items.sigmas
+    step_args = dict(noise_level=cfg.noise_level, prev_sample=items.x_next)
+    v = policy.velocity(items.x, sigmas[items.step].to(items.x.device), cond, ctx.guidance)
+    out = kernel(items.x, v, sigmas, items.step, **step_args)
+    # On-policy, the stored rollout log-prob and this one differ only by numerics
+    # (batch composition, kernels); using this one makes the first ratio exactly 1
+    # and the mismatch is reported so that a real discrepancy cannot hide.
+    old = out.log_prob.detach() if ctx.on_policy else items.log_prob
+    if surrogate is None:
+        pg = clipped_policy_loss(out.log_prob, old, items.advantage, cfg.clip_range, weights=items.weight)
+    else:
+        pg = surrogate(out, old, items, ctx)
+    stats = {"ratio": pg.ratio, "clipfrac": pg.clipped.float(), "approx_kl": pg.approx_kl.expand(len(old)),
+             "policy_loss": pg.loss.detach().expand(len(old))}
+    if ctx.on_policy:
+        stats["logprob_mismatch"] = (out.log_prob.detach() - items.log_prob).abs()
+    loss = pg.loss
+    if cfg.kl_beta > 0:
+        with torch.no_grad(), ctx.reference():
+            v_ref = policy.velocity(items.x, sigmas[items.step].to(items.x.device), cond, ctx.guidance)
+            ref = kernel(items.x, v_ref, sigmas, items.step, **step_args)
+        g = kernel.diffusion(sigmas, items.step, items.x, cfg.noise_level)
+        kl = kl_to_reference(out.mean, ref.mean, std=out.std, diffusion=g, convention=cfg.kl_convention)
+        loss = loss + cfg.kl_beta * kl.mean()
+        stats["kl_ref"] = kl.detach()
+    return LossOutput(loss, stats)
+
+
+def sde_rollout(cfg: FlowGRPOConfig, kernel, plan: Plan, policy, cond, sigmas: torch.Tensor, *, guidance: float,
+                group_size: int, seed: int, iteration: int, slots: list[int], share_noise: bool) -> Trajectories:
+    """The rollout of this iteration's plan with the recipe's kernel and noise level."""
+    return seeded_rollout(policy, cond, sigmas, plan(len(sigmas) - 1, iteration, seed), kernel,
+                          noise_level=cfg.noise_level, guidance=guidance, group_size=group_size, seed=seed,
+                          iteration=iteration, slots=slots, share_noise=share_noise)
+
+
+class FlowGRPO(Algorithm):
+    """Every step SDE, the first floor(0.99 N) trained, independent initial noise."""
+
     name = "flow_grpo"
     Config = FlowGRPOConfig
-    share_noise = False
     minmax_stats = ("ratio",)
 
-    def __init__(self, config: FlowGRPOConfig | None = None):
-        self.cfg = config or self.Config()
-        self.cfg.validate()
-        self.kernel = get_kernel(self.cfg.kernel)
-        self.noise_level = self.cfg.noise_level
-        self.needs_reference = self.cfg.kl_beta > 0
-        self._plan: Plan = self.make_plan()
+    def __init__(self, config: FlowGRPOConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+        self.plan: Plan = AllSDE(self.cfg.train_fraction, self.cfg.ode_first)
 
     @classmethod
-    def config_from(cls, args: dict) -> FlowGRPOConfig:
-        return algorithm_config(cls, args)
+    def needs_reference(cls, config: FlowGRPOConfig) -> bool:
+        return config.kl_beta > 0
 
-    def make_plan(self) -> Plan:
-        return AllSDE(self.cfg.train_fraction, self.cfg.ode_first)
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_plan(self.plan, num_steps, self.name)
 
-    def plan(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
-        return self._plan(num_steps, iteration, seed)
+    def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
+        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=False, **run)
 
-    def advantages(self, rewards: torch.Tensor, group: torch.Tensor,
-                   terms: dict[str, tuple[torch.Tensor, float]] | None = None) -> GroupAdvantages:
-        return group_credit(rewards, group, terms, aggregate=self.cfg.aggregate, std=self.cfg.adv_std,
-                            clip=self.cfg.adv_clip)
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int = 0,
-                       iteration: int = 0, rewards: torch.Tensor | None = None) -> Transitions:
-        B, K = traj.log_prob.shape
-        return Transitions(
-            x=traj.x.flatten(0, 1),
-            x_next=traj.x_next.flatten(0, 1),
-            log_prob=traj.log_prob.flatten(),
-            step=traj.steps.repeat(B),
-            sample=torch.arange(B, device=traj.x.device).repeat_interleave(K),
-            advantage=advantages.to(traj.x.device).repeat_interleave(K),
-            sigmas=traj.sigmas,
-        )
+    def training_items(self, traj: Trajectories, advantages, **_) -> Transitions:
+        return transitions(traj, advantages)
 
     def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
-        cfg, sigmas = self.cfg, items.sigmas
-        step_args = dict(noise_level=cfg.noise_level, prev_sample=items.x_next)
-        v = policy.velocity(items.x, sigmas[items.step].to(items.x.device), cond, ctx.guidance)
-        out = self.kernel(items.x, v, sigmas, items.step, **step_args)
-        # On-policy, the stored rollout log-prob and this one differ only by numerics
-        # (batch composition, kernels); using this one makes the first ratio exactly 1
-        # and the mismatch is reported so that a real discrepancy cannot hide.
-        old = out.log_prob.detach() if ctx.on_policy else items.log_prob
-        pg = self.policy_loss(out, old, items, ctx)
-        stats = {"ratio": pg.ratio, "clipfrac": pg.clipped.float(), "approx_kl": pg.approx_kl.expand(len(old)),
-                 "policy_loss": pg.loss.detach().expand(len(old))}
-        if ctx.on_policy:
-            stats["logprob_mismatch"] = (out.log_prob.detach() - items.log_prob).abs()
-        loss = pg.loss
-        if self.needs_reference:
-            with torch.no_grad(), ctx.reference():
-                v_ref = policy.velocity(items.x, sigmas[items.step].to(items.x.device), cond, ctx.guidance)
-                ref = self.kernel(items.x, v_ref, sigmas, items.step, **step_args)
-            g = self.kernel.diffusion(sigmas, items.step, items.x, cfg.noise_level)
-            kl = kl_to_reference(out.mean, ref.mean, std=out.std, diffusion=g, convention=cfg.kl_convention)
-            loss = loss + cfg.kl_beta * kl.mean()
-            stats["kl_ref"] = kl.detach()
-        return LossOutput(loss, stats)
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)
 
 
-    def policy_loss(self, out, old_log_prob: torch.Tensor, items: Transitions, ctx: StepContext):
-        """The clipped surrogate on the step's log-ratio (variants override this)."""
-        return clipped_policy_loss(out.log_prob, old_log_prob, items.advantage, self.cfg.clip_range,
-                                   weights=items.weight)
+class FlowGRPOFast(Algorithm):
+    """A random SDE window of ``window`` trained steps after an ODE prefix that the
+    group shares (so the group shares its initial noise), ODE after."""
 
-
-class FlowGRPOFast(FlowGRPO):
     name = "flow_grpo_fast"
     Config = FlowGRPOFastConfig
-    share_noise = True
+    minmax_stats = ("ratio",)
 
-    def make_plan(self) -> Plan:
-        return SDEWindow(self.cfg.window, None if self.cfg.max_start < 0 else self.cfg.max_start, self.cfg.ode_first)
+    def __init__(self, config: FlowGRPOFastConfig | None = None, params=()):
+        super().__init__(config, params)
+        c = self.cfg
+        self.kernel, self.noise_level = get_kernel(c.kernel), c.noise_level
+        self.plan: Plan = SDEWindow(c.window, None if c.max_start < 0 else c.max_start, c.ode_first)
+
+    @classmethod
+    def needs_reference(cls, config: FlowGRPOFastConfig) -> bool:
+        return config.kl_beta > 0
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_plan(self.plan, num_steps, self.name)
+
+    def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
+        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run)
+
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)
+
+    def training_items(self, traj: Trajectories, advantages, **_) -> Transitions:
+        return transitions(traj, advantages)
+
+    def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)

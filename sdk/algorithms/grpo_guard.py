@@ -21,10 +21,20 @@ from dataclasses import dataclass
 
 import torch
 
-from alignflow.sdk.algorithms.base import StepContext
-from alignflow.sdk.algorithms.flow_grpo import FlowGRPO, FlowGRPOConfig, Transitions
+from alignflow.sdk.advantages import GroupAdvantages
+from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
+from alignflow.sdk.algorithms.flow_grpo import (
+    FlowGRPOConfig,
+    Transitions,
+    credit,
+    ratio_loss,
+    sde_rollout,
+    transitions,
+)
 from alignflow.sdk.errors import ConfigError
-from alignflow.sdk.losses import clipped_policy_loss
+from alignflow.sdk.kernels import StepOutput, get_kernel
+from alignflow.sdk.losses import PolicyLossOutput, clipped_policy_loss
+from alignflow.sdk.plans import AllSDE, Plan, check_plan
 from alignflow.sdk.rollout import Trajectories
 
 
@@ -44,21 +54,47 @@ class GuardTransitions(Transitions):
     mean: torch.Tensor | None = None
 
 
-class GRPOGuard(FlowGRPO):
+def ratio_norm_loss(out: StepOutput, old_log_prob: torch.Tensor, items: GuardTransitions, clip_range: float,
+                    on_policy: bool) -> PolicyLossOutput:
+    """RatioNorm: the log-ratio centred by b and scaled by the step's std, clipped, each
+    transition weighted by 1 / |dt|."""
+    mu_old = out.mean.detach() if on_policy else items.mean
+    s = out.std.flatten()
+    bias = (out.mean - mu_old).pow(2).flatten(1).mean(1) / (2 * s**2)
+    log_ratio = (out.log_prob - old_log_prob + bias) * s
+    sigmas = items.sigmas.to(s.device)
+    dt = (sigmas[items.step] - sigmas[items.step + 1]).float()
+    return clipped_policy_loss(log_ratio, torch.zeros_like(log_ratio), items.advantage, clip_range, weights=1 / dt)
+
+
+class GRPOGuard(Algorithm):
     name = "grpo_guard"
     Config = GRPOGuardConfig
+    minmax_stats = ("ratio",)
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int = 0,
-                       iteration: int = 0, rewards: torch.Tensor | None = None) -> GuardTransitions:
-        base = super().training_items(traj, advantages)
-        return GuardTransitions(**vars(base), mean=traj.mean.flatten(0, 1))
+    def __init__(self, config: GRPOGuardConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+        self.plan: Plan = AllSDE(self.cfg.train_fraction, self.cfg.ode_first)
 
-    def policy_loss(self, out, old_log_prob: torch.Tensor, items: GuardTransitions, ctx: StepContext):
-        mu_old = out.mean.detach() if ctx.on_policy else items.mean
-        s = out.std.flatten()
-        bias = (out.mean - mu_old).pow(2).flatten(1).mean(1) / (2 * s**2)
-        log_ratio = (out.log_prob - old_log_prob + bias) * s
-        sigmas = items.sigmas.to(s.device)
-        dt = (sigmas[items.step] - sigmas[items.step + 1]).float()
-        return clipped_policy_loss(log_ratio, torch.zeros_like(log_ratio), items.advantage, self.cfg.clip_range,
-                                   weights=1 / dt)
+    @classmethod
+    def needs_reference(cls, config: GRPOGuardConfig) -> bool:
+        return config.kl_beta > 0
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_plan(self.plan, num_steps, self.name)
+
+    def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
+        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=False, **run)
+
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)
+
+    def training_items(self, traj: Trajectories, advantages, **_) -> GuardTransitions:
+        return GuardTransitions(**vars(transitions(traj, advantages)), mean=traj.mean.flatten(0, 1))
+
+    def loss(self, policy, items: GuardTransitions, cond, ctx: StepContext) -> LossOutput:
+        def surrogate(out, old, items, ctx):
+            return ratio_norm_loss(out, old, items, self.cfg.clip_range, ctx.on_policy)
+
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx, surrogate)

@@ -21,9 +21,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignflow.sdk.algorithms.flow_grpo import FlowGRPO, FlowGRPOConfig
+from alignflow.sdk.advantages import GroupAdvantages
+from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
+from alignflow.sdk.algorithms.flow_grpo import (
+    FlowGRPOConfig,
+    Transitions,
+    credit,
+    ratio_loss,
+    sde_rollout,
+    transitions,
+)
 from alignflow.sdk.errors import ConfigError
-from alignflow.sdk.plans import SLIDE_MODES, Plan, SlidingWindow
+from alignflow.sdk.kernels import get_kernel
+from alignflow.sdk.plans import SLIDE_MODES, Plan, SlidingWindow, check_plan
+from alignflow.sdk.rollout import Trajectories
 
 
 @dataclass
@@ -55,12 +66,37 @@ class MixGRPOConfig(FlowGRPOConfig):
                 raise ConfigError(f"algorithm.{name}", getattr(self, name), accepted)
 
 
-class MixGRPO(FlowGRPO):
+def sliding_window(c: MixGRPOConfig) -> SlidingWindow:
+    return SlidingWindow(c.window, c.every, c.stride, c.slide, c.roll_back, start=c.ode_first,
+                         max_start=None if c.max_start < 0 else c.max_start)
+
+
+class MixGRPO(Algorithm):
     name = "mixgrpo"
     Config = MixGRPOConfig
-    share_noise = True
+    minmax_stats = ("ratio",)
 
-    def make_plan(self) -> Plan:
-        c = self.cfg
-        return SlidingWindow(c.window, c.every, c.stride, c.slide, c.roll_back, start=c.ode_first,
-                             max_start=None if c.max_start < 0 else c.max_start)
+    def __init__(self, config: MixGRPOConfig | None = None, params=()):
+        super().__init__(config, params)
+        self.kernel, self.noise_level = get_kernel(self.cfg.kernel), self.cfg.noise_level
+        self.plan: Plan = sliding_window(self.cfg)
+
+    @classmethod
+    def needs_reference(cls, config: MixGRPOConfig) -> bool:
+        return config.kl_beta > 0
+
+    def check(self, num_steps: int, group_size: int) -> None:
+        check_plan(self.plan, num_steps, self.name)
+
+    def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
+        # the group shares its initial noise: the ODE prefix before the window runs once per prompt
+        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run)
+
+    def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
+        return credit(self.cfg, rewards, group, terms)
+
+    def training_items(self, traj: Trajectories, advantages, **_) -> Transitions:
+        return transitions(traj, advantages)
+
+    def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
+        return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)

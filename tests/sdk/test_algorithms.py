@@ -11,7 +11,6 @@ from tests.helpers import digits_cfg
 def test_mixgrpo_trains_its_window_and_the_window_slides(tmp_path):
     tr = Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "sample.num_steps=8", "algorithm.window=2",
                             "algorithm.every=1", "train.optimizer_steps=1"))
-    assert tr.algo.share_noise
     starts = [tr.algo.plan(8, it, 0).shared_prefix for it in range(7)]
     assert starts == [0, 1, 2, 3, 4, 5, 0]  # N - 1 - w = 5, then back to the start
     m = tr.train_iteration(3)
@@ -28,7 +27,7 @@ def test_mixgrpo_config_is_checked(tmp_path):
 
 def test_dance_grpo_trains_a_random_subset_of_steps_per_sample(tmp_path):
     tr = Trainer(digits_cfg(tmp_path, "algorithm=dance_grpo", "sample.num_steps=6", "train.optimizer_steps=1"))
-    assert tr.algo.share_noise and tr.algo.kernel.name == "dance_sde"
+    assert tr.algo.kernel.name == "dance_sde"
     seen = {}
     real = tr.algo.training_items
 
@@ -63,7 +62,9 @@ def test_diffusion_nft_trains_clean_samples_with_a_lagging_old_policy(tmp_path):
     B = len(items.sample.unique())
     assert len(items.sample) == B * 4  # floor(0.99 x 5) timesteps per sample
     assert set(items.sigma.tolist()) <= set(tr.policy.sigmas(5)[:5].tolist())
-    assert ((items.r >= 0) & (items.r <= 1)).all() and m["train/trained_steps"] == 0.0  # no SDE step
+    assert ((items.r >= 0) & (items.r <= 1)).all()
+    assert m["train/trained_steps"] == len(items.step.unique())  # distinct timesteps trained
+    torch.testing.assert_close(items.sigma, tr.policy.sigmas(5)[items.step].float())
     assert m["train/old_decay"] == 0.5  # 2 optimizer steps x 0.25
     # the old policy is half way between the start and the trained weights
     old = tr.algo.old.shadow
@@ -81,8 +82,7 @@ def test_grpo_guard_ratio_is_centred_and_scaled_per_step():
     log-ratio of mean -b, which the guard's centring removes."""
     import torch
 
-    from alignflow.sdk.algorithms.base import StepContext
-    from alignflow.sdk.algorithms.grpo_guard import GRPOGuard, GuardTransitions
+    from alignflow.sdk.algorithms.grpo_guard import GRPOGuard, GuardTransitions, ratio_norm_loss
     from alignflow.sdk.kernels import StepOutput, gaussian_log_prob
 
     torch.manual_seed(0)
@@ -100,9 +100,7 @@ def test_grpo_guard_ratio_is_centred_and_scaled_per_step():
     items = GuardTransitions(x=x_next, x_next=x_next, log_prob=old_lp, step=torch.tensor([0, 1, 0, 1]),
                              sample=torch.arange(E), advantage=torch.tensor([1.0, 1.0, -1.0, -1.0]),
                              sigmas=sigmas, mean=mu_old)
-    algo = GRPOGuard(GRPOGuard.Config(clip_range=1.0))
-    ctx = StepContext(guidance=1.0, on_policy=False, reference=None, iteration=0)
-    pg = algo.policy_loss(out, old_lp, items, ctx)
+    pg = ratio_norm_loss(out, old_lp, items, clip_range=1.0, on_policy=False)
     torch.testing.assert_close(pg.ratio.log(), ((raw + b) * s).detach())
     assert pg.ratio.log().abs().max() < 1e-3  # centred: no systematic shift below 1
     # each transition weighted by 1 / |dt| (0.2 for step 0, 0.3 for step 1)
@@ -128,9 +126,11 @@ def test_branch_grpo_trains_tree_edges_with_depth_advantages_and_pruning(tmp_pat
 
 
 def test_tree_shape_must_give_group_size_leaves(tmp_path):
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=tree_grpo", "algorithm.widths=[2,2,2]"))
-    with pytest.raises(ConfigError, match="algorithm.widths"):
-        tr.train_iteration(0)
+    with pytest.raises(ConfigError, match="algorithm.widths"):  # when the trainer is built
+        Trainer(digits_cfg(tmp_path, "algorithm=tree_grpo", "algorithm.widths=[2,2,2]"))
+    with pytest.raises(ConfigError, match="algorithm.branch_steps"):
+        Trainer(digits_cfg(tmp_path, "algorithm=tree_grpo", "algorithm.branch_steps=[0,9]",
+                           "algorithm.widths=[2,2]"))
 
 
 def test_tempflow_branches_once_per_iteration_with_noise_aware_weights(tmp_path):
@@ -183,18 +183,18 @@ def test_dense_grpo_credits_each_step_with_its_reward_gain(tmp_path):
     import torch
 
     tr = Trainer(digits_cfg(tmp_path, "algorithm=dense_grpo", "sample.num_steps=6", "train.optimizer_steps=1"))
-    seen, scored = {}, []
-    real_items, real_peek = tr.algo.training_items, tr._peek_score
-    tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", (traj, real_items(traj, adv, **kw)))[1]
-    tr._peek_score = lambda x0, **kw: scored.append(x0) or real_peek(x0, **kw)
+    seen = {}
+    real_items = tr.algo.training_items
+    tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", (traj, kw, real_items(traj, adv, **kw)))[2]
     m = tr.train_iteration(0)
-    traj, items = seen["items"]
+    traj, kw, items = seen["items"]
     P, G, K = 2, 4, 3  # floor(0.6 x 6) trained steps
     assert traj.steps.tolist() == [0, 1, 2] and m["train/trained_steps"] == 3.0
-    assert len(scored) == 1 + K + 1  # the final samples, then peeks at steps 0, 1, 2, 3
-    # V after step i is V before step i + 1 (the same peek), and V_N is the final reward
-    torch.testing.assert_close(traj.values[:, 1:, 0], traj.values[:, :-1, 1])
-    gains = traj.values[..., 1] - traj.values[..., 0]
+    # peeks at steps 0, 1, 2, 3, scored by the trainer like the final samples
+    assert traj.peeks.shape[:2] == (P * G, K + 1) and kw["peek_rewards"].shape == (P * G, K + 1)
+    assert torch.isfinite(kw["peek_rewards"]).all()
+    values = kw["peek_rewards"]  # V_0 .. V_3: step i's gain is V_(i+1) - V_i
+    gains = values[:, 1:] - values[:, :-1]
     adv = items.advantage.view(P * G, K)
     for j in range(K):  # z-scored per step within each group
         for g in range(P):

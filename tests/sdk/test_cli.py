@@ -18,6 +18,20 @@ def test_config_prints_the_composed_experiment(capsys):
     assert "lr: 0.5" in out and "name: flow_grpo" in out and "digits_train.jsonl" in out
 
 
+def test_algorithm_options_come_from_the_recipe_and_are_listed(capsys):
+    """configs/algorithm/NAME.yaml holds only what differs from the recipe's dataclass:
+    `config` prints the options a run will use, `fields --algorithm` documents them, and
+    `algorithm.KEY=V` sets one without a `+`."""
+    assert main(["config", "experiment=image_digits", "algorithm=mixgrpo", "algorithm.window=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "  window: 3\n" in printed and "  every: 25\n" in printed and "  slide: progressive\n" in printed
+    assert main(["fields", "--algorithm", "mixgrpo"]) == 0
+    listed = capsys.readouterr().out
+    assert "algorithm.window" in listed and "SDE (and trained) steps per rollout" in listed
+    assert main(["config", "experiment=image_digits", "algorithm=mixgrpo", "algorithm.windw=3"]) == 2
+    assert "algorithm.windw" in capsys.readouterr().err
+
+
 def test_train_then_eval_and_sample_from_the_checkpoint(tmp_path, capsys):
     args = [*FAST, f"output_dir={tmp_path}", "logging.media=true"]
     assert main(["train", *args]) == 0

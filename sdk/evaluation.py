@@ -1,0 +1,83 @@
+"""Held-out evaluation: deterministic (ODE) samples of fixed prompts and seeds.
+
+Every evaluation of a run samples the same prompts with the same noise, so what
+changes between two evaluations is the policy. ``eval.samples_per_prompt`` seeds per
+prompt, ``eval.num_steps`` steps, the EMA weights when EMA is on; the jobs are spread
+over the processes and gathered in job order, so the grid and the numbers do not
+depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignflow.sdk.batching import chunks
+from alignflow.sdk.data import PromptSet
+from alignflow.sdk.ema import EMA
+from alignflow.sdk.random import generator
+from alignflow.sdk.rollout import sample
+
+
+class Evaluator:
+    """``evaluate(iteration, prompts)`` -> ``eval/*`` metrics; keeps the media of the
+    last evaluation (``last_media``) and of the base (``base_media``) for the report."""
+
+    def __init__(self, cfg: Any, policy: Any, acc: Any, score: Callable, writer: Any, out: Path, *,
+                 ema: EMA | None, groupwise: bool, media: bool):
+        """``cfg``: the run's ``eval`` config; ``score(media, prompts, metadata, groups)``
+        -> (RewardOutput, seconds); ``groupwise``: a reward compares the samples of a
+        prompt, so a scoring call must hold whole prompts; ``media``: write the grids."""
+        self.cfg, self.policy, self.acc, self.score, self.writer, self.out = cfg, policy, acc, score, writer, out
+        self.ema, self.groupwise, self.media = ema, groupwise, media
+        self.last_media: list | None = None
+        self.base_media: list | None = None
+
+    @torch.no_grad()
+    def __call__(self, iteration: int, prompts: PromptSet, score: bool = True, name: str = "",
+                 base: bool = False) -> dict[str, float]:
+        """Sample and (unless ``score=False``) score every (prompt, seed); write the grid
+        (rows: prompts, columns: seeds) to samples/<name or eval-<iteration>>;
+        ``base``: these are the base policy's samples, kept for the before/after figure."""
+        from accelerate.utils import gather_object
+
+        ev, acc = self.cfg, self.acc
+        jobs = [(p, k) for p in range(len(prompts)) for k in range(ev.samples_per_prompt)]
+        results = []  # (job, score, components, media) of this process's share
+        size = ev.batch_size
+        if self.groupwise:
+            size = max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt  # whole prompts per call
+        with (self.ema.applied() if self.ema else contextlib.nullcontext()), acc.autocast():
+            for chunk in chunks(jobs[acc.process_index::acc.num_processes], size):
+                text = [prompts.prompts[p] for p, _ in chunk]
+                meta = [prompts.metadata[p] for p, _ in chunk]
+                cond = self.policy.encode(text, meta)
+                x0 = sample(self.policy, cond, ev.num_steps, guidance=ev.guidance,
+                            noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk])
+                media = self.policy.decode(x0, cond).cpu()
+                out = self.score(media, text, meta, torch.tensor([p for p, _ in chunk]))[0] if score else None
+                for b, job in enumerate(chunk):
+                    results.append((job, out.scores[b].item() if out else None,
+                                    {n: v[b].item() for n, v in out.components.items()} if out else {}, media[b]))
+        results = sorted(gather_object(results), key=lambda r: r[0])
+        m = {"eval/reward_mean": finite_mean([r[1] for r in results])} if score else {}
+        for comp in results[0][2]:
+            m[f"eval/{comp}_mean"] = finite_mean([r[2][comp] for r in results])
+        self.last_media = [r[3] for r in results]  # one item per sample, in job order
+        if base:
+            self.base_media = self.last_media
+        if acc.is_main_process and self.media:
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+            self.writer.save_samples(self.last_media, self.out / "samples" / (name or f"eval-{iteration:05d}"),
+                                     per_row=ev.samples_per_prompt, title=f"iteration {iteration}")
+        return m
+
+
+def finite_mean(values: list[float]) -> float:
+    v = torch.tensor(values, dtype=torch.float64)
+    v = v[torch.isfinite(v)]
+    return v.mean().item() if len(v) else float("nan")
