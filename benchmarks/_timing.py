@@ -30,8 +30,14 @@ def items_per_sample(tr: Trainer) -> int:
     rollout = concat([b.rollout for b in batches])
     _, adv = tr.advantages(rollout, scored)
     n = len(scored.reward.scores)
-    items = tr.algo.training_items(rollout, adv.advantages[:n], rewards=scored.reward.scores,
-                                   peek_rewards=scored.peeks, seed=tr.cfg.seed, iteration=0)
+    items = tr.algo.training_items(
+        rollout,
+        adv.advantages[:n],
+        rewards=scored.reward.scores,
+        peek_rewards=scored.peeks,
+        seed=tr.cfg.seed,
+        iteration=0,
+    )
     return max(1, round(batch_size(items) / n))
 
 
@@ -94,7 +100,8 @@ def _take(cond, n):
 
 
 def iteration_split(tr: Trainer, warmup: int, iterations: int) -> tuple[float, dict[str, float]]:
-    """Mean wall seconds per iteration and the trainer's split (rollout / reward / train / other)."""
+    """Mean wall seconds per iteration and the trainer's split (rollout / reward / train /
+    other)."""
     for it in range(warmup):
         tr.train_iteration(it)
     walls, phases = [], []
@@ -119,8 +126,11 @@ def print_split(title: str, wall: float, split: dict[str, float], bare: dict[str
         bare_s = f"{bare_v:14.3f}" if bare_v is not None else f"{'-':>14}"
         print(f"{names[k]:<10}{v:14.3f}{v / wall:8.1%}{bare_s}")
     print(f"{'total':<10}{wall:14.3f}{1:8.1%}{bare_total:14.3f}")
-    print(f"trainer wall / model forward+backward = {wall / bare_total:.2f}x; other = {split['other'] / wall:.1%} "
-          f"of the iteration (target <= 10%)")
+    print(
+        f"trainer wall / model forward+backward = {wall / bare_total:.2f}x; other = "
+        f"{split['other'] / wall:.1%} "
+        f"of the iteration (target <= 10%)"
+    )
 
 
 def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
@@ -146,7 +156,11 @@ def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
     media = policy.decode(x, cond)
     p_rep, m_rep = [p for p in prompts for _ in range(G)], [m for m in rows for _ in range(G)]
     terms = {name: r for name, (r, _) in tr.reward.terms.items()}
-    mb, K, no_grad_forwards = cfg.train.micro_batch_size, items_per_sample(tr), reference_forwards(tr)
+    mb, K, no_grad_forwards = (
+        cfg.train.micro_batch_size,
+        items_per_sample(tr),
+        reference_forwards(tr),
+    )
 
     def training():
         for start in range(0, B * K, mb):
@@ -158,7 +172,10 @@ def parts(tr: Trainer, decode: str = "decode") -> dict[str, float]:
                     policy.velocity(x[idx], sigma[idx], select(cond, idx), cfg.sample.guidance)
         tr.optimizer.zero_grad(set_to_none=True)
 
-    out = {"rollout (denoiser)": timed(denoiser, 1), decode: timed(lambda: policy.decode(x, cond), 2)}
+    out = {
+        "rollout (denoiser)": timed(denoiser, 1),
+        decode: timed(lambda: policy.decode(x, cond), 2),
+    }
     for name, reward in terms.items():
         out[f"reward: {name}"] = timed(lambda r=reward: r(media, p_rep, m_rep), 2)
     out["training"] = timed(training, 1)

@@ -1,6 +1,7 @@
 """The Flow-GRPO family head to head on the image_digits default.
 
-    .venv/bin/python benchmarks/algorithms.py [--iterations 100] [--every 10] [--only a,b] [--out DIR] [overrides]
+    .venv/bin/python benchmarks/algorithms.py [--iterations 100] [--every 10] [--only a,b]
+        [--out DIR] [overrides]
 
 Every recipe runs the same experiment (tiny SD3 over 8x8 digits, digit-classifier
 reward), seed, prompts, group size (8 prompts x 8 samples) and iteration budget, with the
@@ -45,7 +46,10 @@ RECIPES: dict[str, list[str]] = {
     "flow_grpo_fast": ["algorithm.window=2", "algorithm.clip_range=2e-3"],
     "mixgrpo": ["algorithm.kl_beta=0", "algorithm.window=4"],
     "mixgrpo_flash": ["algorithm.kl_beta=0", "algorithm.window=4"],
-    "dance_grpo": ["algorithm.kl_beta=0", "algorithm.noise_level=0.5"],  # eta: 1.0 never learned here, 0.3 slower
+    "dance_grpo": [
+        "algorithm.kl_beta=0",
+        "algorithm.noise_level=0.5",
+    ],  # eta: 1.0 never learned here, 0.3 slower
     "diffusion_nft": ["algorithm.kl_beta=1e-4"],
     "grpo_guard": [],
     "tempflow_grpo": [],
@@ -76,19 +80,43 @@ def recipe_schedule(name: str, iterations: int) -> list[str]:
     return [f"algorithm.every={max(1, iterations // 3)}"] if name.startswith("mixgrpo") else []
 
 
-def run(name: str, iterations: int, every: int, out: Path, gold: OCRReward, overrides: list[str]) -> dict:
-    cfg = compose("train", ["experiment=image_digits", f"algorithm={name}", f"output_dir={out / name}",
-                            f"train.iterations={iterations}", "eval.every=0", "checkpoint.every=0",
-                            "logging.progress_bar=false", "logging.tensorboard=false", "logging.media=false",
-                            "checkpoint.overwrite=true", *RECIPES[name], *recipe_schedule(name, iterations), *overrides])
+def run(
+    name: str, iterations: int, every: int, out: Path, gold: OCRReward, overrides: list[str]
+) -> dict:
+    cfg = compose(
+        "train",
+        [
+            "experiment=image_digits",
+            f"algorithm={name}",
+            f"output_dir={out / name}",
+            f"train.iterations={iterations}",
+            "eval.every=0",
+            "checkpoint.every=0",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            "logging.media=false",
+            "checkpoint.overwrite=true",
+            *RECIPES[name],
+            *recipe_schedule(name, iterations),
+            *overrides,
+        ],
+    )
     tr = Trainer(cfg)
     counter = NFECounter(tr.policy)
 
     def evaluate() -> tuple[float, float]:
         m = tr.evaluate()
-        prompts = [tr.eval_set.prompts[p] for p in range(len(tr.eval_set)) for _ in range(cfg.eval.samples_per_prompt)]
-        meta = [tr.eval_set.metadata[p] for p in range(len(tr.eval_set)) for _ in range(cfg.eval.samples_per_prompt)]
-        g = gold(torch.stack(tr.last_eval_media), prompts, meta).scores
+        prompts = [
+            tr.eval_set.prompts[p]
+            for p in range(len(tr.eval_set))
+            for _ in range(cfg.eval.samples_per_prompt)
+        ]
+        meta = [
+            tr.eval_set.metadata[p]
+            for p in range(len(tr.eval_set))
+            for _ in range(cfg.eval.samples_per_prompt)
+        ]
+        g = gold(torch.stack(tr.evaluator.last_media), prompts, meta).scores
         return m[ACCURACY], float(g[torch.isfinite(g)].mean())
 
     acc, g = evaluate()
@@ -104,32 +132,47 @@ def run(name: str, iterations: int, every: int, out: Path, gold: OCRReward, over
         diversity.append(m["train/diversity"])
         if (it + 1) % every == 0 or it + 1 == iterations:
             acc, g = evaluate()
-            curve.append({"iteration": it + 1, "seconds": wall, "nfe": counter.n, "accuracy": acc, "gold": g})
+            curve.append(
+                {"iteration": it + 1, "seconds": wall, "nfe": counter.n, "accuracy": acc, "gold": g}
+            )
             print(f"  {name} it {it + 1}: acc {acc:.3f} gold {g:.3f} {wall:.0f} s", flush=True)
     hit = next((c for c in curve if c["accuracy"] >= TARGET), None)
     k = min(5, len(diversity))
     return {
-        "recipe": name, "curve": curve, "seconds_to_target": hit["seconds"] if hit else None,
-        "nfe_to_target": hit["nfe"] if hit else None, "base_accuracy": curve[0]["accuracy"],
-        "final_accuracy": curve[-1]["accuracy"], "gold_change": curve[-1]["gold"] - curve[0]["gold"],
+        "recipe": name,
+        "curve": curve,
+        "seconds_to_target": hit["seconds"] if hit else None,
+        "nfe_to_target": hit["nfe"] if hit else None,
+        "base_accuracy": curve[0]["accuracy"],
+        "final_accuracy": curve[-1]["accuracy"],
+        "gold_change": curve[-1]["gold"] - curve[0]["gold"],
         "diversity_change": statistics.mean(diversity[-k:]) - statistics.mean(diversity[:k]),
-        "seconds_per_iteration": wall / iterations, "nfe_per_iteration": counter.n / iterations,
+        "seconds_per_iteration": wall / iterations,
+        "nfe_per_iteration": counter.n / iterations,
     }
 
 
 def table(results: list[dict]) -> str:
     ref = next((r for r in results if r["recipe"] == "flow_grpo" and r["seconds_to_target"]), None)
-    head = (f"{'recipe':<15}{'s/it':>6}{'NFE/it':>8}{'s to 90%':>10}{'NFE to 90%':>12}{'speed-up':>10}"
-            f"{'final acc':>10}{'gold chg':>10}{'div chg':>9}")
+    head = (
+        f"{'recipe':<15}{'s/it':>6}{'NFE/it':>8}{'s to 90%':>10}{'NFE to 90%':>12}{'speed-up':>10}"
+        f"{'final acc':>10}{'gold chg':>10}{'div chg':>9}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         s, n = r["seconds_to_target"], r["nfe_to_target"]
         speed = f"{ref['seconds_to_target'] / s:.2f}x" if ref and s else "-"
-        lines.append(f"{r['recipe']:<15}{r['seconds_per_iteration']:6.2f}{r['nfe_per_iteration']:8.0f}"
-                     f"{(f'{s:.0f}' if s is not None else 'never'):>10}{(f'{n:,}' if n is not None else 'never'):>12}"
-                     f"{speed:>10}{r['final_accuracy']:10.3f}{r['gold_change']:+10.3f}{r['diversity_change']:+9.3f}")
-    lines.append("speed-up: Flow-GRPO's wall-clock to 90% / the recipe's; base accuracy "
-                 f"{results[0]['base_accuracy']:.3f}")
+        lines.append(
+            f"{r['recipe']:<15}{r['seconds_per_iteration']:6.2f}{r['nfe_per_iteration']:8.0f}"
+            f"{(f'{s:.0f}' if s is not None else 'never'):>10}"
+            f"{(f'{n:,}' if n is not None else 'never'):>12}"
+            f"{speed:>10}{r['final_accuracy']:10.3f}"
+            f"{r['gold_change']:+10.3f}{r['diversity_change']:+9.3f}"
+        )
+    lines.append(
+        "speed-up: Flow-GRPO's wall-clock to 90% / the recipe's; base accuracy "
+        f"{results[0]['base_accuracy']:.3f}"
+    )
     return "\n".join(lines)
 
 
@@ -145,10 +188,20 @@ def plot(results: list[dict], path: Path) -> None:
         xs = [c["seconds"] for c in r["curve"]]
         ns = [c["nfe"] / 1e3 for c in r["curve"]]
         ys = [c["accuracy"] for c in r["curve"]]
-        style = "--" if r["recipe"] in ("branch_grpo", "tree_grpo", "tempflow_grpo", "dense_grpo") else "-"
-        axes[0].plot(xs, ys, style, marker=".", color=colors[2 * k % 20 + k // 10], label=r["recipe"])
-        axes[1].plot(ns, ys, style, marker=".", color=colors[2 * k % 20 + k // 10], label=r["recipe"])
-    for ax, xlabel in zip(axes, ("training wall-clock (s, this CPU)", "model evaluations (thousands)")):
+        style = (
+            "--"
+            if r["recipe"] in ("branch_grpo", "tree_grpo", "tempflow_grpo", "dense_grpo")
+            else "-"
+        )
+        axes[0].plot(
+            xs, ys, style, marker=".", color=colors[2 * k % 20 + k // 10], label=r["recipe"]
+        )
+        axes[1].plot(
+            ns, ys, style, marker=".", color=colors[2 * k % 20 + k // 10], label=r["recipe"]
+        )
+    for ax, xlabel in zip(
+        axes, ("training wall-clock (s, this CPU)", "model evaluations (thousands)")
+    ):
         ax.axhline(TARGET, color="grey", lw=0.8)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -160,7 +213,9 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--only", default="", help="comma-separated recipes (default: all)")
@@ -173,8 +228,14 @@ def main() -> None:
         raise SystemExit(f"--only: unknown recipes {unknown}; accepted: {sorted(RECIPES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    gold = OCRReward(engine="rapidocr", detect=False, target_key="digit", min_height=32, scoring="likelihood",
-                     pad_lines=False)
+    gold = OCRReward(
+        engine="rapidocr",
+        detect=False,
+        target_key="digit",
+        min_height=32,
+        scoring="likelihood",
+        pad_lines=False,
+    )
     results = []
     for name in names:
         print(f"{name} ...", flush=True)

@@ -29,19 +29,39 @@ import torch
 from alignflow.rewards.image.digits import DigitClassifierReward
 from alignflow.rewards.remote import RemoteReward
 
-ARGS = ["experiment=image_digits", "data.eval=", "checkpoint.every=0", "logging.progress_bar=false",
-        "logging.tensorboard=false", "logging.media=false", "train.optimizer_steps=1"]
+ARGS = [
+    "experiment=image_digits",
+    "data.eval=",
+    "checkpoint.every=0",
+    "logging.progress_bar=false",
+    "logging.tensorboard=false",
+    "logging.media=false",
+    "train.optimizer_steps=1",
+]
 
 
 def seconds_per_iteration(procs: int, iterations: int, out: Path) -> float:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if procs > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
-    cmd = [sys.executable, "-m", "alignflow.sdk.cli", "train", "--procs", str(procs), *ARGS,
-           f"train.iterations={iterations}", f"output_dir={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alignflow.sdk.cli",
+        "train",
+        "--procs",
+        str(procs),
+        *ARGS,
+        f"train.iterations={iterations}",
+        f"output_dir={out}",
+    ]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    per_it = [sum(r[f"time/{k}"] for k in ("rollout", "reward", "train")) for r in rows if "time/rollout" in r]
+    per_it = [
+        sum(r[f"time/{k}"] for k in ("rollout", "reward", "train"))
+        for r in rows
+        if "time/rollout" in r
+    ]
     return statistics.mean(per_it[2:])
 
 
@@ -54,8 +74,20 @@ def reward_round_trip(repeats: int) -> tuple[float, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "alignflow.sdk.cli", "serve-reward", "reward=digit_classifier",
-                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alignflow.sdk.cli",
+            "serve-reward",
+            "reward=digit_classifier",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         server.stdout.readline()
         remote = RemoteReward(f"http://127.0.0.1:{port}")
@@ -67,13 +99,17 @@ def reward_round_trip(repeats: int) -> tuple[float, float]:
                 fn()
             return (time.perf_counter() - start) / repeats
 
-        return timed(lambda: local(media, prompts, meta)), timed(lambda: remote(media, prompts, meta))
+        return timed(lambda: local(media, prompts, meta)), timed(
+            lambda: remote(media, prompts, meta)
+        )
     finally:
         server.kill()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
@@ -81,7 +117,10 @@ def main() -> None:
         one = seconds_per_iteration(1, args.iterations, Path(tmp) / "one")
         two = seconds_per_iteration(2, args.iterations, Path(tmp) / "two")
     local, remote = reward_round_trip(args.repeats)
-    print(f"image_digits, 8 prompts x 8 samples, {os.cpu_count()} CPU cores, mean of iterations 3-{args.iterations}")
+    print(
+        f"image_digits, 8 prompts x 8 samples, {os.cpu_count()} CPU cores, mean of iterations "
+        f"3-{args.iterations}"
+    )
     print(f"{'processes':<12}{'s / iteration':>15}{'ratio':>8}")
     print(f"{1:<12}{one:15.3f}{1:8.2f}")
     print(f"{2:<12}{two:15.3f}{two / one:8.2f}")

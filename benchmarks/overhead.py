@@ -29,20 +29,35 @@ from alignflow.sdk.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--experiment", default="image_digits")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    cfg = compose("train", [f"experiment={args.experiment}", f"output_dir=outputs/benchmark_{args.experiment}",
-                            "data.eval=", "logging.progress_bar=false", "logging.tensorboard=false",
-                            "logging.media=false", "checkpoint.overwrite=true", *args.overrides])
+    cfg = compose(
+        "train",
+        [
+            f"experiment={args.experiment}",
+            f"output_dir=outputs/benchmark_{args.experiment}",
+            "data.eval=",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            "logging.media=false",
+            "checkpoint.overwrite=true",
+            *args.overrides,
+        ],
+    )
     tr = Trainer(cfg)
     wall, split = iteration_split(tr, args.warmup, args.iterations)
-    title = (f"{args.experiment}, {cfg.sample.prompts_per_iteration} prompts x {cfg.sample.group_size} samples, "
-             f"{cfg.sample.num_steps} steps, micro-batch {cfg.train.micro_batch_size}, "
-             f"{torch.get_num_threads()} threads, mean of {args.iterations} iterations")
+    title = (
+        f"{args.experiment}, {cfg.sample.prompts_per_iteration} prompts x "
+        f"{cfg.sample.group_size} samples, "
+        f"{cfg.sample.num_steps} steps, micro-batch {cfg.train.micro_batch_size}, "
+        f"{torch.get_num_threads()} threads, mean of {args.iterations} iterations"
+    )
     print_split(title, wall, split, model_only(tr))
 
 

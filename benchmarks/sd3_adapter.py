@@ -36,10 +36,12 @@ from alignflow.sdk.plans import AllSDE, StepPlan  # noqa: E402
 from alignflow.sdk.random import generator  # noqa: E402
 from alignflow.sdk.rollout import rollout  # noqa: E402
 
-PROMPTS = ["a red cat", "a blue car", "two dogs in the snow", "a sign that says \"open\""]
+PROMPTS = ["a red cat", "a blue car", "two dogs in the snow", 'a sign that says "open"']
 
 
-def rollout_vs_pipeline(policy, batch: int, steps: int, guidance: float, repeats: int) -> dict[str, float]:
+def rollout_vs_pipeline(
+    policy, batch: int, steps: int, guidance: float, repeats: int
+) -> dict[str, float]:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
     res = policy.latent_shape[1] * policy.codec.scale_factor
     gens = lambda: [generator("bench", i) for i in range(batch)]  # noqa: E731
@@ -47,15 +49,33 @@ def rollout_vs_pipeline(policy, batch: int, steps: int, guidance: float, repeats
 
     def pipeline():
         noise = policy.noise(batch, gens())
-        return policy.pipeline(prompts, num_inference_steps=steps, guidance_scale=guidance, height=res, width=res,
-                               latents=noise, output_type="pt").images
+        return policy.pipeline(
+            prompts,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=res,
+            width=res,
+            latents=noise,
+            output_type="pt",
+        ).images
 
     def ours(plan):
         def run():
             cond = policy.encode(prompts)
-            traj = rollout(policy, cond, policy.sigmas(steps), plan, KERNELS["flow_sde"], noise_level=0.7,
-                           guidance=guidance, group_size=1, noise_generators=gens(), sde_generators=gens())
+            traj = rollout(
+                policy,
+                cond,
+                policy.sigmas(steps),
+                plan,
+                KERNELS["flow_sde"],
+                noise_level=0.7,
+                guidance=guidance,
+                group_size=1,
+                noise_generators=gens(),
+                sde_generators=gens(),
+            )
             return policy.decode(traj.x0)
+
         return run
 
     runs = {"pipeline": pipeline, "rollout_ode": ours(ode_plan), "rollout_sde": ours(sde_plan)}
@@ -84,19 +104,42 @@ def tiny(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tiny_sd3_pipeline().save_pretrained(Path(tmp) / "sd3")
         (Path(tmp) / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-        cfg = compose("train", [
-            "experiment=sd35_pickscore", f"policy.path={tmp}/sd3", "policy.resolution=32", "policy.dtype=float32",
-            "~reward.pickscore", "+reward.jpeg.name=jpeg_compressibility", f"data.train={tmp}/prompts.txt",
-            "data.eval=", "sample.group_size=4", "sample.prompts_per_iteration=4", "sample.batch_size=8",
-            "train.micro_batch_size=16", "train.mixed_precision=no", f"output_dir={tmp}/run",
-            "logging.progress_bar=false", "logging.tensorboard=false", "logging.media=false",
-        ])
+        cfg = compose(
+            "train",
+            [
+                "experiment=sd35_pickscore",
+                f"policy.path={tmp}/sd3",
+                "policy.resolution=32",
+                "policy.dtype=float32",
+                "~reward.pickscore",
+                "+reward.jpeg.name=jpeg_compressibility",
+                f"data.train={tmp}/prompts.txt",
+                "data.eval=",
+                "sample.group_size=4",
+                "sample.prompts_per_iteration=4",
+                "sample.batch_size=8",
+                "train.micro_batch_size=16",
+                "train.mixed_precision=no",
+                f"output_dir={tmp}/run",
+                "logging.progress_bar=false",
+                "logging.tensorboard=false",
+                "logging.media=false",
+            ],
+        )
         tr = Trainer(cfg)
         wall, split = iteration_split(tr, args.warmup, args.iterations)
-        print_split(f"tiny SD3 (StableDiffusion3Pipeline from disk), 32 px, 4 prompts x 4 samples, 10 steps, "
-                    f"CFG 4.5, mean of {args.iterations} iterations", wall, split, model_only(tr))
+        print_split(
+            "tiny SD3 (StableDiffusion3Pipeline from disk), 32 px, 4 prompts x 4 samples, 10 "
+            "steps, "
+            f"CFG 4.5, mean of {args.iterations} iterations",
+            wall,
+            split,
+            model_only(tr),
+        )
         t = rollout_vs_pipeline(tr.policy, batch=16, steps=10, guidance=4.5, repeats=args.repeats)
-    print(f"\nrollout vs diffusers pipeline, 16 images, 10 steps, CFG 4.5, median of {args.repeats}:")
+    print(
+        f"\nrollout vs diffusers pipeline, 16 images, 10 steps, CFG 4.5, median of {args.repeats}:"
+    )
     for name, sec in t.items():
         print(f"  {name:<12} {sec:8.3f} s   {sec / t['pipeline']:.3f}x the pipeline")
 
@@ -113,22 +156,48 @@ def full(args) -> None:
     dtype = getattr(torch, args.dtype)
     res, batch, steps = args.resolution, args.batch, args.steps
     transformer = SD3Transformer2DModel(
-        sample_size=128, patch_size=2, in_channels=16, num_layers=args.layers, attention_head_dim=64, num_attention_heads=24,
-        joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
-        pos_embed_max_size=384, dual_attention_layers=tuple(range(min(13, args.layers))), qk_norm="rms_norm",
+        sample_size=128,
+        patch_size=2,
+        in_channels=16,
+        num_layers=args.layers,
+        attention_head_dim=64,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        caption_projection_dim=1536,
+        pooled_projection_dim=2048,
+        out_channels=16,
+        pos_embed_max_size=384,
+        dual_attention_layers=tuple(range(min(13, args.layers))),
+        qk_norm="rms_norm",
     ).to(device, dtype)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=2, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
-                        use_post_quant_conv=False).to(device, dtype)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    ).to(device, dtype)
 
     def random_text(prompts):  # stands in for CLIP-L + CLIP-G + T5-XXL: 333 tokens of width 4096
         g = torch.Generator().manual_seed(len(prompts))
-        return (torch.randn(len(prompts), 333, 4096, generator=g).to(device, dtype),
-                torch.randn(len(prompts), 2048, generator=g).to(device, dtype))
+        return (
+            torch.randn(len(prompts), 333, 4096, generator=g).to(device, dtype),
+            torch.randn(len(prompts), 2048, generator=g).to(device, dtype),
+        )
 
-    policy = SD3Policy(transformer, random_text, VAECodec(vae), FlowMatchEulerDiscreteScheduler(shift=3.0),
-                       latent_shape=(16, res // 8, res // 8))
+    policy = SD3Policy(
+        transformer,
+        random_text,
+        VAECodec(vae),
+        FlowMatchEulerDiscreteScheduler(shift=3.0),
+        latent_shape=(16, res // 8, res // 8),
+    )
     lora = LoRA(policy, rank=32, alpha=64)
     prompts = ["a prompt"] * batch
     cond = policy.encode(prompts)
@@ -137,9 +206,18 @@ def full(args) -> None:
         torch.cuda.reset_peak_memory_stats()
 
     def do_rollout():
-        traj = rollout(policy, cond, sigmas, AllSDE()(steps, 0, 0), KERNELS["flow_sde"], noise_level=0.7,
-                       guidance=4.5, group_size=1, noise_generators=[generator(i) for i in range(batch)],
-                       sde_generators=[generator("s", i) for i in range(batch)])
+        traj = rollout(
+            policy,
+            cond,
+            sigmas,
+            AllSDE()(steps, 0, 0),
+            KERNELS["flow_sde"],
+            noise_level=0.7,
+            guidance=4.5,
+            group_size=1,
+            noise_generators=[generator(i) for i in range(batch)],
+            sde_generators=[generator("s", i) for i in range(batch)],
+        )
         policy.decode(traj.x0)
         return traj
 
@@ -155,7 +233,9 @@ def full(args) -> None:
 
     def train_step():
         v = policy.velocity(x, sigmas[step].expand(batch), cond, 4.5)
-        out = KERNELS["flow_sde"](x, v, sigmas, int(step), noise_level=0.7, prev_sample=traj.x_next[:, 0])
+        out = KERNELS["flow_sde"](
+            x, v, sigmas, int(step), noise_level=0.7, x_next=traj.x_next[:, 0]
+        )
         out.log_prob.mean().backward()
         opt.step()
         opt.zero_grad()
@@ -167,26 +247,43 @@ def full(args) -> None:
     sync()
     train = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-    print(f"SD3.5-medium architecture ({args.layers} of 24 layers), random weights, {args.dtype}, {res} px, {device}:")
-    print(f"  rollout ({steps} SDE steps, CFG 4.5, batch {batch}, with VAE decode): {roll:.2f} s = "
-          f"{batch / roll:.2f} images/s")
+    print(
+        f"SD3.5-medium architecture ({args.layers} of 24 layers), random weights, {args.dtype}, "
+        f"{res} px, {device}:"
+    )
+    print(
+        f"  rollout ({steps} SDE steps, CFG 4.5, batch {batch}, with VAE decode): {roll:.2f} s = "
+        f"{batch / roll:.2f} images/s"
+    )
     print(f"  training step (LoRA r32, CFG 4.5, batch {batch} transitions): {train:.2f} s")
     print(f"  peak GPU memory: {peak:.1f} GiB")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--full", action="store_true", help="SD3.5-medium architecture (needs CUDA to be quick)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--full", action="store_true", help="SD3.5-medium architecture (needs CUDA to be quick)"
+    )
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10, help="--full: rollout steps")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
-                    help="--full: model dtype (float32 for a CPU smoke run: bf16 convolutions are slow on CPUs)")
-    ap.add_argument("--layers", type=int, default=24, help="--full: transformer blocks (24 = SD3.5-medium; fewer "
-                    "for a smoke run on a CPU)")
+    ap.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float16", "float32"],
+        help="--full: model dtype (float32 for a CPU smoke run: bf16 convolutions are slow on CPU)",
+    )
+    ap.add_argument(
+        "--layers",
+        type=int,
+        default=24,
+        help="--full: transformer blocks (24 = SD3.5-medium; fewer for a smoke run on a CPU)",
+    )
     args = ap.parse_args()
     full(args) if args.full else tiny(args)
 

@@ -50,8 +50,17 @@ def real_time_factors() -> list[tuple[str, float, float]]:
     embed, dnsmos = ResemblyzerEmbedder(), DNSMOSReward()
     rows = [
         ("whisper tiny.en, batched 10 s window", timed(lambda: asr.transcribe(audio16), 1)),
-        ("whisper tiny.en, 30 s window, per clip", timed(
-            lambda: [list(asr.model.transcribe(a, language="en", beam_size=1)[0]) for a in audio16[:8]], 1) * 4),
+        (
+            "whisper tiny.en, 30 s window, per clip",
+            timed(
+                lambda: [
+                    list(asr.model.transcribe(a, language="en", beam_size=1)[0])
+                    for a in audio16[:8]
+                ],
+                1,
+            )
+            * 4,
+        ),
         ("resemblyzer d-vector", timed(lambda: embed(audio16), 1)),
         ("DNSMOS P.835", timed(lambda: dnsmos(wave16, [""] * len(clips), [{}] * len(clips)), 1)),
         ("Griffin-Lim vocoder (32 iters)", timed(lambda: codec.decode(mel), 1)),
@@ -60,24 +69,41 @@ def real_time_factors() -> list[tuple[str, float, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    cfg = compose("train", ["experiment=speech_tiny", "output_dir=outputs/benchmark_speech", "data.eval=",
-                            "logging.progress_bar=false", "logging.tensorboard=false", "logging.media=false",
-                            "checkpoint.overwrite=true", *args.overrides])
+    cfg = compose(
+        "train",
+        [
+            "experiment=speech_tiny",
+            "output_dir=outputs/benchmark_speech",
+            "data.eval=",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            "logging.media=false",
+            "checkpoint.overwrite=true",
+            *args.overrides,
+        ],
+    )
     tr = Trainer(cfg)
     wall, split = iteration_split(tr, args.warmup, args.iterations)
     alone = parts(tr, "vocoder")
     s = cfg.sample
-    print(f"speech_tiny: {s.prompts_per_iteration} prompts x {s.group_size} samples, {s.num_steps} steps, "
-          f"guidance {s.guidance}, {torch.get_num_threads()} threads")
+    print(
+        f"speech_tiny: {s.prompts_per_iteration} prompts x {s.group_size} samples, {s.num_steps} "
+        "steps, "
+        f"guidance {s.guidance}, {torch.get_num_threads()} threads"
+    )
     print_parts(wall, split, alone)
     rtf = real_time_factors()
-    print(f"\n{'reward backend':<42}{'RTF':>8}   on {rtf[0][2]:.1f} s of flite speech "
-          f"({torch.get_num_threads()} threads)")
+    print(
+        f"\n{'reward backend':<42}{'RTF':>8}   on {rtf[0][2]:.1f} s of flite speech "
+        f"({torch.get_num_threads()} threads)"
+    )
     for name, r, _ in rtf:
         print(f"{name:<42}{r:8.3f}")
 

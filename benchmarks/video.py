@@ -56,15 +56,28 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
     dev, dt = torch.device("cuda"), torch.bfloat16
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-        text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6,
+        patch_size=(1, 2, 2),
+        num_attention_heads=12,
+        attention_head_dim=128,
+        in_channels=16,
+        out_channels=16,
+        text_dim=4096,
+        freq_dim=256,
+        ffn_dim=8960,
+        num_layers=30,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
     ).to(dev, dt)
     vae = AutoencoderKLWan().to(dev, torch.float32).eval()
     tok = t5_tokenizer()
     encoder = _umt5(len(tok), 4096, 1).to(dev, dt).eval()
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    pipe = WanPipeline(tokenizer=tok, text_encoder=encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    pipe = WanPipeline(
+        tokenizer=tok, text_encoder=encoder, transformer=transformer, vae=vae, scheduler=scheduler
+    )
     codec = WanVAECodec(vae, fps=16.0)
     lat = (16, (frames - 1) // 4 + 1, height // 8, width // 8)
     enc = PipelinePromptEncoder(pipe, 512)
@@ -72,25 +85,46 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
     policy = WanPolicy(transformer, enc, codec, scheduler, lat, modules={"vae": vae})
     prompt = ["a red fox running through fresh snow, cinematic"]
     params = sum(p.numel() for p in transformer.parameters()) / 1e9
-    print(f"\nWan2.1-1.3B architecture ({params:.2f}B params, bf16, random weights), {frames} frames "
-          f"{height}x{width}, {steps} steps, guidance {guidance}, {torch.cuda.get_device_name()}")
+    print(
+        f"\nWan2.1-1.3B architecture ({params:.2f}B params, bf16, random weights), {frames} frames "
+        f"{height}x{width}, {steps} steps, guidance {guidance}, {torch.cuda.get_device_name()}"
+    )
 
     def run_pipe():
         g = torch.Generator(dev).manual_seed(0)
-        return pipe(prompt, height=height, width=width, num_frames=frames, num_inference_steps=steps,
-                    guidance_scale=guidance, generator=g, output_type="pt").frames
+        return pipe(
+            prompt,
+            height=height,
+            width=width,
+            num_frames=frames,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=g,
+            output_type="pt",
+        ).frames
 
     def run_adapter():
         cond = policy.encode(prompt)
         plan = AllSDE()(steps, 0, 0)
-        traj = rollout(policy, cond, policy.sigmas(steps), plan, KERNELS["flow_sde"], noise_level=0.7,
-                       guidance=guidance, group_size=1, noise_generators=[generator("b", 0)],
-                       sde_generators=[generator("s", 0)])
+        traj = rollout(
+            policy,
+            cond,
+            policy.sigmas(steps),
+            plan,
+            KERNELS["flow_sde"],
+            noise_level=0.7,
+            guidance=guidance,
+            group_size=1,
+            noise_generators=[generator("b", 0)],
+            sde_generators=[generator("s", 0)],
+        )
         return policy.decode(traj.x0)
 
     rows = []
-    for name, fn in (("WanPipeline.__call__ (UniPC, 2 calls/step)", run_pipe),
-                     ("adapter SDE rollout + decode (batched CFG)", run_adapter)):
+    for name, fn in (
+        ("WanPipeline.__call__ (UniPC, 2 calls/step)", run_pipe),
+        ("adapter SDE rollout + decode (batched CFG)", run_adapter),
+    ):
         with torch.no_grad():
             fn()  # warm-up
             torch.cuda.synchronize()
@@ -99,7 +133,9 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
             fn()
             torch.cuda.synchronize()
         rows.append((name, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30))
-    transformer.add_adapter(LoraConfig(r=32, lora_alpha=64, target_modules=list(policy.default_lora_targets)))
+    transformer.add_adapter(
+        LoraConfig(r=32, lora_alpha=64, target_modules=list(policy.default_lora_targets))
+    )
     transformer.enable_gradient_checkpointing()
     cond = policy.encode(prompt)
     x = policy.noise(1, [generator("t", 0)])
@@ -114,8 +150,13 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
     start = time.perf_counter()
     train_step()
     torch.cuda.synchronize()
-    rows.append(("one training step (LoRA r32, grad ckpt, CFG)", time.perf_counter() - start,
-                 torch.cuda.max_memory_allocated() / 2**30))
+    rows.append(
+        (
+            "one training step (LoRA r32, grad ckpt, CFG)",
+            time.perf_counter() - start,
+            torch.cuda.max_memory_allocated() / 2**30,
+        )
+    )
     print(f"{'':<46}{'s/clip':>9}{'peak GiB':>10}")
     for name, sec, mem in rows:
         print(f"{name:<46}{sec:9.2f}{mem:10.1f}")
@@ -123,25 +164,42 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--wan", action="store_true", help="also the Wan2.1-1.3B architecture (needs CUDA)")
+    ap.add_argument(
+        "--wan", action="store_true", help="also the Wan2.1-1.3B architecture (needs CUDA)"
+    )
     ap.add_argument("--frames", type=int, default=33)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=832)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    cfg = compose("train", ["experiment=video_shapes", "output_dir=outputs/benchmark_video", "data.eval=",
-                            "logging.progress_bar=false", "logging.tensorboard=false", "logging.media=false",
-                            "checkpoint.overwrite=true", *args.overrides])
+    cfg = compose(
+        "train",
+        [
+            "experiment=video_shapes",
+            "output_dir=outputs/benchmark_video",
+            "data.eval=",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            "logging.media=false",
+            "checkpoint.overwrite=true",
+            *args.overrides,
+        ],
+    )
     tr = Trainer(cfg)
     wall, split = iteration_split(tr, args.warmup, args.iterations)
     alone = parts(tr, "decode")
     s = cfg.sample
-    print(f"video_shapes: {s.prompts_per_iteration} prompts x {s.group_size} clips of {tr.policy.latent_shape}, "
-          f"{s.num_steps} steps, {cfg.algorithm['name']}, {torch.get_num_threads()} threads")
+    print(
+        f"video_shapes: {s.prompts_per_iteration} prompts x {s.group_size} clips of "
+        f"{tr.policy.latent_shape}, "
+        f"{s.num_steps} steps, {cfg.algorithm['name']}, {torch.get_num_threads()} threads"
+    )
     print_parts(wall, split, alone)
     if args.wan:
         if not torch.cuda.is_available():

@@ -49,8 +49,12 @@ class ScoreJudge:
         self.reward, self.margin = reward, margin
         self.modality = getattr(reward, "modality", None)
 
-    def scores(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        return check_output(self.reward(media, prompts, metadata), len(prompts), "pref_winrate.judge").scores
+    def scores(
+        self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> torch.Tensor:
+        return check_output(
+            self.reward(media, prompts, metadata), len(prompts), "pref_winrate.judge"
+        ).scores
 
     def compare(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """P(a beats b) for score tensors of the same shape."""
@@ -70,12 +74,19 @@ class PairwiseWinRate:
         name, args = split_component(dict(judge), "reward.judge")
         args.pop("weight", None)
         if name in ("pref_winrate", "group_duplicates"):
-            raise ConfigError("reward.judge.name", name, "a pointwise reward (the judge of the pairs)")
+            raise ConfigError(
+                "reward.judge.name", name, "a pointwise reward (the judge of the pairs)"
+            )
         self.judge = ScoreJudge(resolve("reward", name, "reward.judge.name")(**args), margin)
         self.modality = self.judge.modality
 
-    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
-                 groups: torch.Tensor) -> RewardOutput:
+    def __call__(
+        self,
+        media: Any,
+        prompts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]],
+        groups: torch.Tensor,
+    ) -> RewardOutput:
         scores = self.judge.scores(media, prompts, metadata)
         out = torch.full((len(prompts),), float("nan"))
         for idx in _group_members(groups.cpu()):
@@ -99,10 +110,17 @@ class GroupDuplicates:
             raise ConfigError("reward.threshold", threshold, "a cosine similarity in [-1, 1]")
         self.threshold, self.modality = threshold, modality
 
-    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
-                 groups: torch.Tensor) -> RewardOutput:
+    def __call__(
+        self,
+        media: Any,
+        prompts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]],
+        groups: torch.Tensor,
+    ) -> RewardOutput:
         if not isinstance(media, torch.Tensor):
-            raise RewardError(f"group_duplicates compares pixel tensors; got {type(media).__name__}")
+            raise RewardError(
+                f"group_duplicates compares pixel tensors; got {type(media).__name__}"
+            )
         f = media.float().flatten(1).cpu()
         f = torch.nn.functional.normalize(f - f.mean(1, keepdim=True), dim=1)
         out = torch.zeros(len(f))

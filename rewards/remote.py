@@ -67,15 +67,29 @@ class BadRequest(ValueError):
 
 # ---------------------------------------------------------------- encoding
 
-def encode_request(media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]], modality: str,
-                   groups: torch.Tensor | None = None) -> bytes:
-    tensors, header = {}, {"modality": modality, "prompts": json.dumps(list(prompts)),
-                           "metadata": json.dumps([dict(m) for m in metadata], default=str)}
+
+def encode_request(
+    media: Any,
+    prompts: Sequence[str],
+    metadata: Sequence[Mapping[str, Any]],
+    modality: str,
+    groups: torch.Tensor | None = None,
+) -> bytes:
+    tensors, header = (
+        {},
+        {
+            "modality": modality,
+            "prompts": json.dumps(list(prompts)),
+            "metadata": json.dumps([dict(m) for m in metadata], default=str),
+        },
+    )
     if modality == "speech":
         tensors["media"] = media.samples.detach().float().cpu().contiguous()
         header["sample_rate"] = str(int(media.sample_rate))
         if media.lengths is not None:
-            tensors["lengths"] = torch.as_tensor(media.lengths, dtype=torch.int64).cpu().contiguous()
+            tensors["lengths"] = (
+                torch.as_tensor(media.lengths, dtype=torch.int64).cpu().contiguous()
+            )
     elif modality == "video":
         tensors["media"] = media.frames.detach().float().cpu().contiguous()
         header["fps"] = repr(float(media.fps))
@@ -99,21 +113,29 @@ def bounded_json(text: str | bytes, what: str) -> Any:
             raise BadRequest(f"{what} is not UTF-8") from e
     # the nesting depth, counted before parsing (the parser recurses): brackets outside strings
     brackets = re.findall(r"[\[\]{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text))
-    if max(itertools.accumulate(1 if b in "[{" else -1 for b in brackets), default=0) > MAX_JSON_DEPTH:
+    if (
+        max(itertools.accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
+        > MAX_JSON_DEPTH
+    ):
         raise BadRequest(f"{what}: JSON nested more than {MAX_JSON_DEPTH} deep")
 
     def number(kind: type) -> Any:
         def parse(s: str) -> Any:
             if len(s) > MAX_NUMBER_CHARS or not math.isfinite(float(s)):
-                raise BadRequest(f"{what}: the number {s[:MAX_NUMBER_CHARS]!r} is too long or not finite")
+                raise BadRequest(
+                    f"{what}: the number {s[:MAX_NUMBER_CHARS]!r} is too long or not finite"
+                )
             return kind(s)
+
         return parse
 
     def constant(name: str) -> Any:
         raise BadRequest(f"{what}: {name} is not JSON")
 
     try:
-        return json.loads(text, parse_int=number(int), parse_float=number(float), parse_constant=constant)
+        return json.loads(
+            text, parse_int=number(int), parse_float=number(float), parse_constant=constant
+        )
     except json.JSONDecodeError as e:
         raise BadRequest(f"{what} is not JSON: {e}") from e
 
@@ -126,15 +148,19 @@ def safetensors_header(body: bytes) -> dict[str, str]:
     if n > len(body) - 8:
         raise BadRequest(f"safetensors header claims {n} bytes, the body has {len(body) - 8}")
     if n > MAX_HEADER_BYTES:
-        raise BadRequest(f"safetensors header of {n} bytes: at most {MAX_HEADER_BYTES} (prompts and metadata)")
-    header = bounded_json(body[8:8 + n], "the safetensors header")
+        raise BadRequest(
+            f"safetensors header of {n} bytes: at most {MAX_HEADER_BYTES} (prompts and metadata)"
+        )
+    header = bounded_json(body[8 : 8 + n], "the safetensors header")
     meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise BadRequest("safetensors __metadata__ must map names to strings")
     return meta
 
 
-def decode_request(body: bytes, modality: str, max_batch: int) -> tuple[Any, list[str], list[dict], torch.Tensor | None]:
+def decode_request(
+    body: bytes, modality: str, max_batch: int
+) -> tuple[Any, list[str], list[dict], torch.Tensor | None]:
     """(media, prompts, metadata, groups) from a request body, or :class:`BadRequest`."""
     meta = safetensors_header(body)
     try:
@@ -142,24 +168,43 @@ def decode_request(body: bytes, modality: str, max_batch: int) -> tuple[Any, lis
     except Exception as e:  # safetensors raises its own error types for malformed files
         raise BadRequest(f"not a safetensors file: {e}") from e
     if meta.get("modality") != modality:
-        raise BadRequest(f"modality {meta.get('modality')!r}: this server scores {modality!r} media")
+        raise BadRequest(
+            f"modality {meta.get('modality')!r}: this server scores {modality!r} media"
+        )
     unknown = sorted(set(tensors) - {"media", "lengths", "groups"})
     if unknown or "media" not in tensors:
-        raise BadRequest(f"tensors {sorted(tensors)}: expected 'media' and optionally 'lengths', 'groups'")
+        raise BadRequest(
+            f"tensors {sorted(tensors)}: expected 'media' and optionally 'lengths', 'groups'"
+        )
     media = tensors["media"]
     dims = MEDIA_DIMS.get(modality)
     if media.dtype != torch.float32 or (dims is not None and media.ndim != dims):
-        raise BadRequest(f"media {media.dtype} {tuple(media.shape)}: expected float32 with {dims} dimensions for "
-                         f"{modality} (batch first)")
+        raise BadRequest(
+            f"media {media.dtype} {tuple(media.shape)}: expected float32 with {dims} dimensions "
+            "for "
+            f"{modality} (batch first)"
+        )
     B = media.shape[0]
     if not 1 <= B <= max_batch or media.numel() == 0:
-        raise BadRequest(f"batch of {B} (media {tuple(media.shape)}): expected 1 to {max_batch} non-empty samples")
+        raise BadRequest(
+            f"batch of {B} (media {tuple(media.shape)}): expected 1 to {max_batch} non-empty "
+            "samples"
+        )
     if not torch.isfinite(media).all():
         raise BadRequest("media has NaN or inf values")
-    prompts, metadata = bounded_json(meta.get("prompts", ""), "prompts"), bounded_json(meta.get("metadata", ""), "metadata")
-    if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts) and len(prompts) == B):
+    prompts, metadata = (
+        bounded_json(meta.get("prompts", ""), "prompts"),
+        bounded_json(meta.get("metadata", ""), "metadata"),
+    )
+    if not (
+        isinstance(prompts, list) and all(isinstance(p, str) for p in prompts) and len(prompts) == B
+    ):
         raise BadRequest(f"prompts: expected a JSON list of {B} strings")
-    if not (isinstance(metadata, list) and all(isinstance(m, dict) for m in metadata) and len(metadata) == B):
+    if not (
+        isinstance(metadata, list)
+        and all(isinstance(m, dict) for m in metadata)
+        and len(metadata) == B
+    ):
         raise BadRequest(f"metadata: expected a JSON list of {B} objects")
     groups = tensors.get("groups")
     if groups is not None and (groups.dtype != torch.int64 or groups.shape != (B,)):
@@ -174,8 +219,12 @@ def decode_request(body: bytes, modality: str, max_batch: int) -> tuple[Any, lis
         lengths = tensors.get("lengths")
         if not 8000 <= rate <= 192000:
             raise BadRequest(f"sample_rate {rate}: expected 8000 to 192000")
-        if lengths is not None and (lengths.dtype != torch.int64 or lengths.shape != (B,) or
-                                    (lengths < 1).any() or (lengths > media.shape[1]).any()):
+        if lengths is not None and (
+            lengths.dtype != torch.int64
+            or lengths.shape != (B,)
+            or (lengths < 1).any()
+            or (lengths > media.shape[1]).any()
+        ):
             raise BadRequest(f"lengths: expected int64 [{B}] in 1..{media.shape[1]}")
         media = Waveform(media, rate, lengths)
     if modality == "video":
@@ -186,7 +235,10 @@ def decode_request(body: bytes, modality: str, max_batch: int) -> tuple[Any, lis
         except ValueError as e:
             raise BadRequest(f"fps {meta.get('fps')!r}: expected a number") from e
         if not 0 < fps <= 1000 or media.shape[2] not in (1, 3):
-            raise BadRequest(f"video of {tuple(media.shape)} at fps {fps}: expected [B, F, 1 or 3, H, W], fps in (0, 1000]")
+            raise BadRequest(
+                f"video of {tuple(media.shape)} at fps {fps}: expected [B, F, 1 or 3, H, W], fps "
+                "in (0, 1000]"
+            )
         media = Video(media, fps)
     return media, prompts, metadata, groups
 
@@ -204,42 +256,74 @@ def decode_answer(body: bytes) -> RewardOutput:
         raise RewardError(f"remote reward: the answer is not a safetensors file ({e})") from e
     if "scores" not in tensors:
         raise RewardError(f"remote reward: the answer has no 'scores' (tensors {sorted(tensors)})")
-    comps = {k.removeprefix("component."): v for k, v in tensors.items() if k.startswith("component.")}
-    return RewardOutput(tensors["scores"], comps)  # shapes are checked by the trainer's check_output
+    comps = {
+        k.removeprefix("component."): v for k, v in tensors.items() if k.startswith("component.")
+    }
+    return RewardOutput(
+        tensors["scores"], comps
+    )  # shapes are checked by the trainer's check_output
 
 
 # ---------------------------------------------------------------- client
+
 
 class RemoteReward:
     """A reward computed by ``alignflow serve-reward`` at ``url``. The modality (and
     whether the reward is groupwise) comes from the server's /health at construction,
     waiting up to ``deadline`` seconds for it to come up."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8765", timeout: float = 120.0, deadline: float = 600.0,
-                 backoff: float = 0.5, max_backoff: float = 10.0, token: str = ""):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8765",
+        timeout: float = 120.0,
+        deadline: float = 600.0,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        token: str = "",
+    ):
         if not url.startswith(("http://", "https://")):
-            raise ConfigError("reward.url", url, "an http:// or https:// URL of `alignflow serve-reward`")
-        for field_name, value in (("timeout", timeout), ("deadline", deadline), ("backoff", backoff)):
+            raise ConfigError(
+                "reward.url", url, "an http:// or https:// URL of `alignflow serve-reward`"
+            )
+        for field_name, value in (
+            ("timeout", timeout),
+            ("deadline", deadline),
+            ("backoff", backoff),
+        ):
             if not value > 0:
                 raise ConfigError(f"reward.{field_name}", value, "seconds > 0")
         self.url, self.timeout, self.deadline = url.rstrip("/"), timeout, deadline
         self.backoff, self.max_backoff = backoff, max_backoff
         token = token or os.environ.get(TOKEN_ENV, "")
-        self.headers = {"Content-Type": "application/octet-stream", **({"Authorization": f"Bearer {token}"} if token else {})}
+        self.headers = {
+            "Content-Type": "application/octet-stream",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        }
         self.retries = 0  # failed attempts so far, for people reading a run
         info = json.loads(self._call("GET", "/health", None))
-        self.modality, self.groupwise, self.name = info["modality"], bool(info["groupwise"]), info.get("reward", "")
+        self.modality, self.groupwise, self.name = (
+            info["modality"],
+            bool(info["groupwise"]),
+            info.get("reward", ""),
+        )
         self.heads = {str(k): float(v) for k, v in (info.get("heads") or {}).items()}
 
-    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
-                 groups: torch.Tensor | None = None) -> RewardOutput:
+    def __call__(
+        self,
+        media: Any,
+        prompts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]],
+        groups: torch.Tensor | None = None,
+    ) -> RewardOutput:
         body = encode_request(media, prompts, metadata, self.modality, groups)
         return decode_answer(self._call("POST", "/score", body))
 
     def _call(self, method: str, path: str, body: bytes | None) -> bytes:
         start, wait, last = time.monotonic(), self.backoff, ""
         while True:
-            request = urllib.request.Request(self.url + path, data=body, method=method, headers=self.headers)
+            request = urllib.request.Request(
+                self.url + path, data=body, method=method, headers=self.headers
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                     return answer.read()
@@ -252,8 +336,10 @@ class RemoteReward:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             self.retries += 1
             if time.monotonic() - start + wait > self.deadline:
-                raise RewardFailure(f"remote reward {self.url}{path}: no answer within {self.deadline:g} s "
-                                  f"({self.retries} failed attempts, last: {last})")
+                raise RewardFailure(
+                    f"remote reward {self.url}{path}: no answer within {self.deadline:g} s "
+                    f"({self.retries} failed attempts, last: {last})"
+                )
             log.warning("remote reward %s%s: %s; retrying in %.1f s", self.url, path, last, wait)
             time.sleep(wait)
             wait = min(wait * 2, self.max_backoff)

@@ -91,7 +91,9 @@ class _HeaderBudget:
 
 
 class _Server(ThreadingHTTPServer):
-    request_queue_size = 128  # the listen backlog: a burst of clients waits instead of being refused
+    request_queue_size = (
+        128  # the listen backlog: a burst of clients waits instead of being refused
+    )
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type, max_connections: int):
@@ -108,8 +110,10 @@ class _Server(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 request.settimeout(1.0)
                 body = b'{"error": "too many open connections; retry later"}'
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
@@ -129,16 +133,29 @@ class RewardServer:
     """Serves ``reward`` (any reward object) on http://host:port; ``port=0`` picks a free
     port (see :attr:`port`). The limits are described in the module docstring."""
 
-    def __init__(self, reward: Any, name: str = "", host: str = "127.0.0.1", port: int = 8765, max_mb: float = 64,
-                 max_batch: int = 1024, read_timeout: float = 10.0, request_timeout: float = 120.0,
-                 max_connections: int = 64, max_inflight_mb: float | None = None, max_header_kb: float = 16,
-                 token: str | None = None):
+    def __init__(
+        self,
+        reward: Any,
+        name: str = "",
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        max_mb: float = 64,
+        max_batch: int = 1024,
+        read_timeout: float = 10.0,
+        request_timeout: float = 120.0,
+        max_connections: int = 64,
+        max_inflight_mb: float | None = None,
+        max_header_kb: float = 16,
+        token: str | None = None,
+    ):
         self.reward, self.name = reward, name
         self.modality = getattr(reward, "modality", None)
         if self.modality is None:
             raise ConfigError("reward", name, "a reward with a 'modality' attribute")
         self.max_bytes, self.max_batch = int(max_mb * 2**20), max_batch
-        self.max_inflight = int((max_inflight_mb if max_inflight_mb is not None else 4 * max_mb) * 2**20)
+        self.max_inflight = int(
+            (max_inflight_mb if max_inflight_mb is not None else 4 * max_mb) * 2**20
+        )
         self.inflight, self.inflight_lock = 0, threading.Lock()
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.lock = threading.Lock()  # one reward call at a time
@@ -173,10 +190,15 @@ class RewardServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def send_error(self, code, message=None, explain=None):  # http.server's own errors, as JSON
+            def send_error(
+                self, code, message=None, explain=None
+            ):  # http.server's own errors, as JSON
                 self.close_connection = True
-                self._answer(code, json.dumps({"error": message or self.responses.get(code, ("",))[0]}).encode(),
-                             "application/json")
+                self._answer(
+                    code,
+                    json.dumps({"error": message or self.responses.get(code, ("",))[0]}).encode(),
+                    "application/json",
+                )
 
             def _error(self, status: int, message: str):
                 self.close_connection = True
@@ -196,8 +218,12 @@ class RewardServer:
                     return None
                 if self.path != "/health":
                     return self._error(404, f"no {self.path[:100]}: GET /health or POST /score")
-                info = {"modality": server.modality, "groupwise": bool(getattr(server.reward, "groupwise", False)),
-                        "reward": server.name, "heads": dict(getattr(server.reward, "heads", None) or {})}
+                info = {
+                    "modality": server.modality,
+                    "groupwise": bool(getattr(server.reward, "groupwise", False)),
+                    "reward": server.name,
+                    "heads": dict(getattr(server.reward, "heads", None) or {}),
+                }
                 self._answer(200, json.dumps(info).encode(), "application/json")
 
             def do_POST(self):
@@ -208,7 +234,9 @@ class RewardServer:
                 try:
                     size = int(self.headers.get("Content-Length", ""))
                 except ValueError:
-                    return self._error(411, "a Content-Length header with the body's size is required")
+                    return self._error(
+                        411, "a Content-Length header with the body's size is required"
+                    )
                 if size < 0 or size > server.max_bytes:
                     return self._error(413, f"body of {size} bytes: at most {server.max_bytes}")
                 if not server._reserve(size):
@@ -222,32 +250,51 @@ class RewardServer:
                 try:
                     body = self.rfile.read(size)
                 except (TimeoutError, OSError):
-                    return self._error(400, f"body shorter than its Content-Length {size} (read timed out)")
+                    return self._error(
+                        400, f"body shorter than its Content-Length {size} (read timed out)"
+                    )
                 if len(body) != size:
-                    return self._error(400, f"body of {len(body)} bytes, Content-Length says {size}")
+                    return self._error(
+                        400, f"body of {len(body)} bytes, Content-Length says {size}"
+                    )
                 try:
-                    media, prompts, metadata, groups = decode_request(body, server.modality, server.max_batch)
+                    media, prompts, metadata, groups = decode_request(
+                        body, server.modality, server.max_batch
+                    )
                 except BadRequest as e:
                     return self._error(e.status, str(e))
                 try:
                     with server.lock:
                         out = score(server.reward, media, prompts, metadata, groups, server.name)
-                except RewardFailure as e:  # the reward failed at run time: reported, retried, the server stays up
+                except (
+                    RewardFailure
+                ) as e:  # the reward failed at run time: reported, retried, the server stays up
                     log.warning("reward %s failed: %s", server.name, e)
                     return self._error(500, str(e))
-                except RewardError as e:  # the request breaks the reward's contract: the client's to fix
+                except (
+                    RewardError
+                ) as e:  # the request breaks the reward's contract: the client's to fix
                     return self._error(422, str(e))
                 self._answer(200, encode_answer(out))
 
         try:
             self.httpd = _Server((host, port), Handler, max_connections)
         except OSError as e:
-            raise ConfigError("--port", port, "a free port on " + host,
-                              hint=f"{e.strerror}; another server may hold it; --port 0 picks a free one") from e
+            raise ConfigError(
+                "--port",
+                port,
+                "a free port on " + host,
+                hint=f"{e.strerror}; another server may hold it; --port 0 picks a free one",
+            ) from e
         self.host, self.port = host, self.httpd.server_address[1]
         if self.token is None and not _loopback(host):
-            log.warning("serving on %s without a token: anyone who reaches this port can use the reward; set %s "
-                        "or --token, and put TLS in front (docs/reliability.md)", host, TOKEN_ENV)
+            log.warning(
+                "serving on %s without a token: anyone who reaches this port can use the reward; "
+                "set %s "
+                "or --token, and put TLS in front (docs/reliability.md)",
+                host,
+                TOKEN_ENV,
+            )
 
     def _reserve(self, size: int) -> bool:
         with self.inflight_lock:
@@ -282,8 +329,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def serve(reward_name: str, overrides: Sequence[str], host: str, port: int, max_mb: float,
-          token: str | None = None) -> None:
+def serve(
+    reward_name: str,
+    overrides: Sequence[str],
+    host: str,
+    port: int,
+    max_mb: float,
+    token: str | None = None,
+) -> None:
     """``alignflow serve-reward``: build the reward from ``configs/reward/<reward_name>.yaml``
     with ``key=value`` overrides and serve it until interrupted."""
     from importlib import resources
@@ -294,23 +347,32 @@ def serve(reward_name: str, overrides: Sequence[str], host: str, port: int, max_
     from alignflow.sdk.config import check_arguments
 
     folder = resources.files("alignflow.configs") / "reward"
-    choices = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    choices = sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
     if reward_name not in choices:  # a name from the listing, so nothing outside the group is read
         raise ConfigError("reward", reward_name, f"one of the reward configs {choices}")
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError("overrides", bad[0], "key=value")
-    cfg = OmegaConf.merge(OmegaConf.load(str(folder / f"{reward_name}.yaml")),
-                          OmegaConf.from_dotlist([o.removeprefix("reward.") for o in overrides]))
+    cfg = OmegaConf.merge(
+        OmegaConf.load(str(folder / f"{reward_name}.yaml")),
+        OmegaConf.from_dotlist([o.removeprefix("reward.") for o in overrides]),
+    )
     args = OmegaConf.to_container(cfg, resolve=True)
     args.pop("weight", None)
     name = args.pop("name", None)
     cls = builder("reward", name, "reward.name")
     check_arguments(cls, args, "reward")
     reward = cls(**args)
-    server = RewardServer(reward, name=reward_name, host=host, port=port, max_mb=max_mb, token=token)
-    print(f"serving reward {reward_name!r} ({server.modality}) on http://{server.host}:{server.port}"
-          + (" (token required)" if server.token else ""), flush=True)
+    server = RewardServer(
+        reward, name=reward_name, host=host, port=port, max_mb=max_mb, token=token
+    )
+    print(
+        f"serving reward {reward_name!r} ({server.modality}) on http://{server.host}:{server.port}"
+        + (" (token required)" if server.token else ""),
+        flush=True,
+    )
     try:
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()

@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any
 
 
-def build_base(experiment: str, target: Path, *extra: str, stages: tuple[tuple[str, ...], ...] = ((),),
-               finish: Any = None) -> dict[str, Any]:
+def build_base(
+    experiment: str,
+    target: Path,
+    *extra: str,
+    stages: tuple[tuple[str, ...], ...] = ((),),
+    finish: Any = None,
+) -> dict[str, Any]:
     """What the asset scripts share: run ``alignflow pretrain experiment=<experiment>``
     (``extra`` overrides) in a fresh process, install the result in ``target``, call
     ``finish(target)`` if given (e.g. store the weights in float16), then evaluate it as
@@ -29,19 +34,38 @@ def build_base(experiment: str, target: Path, *extra: str, stages: tuple[tuple[s
         previous = None
         for k, stage in enumerate(stages):
             out = Path(tmp) / f"stage{k}"
-            start_from = [] if previous is None else ["policy.random_init=false", f"++policy.path={previous}"]
-            cmd = [sys.executable, "-m", "alignflow.sdk.cli", "pretrain", f"experiment={experiment}",
-                   f"output_dir={out}", *extra, *start_from, *stage]
+            start_from = (
+                []
+                if previous is None
+                else ["policy.random_init=false", f"++policy.path={previous}"]
+            )
+            cmd = [
+                sys.executable,
+                "-m",
+                "alignflow.sdk.cli",
+                "pretrain",
+                f"experiment={experiment}",
+                f"output_dir={out}",
+                *extra,
+                *start_from,
+                *stage,
+            ]
             result = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            summary = json.loads(result.stdout[result.stdout.find("{"):])
+            summary = json.loads(result.stdout[result.stdout.find("{") :])
             seconds += summary.get("seconds", 0.0)
             previous = out
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(previous, target)
     if finish is not None:
         finish(target)
-    return {"pretrain": {"final_loss": summary.get("final_loss"), "seconds": seconds, "stages": len(stages)},
-            "eval": evaluate_base(experiment)}
+    return {
+        "pretrain": {
+            "final_loss": summary.get("final_loss"),
+            "seconds": seconds,
+            "stages": len(stages),
+        },
+        "eval": evaluate_base(experiment),
+    }
 
 
 def evaluate_base(experiment: str, *extra: str) -> dict[str, float]:
@@ -53,6 +77,15 @@ def evaluate_base(experiment: str, *extra: str) -> dict[str, float]:
     from alignflow.sdk.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose("train", [f"experiment={experiment}", f"output_dir={tmp}", "logging.progress_bar=false",
-                                "logging.tensorboard=false", "logging.media=false", *extra])
+        cfg = compose(
+            "train",
+            [
+                f"experiment={experiment}",
+                f"output_dir={tmp}",
+                "logging.progress_bar=false",
+                "logging.tensorboard=false",
+                "logging.media=false",
+                *extra,
+            ],
+        )
         return Trainer(cfg).evaluate()

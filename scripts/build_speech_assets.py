@@ -1,6 +1,7 @@
 """Regenerate what the offline speech default (`experiment=speech_tiny`) ships with.
 
-    .venv/bin/python scripts/build_speech_assets.py [--data] [--base] [--clips FILE] [--write-clips FILE] [--ge2e]
+    .venv/bin/python scripts/build_speech_assets.py [--data] [--base] [--clips FILE]
+        [--write-clips FILE] [--ge2e]
 
 --data (seconds; needs flite): modalities/speech/data/, the reference clips of the four
   flite voices and the train/eval prompt files (modalities.speech.sentences.write_data).
@@ -41,7 +42,9 @@ STAGES = (
 def halve(path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}, path)
+    save_file(
+        {k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}, path
+    )
 
 
 def write_ge2e() -> None:
@@ -50,10 +53,13 @@ def write_ge2e() -> None:
     import torch
     from safetensors.torch import save_file
 
-    state = torch.load(Path(resemblyzer.__file__).parent / "pretrained.pt", map_location="cpu",
-                       weights_only=True)["model_state"]
+    state = torch.load(
+        Path(resemblyzer.__file__).parent / "pretrained.pt", map_location="cpu", weights_only=True
+    )["model_state"]
     GE2E.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items() if k.startswith(("lstm.", "linear."))}, GE2E)
+    save_file(
+        {k: v.contiguous() for k, v in state.items() if k.startswith(("lstm.", "linear."))}, GE2E
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -61,12 +67,18 @@ def main(argv: list[str]) -> None:
 
     from alignflow.modalities.speech.sentences import save_clips, write_data
 
-    parser = argparse.ArgumentParser(description="Regenerate the speech default's data and base (see the docstring).")
+    parser = argparse.ArgumentParser(
+        description="Regenerate the speech default's data and base (see the docstring)."
+    )
     parser.add_argument("--data", action="store_true")
     parser.add_argument("--base", action="store_true")
-    parser.add_argument("--clips", default="", help="with --base: read flite's clips from this file")
+    parser.add_argument(
+        "--clips", default="", help="with --base: read flite's clips from this file"
+    )
     parser.add_argument("--write-clips", default="", help="write flite's clips to this file")
-    parser.add_argument("--ge2e", action="store_true", help="the speaker encoder's weights, from resemblyzer")
+    parser.add_argument(
+        "--ge2e", action="store_true", help="the speaker encoder's weights, from resemblyzer"
+    )
     args = parser.parse_args(argv)
     if not (args.data or args.base or args.write_clips or args.ge2e):
         args.data = args.base = True
@@ -80,10 +92,17 @@ def main(argv: list[str]) -> None:
         from _assets import build_base
 
         extra = [f"++dataset.clips={Path(args.clips).resolve()}"] if args.clips else []
-        info = {"made_by": "alignflow pretrain experiment=speech_tiny (scripts/build_speech_assets.py), "
-                           "weights stored in float16",
-                **build_base("speech_tiny", TARGET, *extra, stages=STAGES,
-                             finish=lambda folder: halve(folder / "model.safetensors"))}
+        info = {
+            "made_by": "alignflow pretrain experiment=speech_tiny "
+            "(scripts/build_speech_assets.py), weights stored in float16",
+            **build_base(
+                "speech_tiny",
+                TARGET,
+                *extra,
+                stages=STAGES,
+                finish=lambda folder: halve(folder / "model.safetensors"),
+            ),
+        }
         (TARGET / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(json.dumps(info, indent=2))
 

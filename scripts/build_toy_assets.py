@@ -1,6 +1,7 @@
 """Regenerate the weights the offline toy experiments ship with.
 
-    .venv/bin/python scripts/build_toy_assets.py [digits] [words]     (default: digits, the shipped ones)
+    .venv/bin/python scripts/build_toy_assets.py [digits] [words]
+        (default: digits, the shipped ones)
 
 digits (about 8 minutes on 2 CPU cores):
   1. rewards/image/assets/digit_classifier: the reward's CNN, trained on the training
@@ -37,7 +38,14 @@ def pretrain(preset: str) -> Path:
     target = ASSETS / f"{preset}_base"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "base"
-        cmd = [sys.executable, "-m", "alignflow.sdk.cli", "pretrain", f"experiment=image_{preset}", f"output_dir={out}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "alignflow.sdk.cli",
+            "pretrain",
+            f"experiment=image_{preset}",
+            f"output_dir={out}",
+        ]
         subprocess.run(cmd, check=True, cwd=ROOT)
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(out, target)
@@ -62,17 +70,30 @@ def base_accuracy(preset: str, reward, metric: str) -> dict[str, float]:
     cond = policy.encode(p)
     gens = [generator("base", i) for i in range(len(p))]
     x_ode = sample(policy, cond, 20, guidance=1.0, noise_generators=gens)
-    traj = rollout(policy, cond, policy.sigmas(10), AllSDE()(10, 0, 0), KERNELS["flow_sde"], noise_level=1.0,
-                   guidance=1.0, group_size=1, noise_generators=[generator("base", i) for i in range(len(p))],
-                   sde_generators=[generator("base-sde", i) for i in range(len(p))])
-    return {name: reward(policy.decode(x), p, meta).components[metric].mean().item()
-            for name, x in (("ode20", x_ode), ("flow_sde10", traj.x0))}
+    traj = rollout(
+        policy,
+        cond,
+        policy.sigmas(10),
+        AllSDE()(10, 0, 0),
+        KERNELS["flow_sde"],
+        noise_level=1.0,
+        guidance=1.0,
+        group_size=1,
+        noise_generators=[generator("base", i) for i in range(len(p))],
+        sde_generators=[generator("base-sde", i) for i in range(len(p))],
+    )
+    return {
+        name: reward(policy.decode(x), p, meta).components[metric].mean().item()
+        for name, x in (("ode20", x_ode), ("flow_sde10", traj.x0))
+    }
 
 
 def write_info(preset: str, metric: str, values: dict[str, float]) -> None:
-    info = {"made_by": f"alignflow pretrain experiment=image_{preset} (scripts/build_toy_assets.py)",
-            metric: {k: round(v, 4) for k, v in values.items()},
-            "torch": torch.__version__}
+    info = {
+        "made_by": f"alignflow pretrain experiment=image_{preset} (scripts/build_toy_assets.py)",
+        metric: {k: round(v, 4) for k, v in values.items()},
+        "torch": torch.__version__,
+    }
     (ASSETS / f"{preset}_base" / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"{preset} base: {info}")
 
@@ -87,11 +108,16 @@ def main(presets: list[str]) -> None:
         )
 
         model, test_acc = train_digit_classifier(seed=0)
-        save_classifier(model, CLASSIFIER_DIR, {"test_accuracy": round(test_acc, 4),
-                                                "made_by": "scripts/build_toy_assets.py"})
+        save_classifier(
+            model,
+            CLASSIFIER_DIR,
+            {"test_accuracy": round(test_acc, 4), "made_by": "scripts/build_toy_assets.py"},
+        )
         print(f"classifier: test accuracy {test_acc:.4f} ({time.time() - start:.0f} s)")
         pretrain("digits")
-        write_info("digits", "accuracy", base_accuracy("digits", DigitClassifierReward(), "accuracy"))
+        write_info(
+            "digits", "accuracy", base_accuracy("digits", DigitClassifierReward(), "accuracy")
+        )
     if "words" in presets:
         from alignflow.rewards.image.ocr import OCRReward
 

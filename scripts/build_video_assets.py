@@ -31,9 +31,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "adapters" / "video" / "assets" / "shapes_base"
 STAGES = (
-    ("dataset.caption_noise=0", "+dataset.colors=[red]", "+dataset.shapes=[square]", "sigma_range=[1,1]",
-     "steps=800", "lr_schedule=constant"),
-    ("dataset.caption_noise=0", "+dataset.seed=1", "sigma_range=[1,1]", "steps=400", "lr_schedule=constant"),
+    (
+        "dataset.caption_noise=0",
+        "+dataset.colors=[red]",
+        "+dataset.shapes=[square]",
+        "sigma_range=[1,1]",
+        "steps=800",
+        "lr_schedule=constant",
+    ),
+    (
+        "dataset.caption_noise=0",
+        "+dataset.seed=1",
+        "sigma_range=[1,1]",
+        "steps=400",
+        "lr_schedule=constant",
+    ),
     ("+dataset.seed=2",),
     ("+dataset.seed=3", "steps=1000"),
 )
@@ -48,8 +60,10 @@ def main(args: list[str]) -> None:
     if "--data" in todo:
         write_prompt_files()
     if "--base" in todo:
-        info = {"made_by": "alignflow pretrain experiment=video_shapes (scripts/build_video_assets.py)",
-                **build_base("video_shapes", TARGET, stages=STAGES)}
+        info = {
+            "made_by": "alignflow pretrain experiment=video_shapes (scripts/build_video_assets.py)",
+            **build_base("video_shapes", TARGET, stages=STAGES),
+        }
         (TARGET / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(json.dumps(info, indent=2))
 

@@ -31,7 +31,10 @@ def load_f5_dit(src: Path):
     utils = types.ModuleType("f5_tts.model.utils")  # the real one imports Chinese text tools
     utils.is_package_available = lambda name: False
     sys.modules.update({"f5_tts": pkg, "f5_tts.model": model, "f5_tts.model.utils": utils})
-    for name, rel in (("f5_tts.model.modules", "model/modules.py"), ("f5_tts.model.backbones.dit", "model/backbones/dit.py")):
+    for name, rel in (
+        ("f5_tts.model.modules", "model/modules.py"),
+        ("f5_tts.model.backbones.dit", "model/backbones/dit.py"),
+    ):
         spec = importlib.util.spec_from_file_location(name, src / rel)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -41,11 +44,34 @@ def load_f5_dit(src: Path):
 
 def main(src: str) -> float:
     F5DiT = load_f5_dit(Path(src))
-    cfg = DiTConfig(dim=64, depth=3, heads=4, dim_head=16, ff_mult=2, text_num_embeds=30, text_dim=32, conv_layers=2)
+    cfg = DiTConfig(
+        dim=64,
+        depth=3,
+        heads=4,
+        dim_head=16,
+        ff_mult=2,
+        text_num_embeds=30,
+        text_dim=32,
+        conv_layers=2,
+    )
     torch.manual_seed(0)
-    ref = F5DiT(dim=64, depth=3, heads=4, dim_head=16, ff_mult=2, mel_dim=100, text_num_embeds=30, text_dim=32,
-                conv_layers=2, text_mask_padding=True, attn_backend="torch", attn_mask_enabled=False).eval()
-    for p in ref.parameters():  # F5 zero-initialises its adaLN and output layers: randomise everything
+    ref = F5DiT(
+        dim=64,
+        depth=3,
+        heads=4,
+        dim_head=16,
+        ff_mult=2,
+        mel_dim=100,
+        text_num_embeds=30,
+        text_dim=32,
+        conv_layers=2,
+        text_mask_padding=True,
+        attn_backend="torch",
+        attn_mask_enabled=False,
+    ).eval()
+    for (
+        p
+    ) in ref.parameters():  # F5 zero-initialises its adaLN and output layers: randomise everything
         p.data.normal_(0, 0.2)
     release = {f"ema_model.transformer.{k}": v for k, v in ref.state_dict().items()}
     release |= {"ema_model.initted": torch.tensor(True), "ema_model.step": torch.tensor(1)}
@@ -56,9 +82,16 @@ def main(src: str) -> float:
     text[1, 10:] = -1
     t = torch.rand(2)
     with torch.no_grad():
-        diff = max((ref(x, cond, text, t) - ours(x, cond, text, t)).abs().max().item(),
-                   (ref(x, cond, text, t, drop_audio_cond=True, drop_text=True)
-                    - ours(x, cond, text, t, drop=torch.ones(2, dtype=torch.bool))).abs().max().item())
+        diff = max(
+            (ref(x, cond, text, t) - ours(x, cond, text, t)).abs().max().item(),
+            (
+                ref(x, cond, text, t, drop_audio_cond=True, drop_text=True)
+                - ours(x, cond, text, t, drop=torch.ones(2, dtype=torch.bool))
+            )
+            .abs()
+            .max()
+            .item(),
+        )
     print(f"max |f5-tts - alignflow| over conditional and unconditional outputs: {diff:.3g}")
     return diff
 

@@ -55,7 +55,10 @@ def group_advantages(
     if std not in STD_MODES:
         raise ValueError(f"group_advantages: std={std!r}, expected one of {STD_MODES}")
     if rewards.shape != group.shape or rewards.ndim != 1:
-        raise ValueError(f"group_advantages: rewards {tuple(rewards.shape)} and group {tuple(group.shape)} must be [B]")
+        raise ValueError(
+            f"group_advantages: rewards {tuple(rewards.shape)} and group {tuple(group.shape)} "
+            "must be [B]"
+        )
     r = rewards.double()
     valid = torch.isfinite(r)
     ids, inv = torch.unique(group, return_inverse=True)
@@ -71,7 +74,9 @@ def group_advantages(
     else:
         scale = r[valid].std(unbiased=False) if valid.any() else r.new_tensor(0.0)
     denom = scale + eps
-    adv = torch.where(denom > 0, dev / denom, 0.0).clamp(-clip, clip)  # a constant group teaches nothing
+    adv = torch.where(denom > 0, dev / denom, 0.0).clamp(
+        -clip, clip
+    )  # a constant group teaches nothing
     adv = torch.where(valid, adv, 0.0).float()
     zero = ((group_std < 1e-8) & (count > 0)).double().mean().item() if n_groups else 0.0
     return GroupAdvantages(adv, zero, valid.double().mean().item() if len(r) else 0.0)
@@ -89,18 +94,30 @@ def term_advantages(
     term k (``terms``: name -> (rewards [B], weight)). A sample with any NaN term gets 0."""
     if not terms:
         raise ValueError("term_advantages: no reward terms")
-    parts = [(group_advantages(r, group, std=std, clip=float("inf"), eps=eps), r, w) for r, w in terms.values()]
+    parts = [
+        (group_advantages(r, group, std=std, clip=float("inf"), eps=eps), r, w)
+        for r, w in terms.values()
+    ]
     total = sum(w * a.advantages.double() for a, _, w in parts)
     valid = torch.stack([torch.isfinite(r) for _, r, _ in parts]).all(0)
     adv = torch.where(valid, total.clamp(-clip, clip), 0.0).float()
     _, inv = torch.unique(group, return_inverse=True)
     signal = torch.zeros(int(inv.max()) + 1 if len(inv) else 0).index_add_(0, inv, adv.abs())
-    zero = (signal == 0).double().mean().item() if len(signal) else 0.0  # no term varies in the group
+    zero = (
+        (signal == 0).double().mean().item() if len(signal) else 0.0
+    )  # no term varies in the group
     return GroupAdvantages(adv, zero, valid.double().mean().item())
 
 
-def group_credit(rewards: torch.Tensor, group: torch.Tensor, terms: dict[str, tuple[torch.Tensor, float]] | None,
-                 *, aggregate: str = "reward", std: str = "group", clip: float = 5.0) -> GroupAdvantages:
+def group_credit(
+    rewards: torch.Tensor,
+    group: torch.Tensor,
+    terms: dict[str, tuple[torch.Tensor, float]] | None,
+    *,
+    aggregate: str = "reward",
+    std: str = "group",
+    clip: float = 5.0,
+) -> GroupAdvantages:
     """The algorithms' advantage step: :func:`term_advantages` when ``aggregate`` is
     ``"advantage"`` and there are several terms, else :func:`group_advantages` of the
     summed reward."""

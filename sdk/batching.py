@@ -45,7 +45,9 @@ def select(obj: T, index: torch.Tensor | slice | Sequence[int]) -> T:
     """The samples ``index`` of every tensor leaf."""
     if not isinstance(index, slice):
         index = torch.as_tensor(index, dtype=torch.long)
-    return map_tensors(obj, lambda t: t[index.to(t.device) if isinstance(index, torch.Tensor) else index])
+    return map_tensors(
+        obj, lambda t: t[index.to(t.device) if isinstance(index, torch.Tensor) else index]
+    )
 
 
 def repeat_interleave(obj: T, repeats: int) -> T:
@@ -69,7 +71,9 @@ def concat(objs: Sequence[T]) -> T:
             changes[f.name] = concat(values) if _batched(values[0]) else values[0]
         return dataclasses.replace(first, **changes)
     if isinstance(first, Mapping):
-        return type(first)({k: concat([o[k] for o in objs]) if _batched(v) else v for k, v in first.items()})
+        return type(first)(
+            {k: concat([o[k] for o in objs]) if _batched(v) else v for k, v in first.items()}
+        )
     if isinstance(first, tuple):
         return type(first)(concat([o[i] for o in objs]) for i in range(len(first)))
     return first
@@ -83,7 +87,7 @@ def _batched(value: Any) -> bool:
 
 def chunks(seq: Sequence[T], size: int) -> list[Sequence[T]]:
     """``seq`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
-    return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
+    return [seq[i : i + size] for i in range(0, len(seq), max(1, size))]
 
 
 def batch_size(obj: Any) -> int:

@@ -90,25 +90,40 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in trained.items()}, tmp / "trained.safetensors")
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in trained.items()},
+            tmp / "trained.safetensors",
+        )
         _failpoint("checkpoint.write", iteration)
         for name, tensors in (("ema", ema), ("algorithm", algorithm)):
             if tensors is not None:
-                save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / f"{name}.safetensors")
+                save_file(
+                    {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                    tmp / f"{name}.safetensors",
+                )
         torch.save(optimizer, tmp / "optimizer.pt")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({**state, "iteration": iteration}, indent=2, default=str))
+        (tmp / "trainer_state.json").write_text(
+            json.dumps({**state, "iteration": iteration}, indent=2, default=str)
+        )
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
             fsync_file(tmp / name)
-        manifest = {"format": 1, "iteration": iteration,
-                    "files": {n: {"size": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in files}}
+        manifest = {
+            "format": 1,
+            "iteration": iteration,
+            "files": {
+                n: {"size": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in files
+            },
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         fsync_file(tmp / "manifest.json")
-        if final.exists():  # re-saving an iteration this process wrote: swap, then delete the old one
+        if (
+            final.exists()
+        ):  # re-saving an iteration this process wrote: swap, then delete the old one
             old = output_dir / f".checkpoint-{iteration}.old-{os.getpid()}"
             final.rename(old)
             tmp.rename(final)
@@ -117,7 +132,9 @@ def save_checkpoint(
             tmp.rename(final)
         fsync_dir(output_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed save (disk full...) leaves the old ones intact
+        shutil.rmtree(
+            tmp, ignore_errors=True
+        )  # a failed save (disk full...) leaves the old ones intact
         raise
     return final
 
@@ -136,7 +153,11 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     """``checkpoint-N`` folders in ``output_dir``, oldest first (not verified)."""
     if not output_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in output_dir.iterdir()
+        if p.is_dir() and (m := _NAME.match(p.name))
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -203,30 +224,47 @@ def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     folder with an int size and a sha256. Raises :class:`CheckpointError`."""
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no manifest.json (incomplete or not an alignflow checkpoint)")
+        raise CheckpointError(
+            f"checkpoint {path}: no manifest.json (incomplete or not an alignflow checkpoint)"
+        )
     try:
         manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"checkpoint {path}: manifest.json is corrupt ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"checkpoint {path}: manifest.json is corrupt ({type(e).__name__}: {e})"
+        ) from e
     m = _NAME.match(path.name) or _PARTIAL.match(path.name)
     if not isinstance(manifest, dict) or manifest.get("format") != 1:
         raise CheckpointError(f"checkpoint {path}: manifest.json is not a format-1 object")
     if m is None or manifest.get("iteration") != int(m.group(1)):
-        raise CheckpointError(f"checkpoint {path}: manifest.json is for iteration {manifest.get('iteration')!r}, "
-                              "not this folder's")
+        raise CheckpointError(
+            f"checkpoint {path}: manifest.json is for iteration {manifest.get('iteration')!r}, "
+            "not this folder's"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise CheckpointError(f"checkpoint {path}: manifest.json has no 'files' object")
     missing = [f for f in REQUIRED if f not in files]
     if missing:
-        raise CheckpointError(f"checkpoint {path}: manifest.json does not list {missing} (partial manifest)")
+        raise CheckpointError(
+            f"checkpoint {path}: manifest.json does not list {missing} (partial manifest)"
+        )
     for name, meta in files.items():
         if name not in REQUIRED + OPTIONAL:
-            raise CheckpointError(f"checkpoint {path}: manifest.json names {name!r}, which is not a checkpoint "
-                                  f"file ({', '.join(REQUIRED + OPTIONAL)})")
-        if not (isinstance(meta, dict) and type(meta.get("size")) is int and meta["size"] >= 0
-                and isinstance(meta.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", meta["sha256"])):
-            raise CheckpointError(f"checkpoint {path}: manifest.json entry for {name} needs an int size and a sha256")
+            raise CheckpointError(
+                f"checkpoint {path}: manifest.json names {name!r}, which is not a checkpoint "
+                f"file ({', '.join(REQUIRED + OPTIONAL)})"
+            )
+        if not (
+            isinstance(meta, dict)
+            and type(meta.get("size")) is int
+            and meta["size"] >= 0
+            and isinstance(meta.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", meta["sha256"])
+        ):
+            raise CheckpointError(
+                f"checkpoint {path}: manifest.json entry for {name} needs an int size and a sha256"
+            )
     return files
 
 
@@ -237,7 +275,10 @@ def verify(path: Path) -> None:
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path}: {name} is missing")
         if f.stat().st_size != meta["size"]:
-            raise CheckpointError(f"checkpoint {path}: {name} has {f.stat().st_size} bytes, the manifest says {meta['size']}")
+            raise CheckpointError(
+                f"checkpoint {path}: {name} has {f.stat().st_size} bytes, the manifest says "
+                f"{meta['size']}"
+            )
         if _sha256(f) != meta["sha256"]:
             raise CheckpointError(f"checkpoint {path}: {name} does not match its sha256 (corrupt)")
 
@@ -264,16 +305,22 @@ def load_checkpoint(path: Path) -> Checkpoint:
         try:
             return how(path / name)
         except Exception as e:  # safetensors, pickle and json raise many types on a damaged file
-            raise CheckpointError(f"checkpoint {path}: {name} does not load ({type(e).__name__}: {e})") from e
+            raise CheckpointError(
+                f"checkpoint {path}: {name} does not load ({type(e).__name__}: {e})"
+            ) from e
 
     state = read("trainer_state.json", lambda p: json.loads(p.read_bytes().decode("utf-8")))
     if not isinstance(state, dict) or type(state.get("iteration")) is not int:
-        raise CheckpointError(f"checkpoint {path}: trainer_state.json is not an object with an int 'iteration'")
+        raise CheckpointError(
+            f"checkpoint {path}: trainer_state.json is not an object with an int 'iteration'"
+        )
     return Checkpoint(
         path=path,
         trained=read("trained.safetensors", load_file),
         ema=read("ema.safetensors", load_file) if "ema.safetensors" in files else None,
-        algorithm=read("algorithm.safetensors", load_file) if "algorithm.safetensors" in files else None,
+        algorithm=read("algorithm.safetensors", load_file)
+        if "algorithm.safetensors" in files
+        else None,
         optimizer=read("optimizer.pt", lambda p: torch.load(p, weights_only=True)),
         rng=read("rng.pt", lambda p: torch.load(p, weights_only=True)),
         state=state,

@@ -2,14 +2,15 @@
 
     alignflow train    experiment=image_digits [key=value ...]
     alignflow eval     experiment=image_digits checkpoint.resume=latest
-    alignflow sample   experiment=image_digits checkpoint.resume=latest --prompt "a handwritten digit seven"
-    alignflow sample   experiment=speech_tiny --prompt "the cat sat" --meta ref_audio=refs/awb_thank_you.wav \
-                       --meta ref_text="thank you"
+    alignflow sample   experiment=image_digits checkpoint.resume=latest \
+                       --prompt "a handwritten digit seven"
+    alignflow sample   experiment=speech_tiny --prompt "the cat sat" \
+                       --meta ref_audio=refs/awb_thank_you.wav --meta ref_text="thank you"
     alignflow pretrain experiment=image_digits
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain | --algorithm NAME]       every field with its help
-    alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765] [token=T]
-                                                             serve a reward over HTTP (rewards/server.py)
+    alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
+                       [token=T]                             serve a reward over HTTP (server.py)
 
 Arguments after the sub-command are hydra overrides. ``--debug`` (or ALIGNFLOW_DEBUG=1)
 shows the traceback behind an error line. Several processes: ``--procs N``
@@ -36,13 +37,17 @@ log = logging.getLogger("alignflow")
 def print_fields(cls: type, prefix: str = "") -> None:
     docs = _attribute_docs(cls)
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type.endswith("Config")):
+        if dataclasses.is_dataclass(f.type) or (
+            isinstance(f.type, str) and f.type.endswith("Config")
+        ):
             sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
             if sub is not None:
                 print_fields(type(sub()), prefix + f.name + ".")
                 continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        print(f"{prefix + f.name:32s} {default!r:24s} {f.metadata.get('help', docs.get(f.name, ''))}")
+        print(
+            f"{prefix + f.name:32s} {default!r:24s} {f.metadata.get('help', docs.get(f.name, ''))}"
+        )
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
@@ -58,57 +63,102 @@ def _attribute_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError, IndexError, AttributeError):
             continue
         for a, b in zip(body, body[1:]):
-            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
-                    and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+            if (
+                isinstance(a, ast.AnnAssign)
+                and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)
+            ):
                 docs[a.target.id] = " ".join(b.value.value.split())
     return docs
 
 
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback of expected errors too (or set ALIGNFLOW_DEBUG=1)")
-    parser = argparse.ArgumentParser(prog="alignflow", description=__doc__, parents=[common],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of expected errors too (or set ALIGNFLOW_DEBUG=1)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="alignflow",
+        description=__doc__,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "eval", "pretrain"):
         p = sub.add_parser(name, parents=[common])
-        p.add_argument("--procs", type=int, default=1,
-                       help="run N local processes (torchrun, DDP; gloo on CPU); else use `accelerate launch`")
+        p.add_argument(
+            "--procs",
+            type=int,
+            default=1,
+            help="run N local processes (torchrun, DDP; gloo on CPU); else use `accelerate launch`",
+        )
         p.add_argument("overrides", nargs="*")
     p_sample = sub.add_parser("sample", parents=[common])
-    p_sample.add_argument("--prompt", action="append", default=[], help="prompt (repeatable); default: eval prompts")
+    p_sample.add_argument(
+        "--prompt", action="append", default=[], help="prompt (repeatable); default: eval prompts"
+    )
     p_sample.add_argument("--num", type=int, default=4, help="samples per prompt")
-    p_sample.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                          help="a metadata column for every --prompt (repeatable), e.g. speech's "
-                               "--meta ref_audio=voice.wav --meta ref_text='what the voice says'")
+    p_sample.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a metadata column for every --prompt (repeatable), e.g. speech's "
+        "--meta ref_audio=voice.wav --meta ref_text='what the voice says'",
+    )
     p_sample.add_argument("overrides", nargs="*")
     p_config = sub.add_parser("config", parents=[common])
-    p_config.add_argument("--pretrain", action="store_true", help="the pretraining config instead of training's")
+    p_config.add_argument(
+        "--pretrain", action="store_true", help="the pretraining config instead of training's"
+    )
     p_config.add_argument("overrides", nargs="*")
-    p_serve = sub.add_parser("serve-reward", parents=[common],
-                             help="serve a reward for `reward=remote` (rewards/remote.py)")
-    p_serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    p_serve = sub.add_parser(
+        "serve-reward",
+        parents=[common],
+        help="serve a reward for `reward=remote` (rewards/remote.py)",
+    )
+    p_serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: this machine only)"
+    )
     p_serve.add_argument("--port", type=int, default=8765, help="0 = any free port (printed)")
     p_serve.add_argument("--max-mb", type=float, default=64.0, help="largest request body accepted")
-    p_serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or token=TOKEN; default: the "
-                         "ALIGNFLOW_REWARD_TOKEN environment variable, which keeps it out of `ps`; none if unset)")
-    p_serve.add_argument("overrides", nargs="*", help="reward=NAME (a configs/reward file), then reward.key=value")
+    p_serve.add_argument(
+        "--token",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' (or token=TOKEN; default: the "
+        "ALIGNFLOW_REWARD_TOKEN environment variable, which keeps it out of `ps`; none if unset)",
+    )
+    p_serve.add_argument(
+        "overrides", nargs="*", help="reward=NAME (a configs/reward file), then reward.key=value"
+    )
     p_fields = sub.add_parser("fields", parents=[common])
-    p_fields.add_argument("--pretrain", action="store_true", help="the pretraining fields instead of training's")
-    p_fields.add_argument("--algorithm", default=None, help="the options of algorithm NAME (algorithm.*)")
+    p_fields.add_argument(
+        "--pretrain", action="store_true", help="the pretraining fields instead of training's"
+    )
+    p_fields.add_argument(
+        "--algorithm", default=None, help="the options of algorithm NAME (algorithm.*)"
+    )
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("ALIGNFLOW_DEBUG", "0") not in ("", "0")
     if getattr(args, "procs", 1) > 1 and "LOCAL_RANK" not in os.environ:
         return _launch(args.procs, [args.command, *args.overrides])
     if "ALIGNFLOW_LAUNCHER_PID" in os.environ:
         _stop_when_orphaned(int(os.environ["ALIGNFLOW_LAUNCHER_PID"]))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return _run(args)
     except (Exception, KeyboardInterrupt) as e:
         code, line = explain(e)
-        if debug or line is None:  # an unexpected error is a bug: its traceback is what a developer needs
+        if (
+            debug or line is None
+        ):  # an unexpected error is a bug: its traceback is what a developer needs
             raise
         print(f"alignflow: {line}", file=sys.stderr)
         return code
@@ -127,13 +177,24 @@ def explain(e: BaseException) -> tuple[int, str | None]:
     if isinstance(e, KeyboardInterrupt):
         return 130, "interrupted"
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return 1, (f"error: disk full while writing {e.filename or 'a file'}: free space there or set output_dir "
-                   "to another disk (the checkpoints already saved are intact)")
+        return 1, (
+            f"error: disk full while writing {e.filename or 'a file'}: free space there or set "
+            "output_dir "
+            "to another disk (the checkpoints already saved are intact)"
+        )
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return 1, f"error: cannot write {e.filename or 'a file'} ({e.strerror}): choose a writable output_dir"
-    if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
-        return 1, ("error: out of accelerator memory: lower sample.batch_size, train.micro_batch_size or "
-                   f"eval.batch_size ({str(e).splitlines()[0][:200]})")
+        return (
+            1,
+            f"error: cannot write {e.filename or 'a file'} ({e.strerror}): choose a writable "
+            "output_dir",
+        )
+    if (
+        type(e).__name__ == "OutOfMemoryError"
+    ):  # torch.OutOfMemoryError, without importing torch here
+        return 1, (
+            "error: out of accelerator memory: lower sample.batch_size, train.micro_batch_size or "
+            f"eval.batch_size ({str(e).splitlines()[0][:200]})"
+        )
     return 1, None
 
 
@@ -167,8 +228,11 @@ def _launch(procs: int, argv: list[str]) -> int:
         torchrun(["--standalone", "--nproc_per_node", str(procs), "-m", "alignflow.sdk.cli", *argv])
     except ChildFailedError as e:
         codes = {rank: f.exitcode for rank, f in e.failures.items()}
-        print(f"alignflow: error: processes {codes} exited with these codes (their own lines are above)",
-              file=sys.stderr)
+        print(
+            f"alignflow: error: processes {codes} exited with these codes (their own lines are "
+            "above)",
+            file=sys.stderr,
+        )
         return max(codes.values(), default=1) if all(c > 0 for c in codes.values()) else 1
     return 0
 
@@ -191,7 +255,9 @@ def _run(args: argparse.Namespace) -> int:
         from omegaconf import OmegaConf
 
         cfg = compose("pretrain" if args.pretrain else "train", args.overrides)
-        if not args.pretrain:  # the algorithm's options as it will run them: its defaults and the config's values
+        if (
+            not args.pretrain
+        ):  # the algorithm's options as it will run them: its defaults and the config's values
             from alignflow.sdk.components import resolve
             from alignflow.sdk.config import split_component
 
@@ -205,8 +271,12 @@ def _run(args: argparse.Namespace) -> int:
 
         names = [o.split("=", 1)[1] for o in args.overrides if o.startswith("reward=")]
         if len(names) != 1:
-            raise ConfigError("reward", names or None, "one reward=NAME naming a configs/reward file")
-        tokens = [o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")]  # token=... as --token
+            raise ConfigError(
+                "reward", names or None, "one reward=NAME naming a configs/reward file"
+            )
+        tokens = [
+            o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")
+        ]  # token=... as --token
         rest = [o for o in args.overrides if not o.startswith(("reward=", "token="))]
         serve(names[0], rest, args.host, args.port, args.max_mb, token=(tokens or [args.token])[-1])
         return 0
@@ -235,8 +305,12 @@ def _check_evaluation(args: argparse.Namespace, cfg: Any) -> None:
     if args.command == "eval" and not cfg.data.eval:
         raise ConfigError("data.eval", cfg.data.eval, "a prompt file to evaluate on")
     if cfg.checkpoint.resume == "latest" and not list_checkpoints(Path(cfg.output_dir)):
-        raise ConfigError("checkpoint.resume", "latest", f"a checkpoint in {cfg.output_dir} (there is none); "
-                          "leave checkpoint.resume empty to use the base model, or name a checkpoint folder")
+        raise ConfigError(
+            "checkpoint.resume",
+            "latest",
+            f"a checkpoint in {cfg.output_dir} (there is none); "
+            "leave checkpoint.resume empty to use the base model, or name a checkpoint folder",
+        )
     bad = [m for m in getattr(args, "meta", []) if "=" not in m]
     if bad:
         raise ConfigError("--meta", bad[0], "KEY=VALUE")
@@ -248,7 +322,11 @@ def _command(args: argparse.Namespace, cfg: Any, trainer: Any) -> int:
     say = print if trainer.acc.is_main_process else (lambda *a, **k: None)
     if args.command == "train":
         summary = trainer.train()
-        say(json.dumps({k: summary[k] for k in ("iterations", "seconds", "before", "after")}, indent=2))
+        say(
+            json.dumps(
+                {k: summary[k] for k in ("iterations", "seconds", "before", "after")}, indent=2
+            )
+        )
         return 0
     if args.command == "eval":
         metrics = trainer.evaluate(name=f"eval-{trainer.iteration:05d}")
@@ -258,9 +336,14 @@ def _command(args: argparse.Namespace, cfg: Any, trainer: Any) -> int:
 
     trainer.cfg.eval.samples_per_prompt = args.num
     meta = dict(m.split("=", 1) for m in args.meta)
-    prompts = PromptSet(list(args.prompt), [dict(meta) for _ in args.prompt]) if args.prompt else None
+    prompts = (
+        PromptSet(list(args.prompt), [dict(meta) for _ in args.prompt]) if args.prompt else None
+    )
     trainer.evaluate(prompts, score=False, name=f"sample-{trainer.iteration:05d}")
-    say(f"samples written to {Path(cfg.output_dir) / 'samples' / f'sample-{trainer.iteration:05d}.png'}")
+    say(
+        "samples written to "
+        f"{Path(cfg.output_dir) / 'samples' / f'sample-{trainer.iteration:05d}.png'}"
+    )
     return 0
 
 

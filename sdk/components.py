@@ -78,8 +78,12 @@ def component(kind: str, name: str | None = None) -> Callable[[Any], Any]:
         target = f"{obj.__module__}:{obj.__qualname__}"
         old = _DECORATED.get(key)
         if old is not None and old.target != target:
-            raise ConfigError(f"{kind}.name", key[1], "a name declared once",
-                              hint=f"already declared for {old.target}, now for {target}")
+            raise ConfigError(
+                f"{kind}.name",
+                key[1],
+                "a name declared once",
+                hint=f"already declared for {old.target}, now for {target}",
+            )
         _DECORATED[key] = Declaration(kind, key[1], target, "the @component decorator", obj)
         return obj
 
@@ -101,13 +105,23 @@ def resolve(kind: str, name: Any, field: str | None = None) -> Any:
         raise ConfigError(field, name, accepted)
     found = decls.get(name) or _by_path(decls.values(), name)
     if found is None:
-        hint = ("a dotted path resolves only to a declared component; declare it with "
+        hint = (
+            (
+                "a dotted path resolves only to a declared component; declare it with "
                 f"@alignflow.sdk.components.component({kind!r}) or an entry point "
-                f"'{kind}.<name>' in the {GROUP!r} group") if ("." in name or ":" in name) else ""
+                f"'{kind}.<name>' in the {GROUP!r} group"
+            )
+            if ("." in name or ":" in name)
+            else ""
+        )
         raise ConfigError(field, name, accepted, hint=hint)
     if isinstance(found, list):
-        raise ConfigError(field, name, "a name declared once",
-                          hint="declared as " + " and ".join(f"{d.target} ({d.source})" for d in found))
+        raise ConfigError(
+            field,
+            name,
+            "a name declared once",
+            hint="declared as " + " and ".join(f"{d.target} ({d.source})" for d in found),
+        )
     return _load(found, field)
 
 
@@ -115,7 +129,9 @@ def builder(kind: str, name: Any, field: str) -> Callable[..., Any]:
     """:func:`resolve`, checked to be callable (a class or a factory)."""
     obj = resolve(kind, name, field)
     if not callable(obj):
-        raise ConfigError(field, name, f"{KINDS[kind]}: a class or factory, got {type(obj).__name__}")
+        raise ConfigError(
+            field, name, f"{KINDS[kind]}: a class or factory, got {type(obj).__name__}"
+        )
     return obj
 
 
@@ -144,12 +160,15 @@ def _entry_points() -> tuple[Any, ...]:
 @functools.lru_cache(maxsize=1)
 def _import_plugins() -> None:
     """Import the modules the operator listed in ``ALIGNFLOW_PLUGINS`` (once)."""
-    for module in filter(None, (m.strip() for m in os.environ.get("ALIGNFLOW_PLUGINS", "").split(","))):
+    for module in filter(
+        None, (m.strip() for m in os.environ.get("ALIGNFLOW_PLUGINS", "").split(","))
+    ):
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ConfigError("ALIGNFLOW_PLUGINS", module, "importable module names, comma-separated",
-                              hint=str(e)) from e
+            raise ConfigError(
+                "ALIGNFLOW_PLUGINS", module, "importable module names, comma-separated", hint=str(e)
+            ) from e
 
 
 def _declarations(kind: str) -> dict[str, Declaration | list[Declaration]]:
@@ -182,7 +201,9 @@ def _entry_point_declarations(kind: str) -> tuple[Declaration, ...]:
         ep_kind, _, ep_name = ep.name.partition(".")
         if ep_kind == kind and ep_name:
             dist = getattr(getattr(ep, "dist", None), "name", None) or "an installed package"
-            out.append(Declaration(kind, ep_name, ep.value.replace(" ", ""), f"entry point of {dist}"))
+            out.append(
+                Declaration(kind, ep_name, ep.value.replace(" ", ""), f"entry point of {dist}")
+            )
     return tuple(out)
 
 
@@ -207,10 +228,16 @@ def _load(d: Declaration, field: str) -> Any:
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
     except ImportError as e:
-        raise ConfigError(field, d.name, f"a {d.kind} whose module imports",
-                          hint=f"{d.target} ({d.source}): {e}{_install_hint(e)}") from e
+        raise ConfigError(
+            field,
+            d.name,
+            f"a {d.kind} whose module imports",
+            hint=f"{d.target} ({d.source}): {e}{_install_hint(e)}",
+        ) from e
     except AttributeError as e:
-        raise ConfigError(field, d.name, f"a {d.kind} that exists", hint=f"{d.target} ({d.source}): {e}") from e
+        raise ConfigError(
+            field, d.name, f"a {d.kind} that exists", hint=f"{d.target} ({d.source}): {e}"
+        ) from e
     return obj
 
 

@@ -50,13 +50,20 @@ def _pkgfile(pkg: str, rel: str) -> str:
     """``${pkgfile:alignflow.modalities.image,data/digits_train.jsonl}`` -> an absolute path."""
     from alignflow.sdk.components import declared_packages
 
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", pkg or "") or \
-            pkg.split(".")[0] not in declared_packages():
-        raise ValueError(f"pkgfile package {pkg!r}: expected a package of alignflow or of a package that declares "
-                         "alignflow components")
+    if (
+        not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", pkg or "")
+        or pkg.split(".")[0] not in declared_packages()
+    ):
+        raise ValueError(
+            f"pkgfile package {pkg!r}: expected a package of alignflow or of a package that "
+            "declares "
+            "alignflow components"
+        )
     parts = PurePosixPath(rel).parts
     if not rel or rel.startswith("/") or "\\" in rel or ".." in parts:
-        raise ValueError(f"pkgfile path {rel!r}: expected a relative path inside {pkg}, without '..'")
+        raise ValueError(
+            f"pkgfile path {rel!r}: expected a relative path inside {pkg}, without '..'"
+        )
     return str(resources.files(pkg) / rel)
 
 
@@ -85,14 +92,20 @@ def compose(kind: str, overrides: list[str]) -> Any:
     register()
     schema = _schema(kind)
     if kind == "pretrain":  # `experiment=` is the friendly name of the pretrain group
-        overrides = [o.replace("experiment=", "pretrain_experiment=", 1) if o.startswith("experiment=") else o
-                     for o in overrides]
-    else:  # an algorithm's options default to its Config's fields, not to YAML keys: setting one adds it
+        overrides = [
+            o.replace("experiment=", "pretrain_experiment=", 1)
+            if o.startswith("experiment=")
+            else o
+            for o in overrides
+        ]
+    else:  # an algorithm's options are its Config's fields, not YAML keys: setting one adds it
         overrides = [f"++{o}" if re.match(r"algorithm\.[A-Za-z_]\w*=", o) else o for o in overrides]
     try:
         with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):
             search = tuple(o for o in overrides if o.startswith("hydra.searchpath"))
-            if search not in _GROUPS:  # listing the groups scans every config source: once per search path
+            if (
+                search not in _GROUPS
+            ):  # listing the groups scans every config source: once per search path
                 _GROUPS[search] = _groups(GlobalHydra.instance().config_loader())
             _check_overrides(overrides, _GROUPS[search], schema)
             cfg = hydra_compose(config_name=kind, overrides=overrides, return_hydra_config=True)
@@ -105,16 +118,29 @@ def compose(kind: str, overrides: list[str]) -> Any:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
-        raise ConfigError(str(key), getattr(e, "value", None), "a value of the field's type",
-                          hint=" ".join(str(e).split("\n")[0].split())) from e
-    except yaml.YAMLError as e:  # a tag OmegaConf's safe loader has no constructor for, or broken YAML
+        raise ConfigError(
+            str(key),
+            getattr(e, "value", None),
+            "a value of the field's type",
+            hint=" ".join(str(e).split("\n")[0].split()),
+        ) from e
+    except (
+        yaml.YAMLError
+    ) as e:  # a tag OmegaConf's safe loader has no constructor for, or broken YAML
         mark = getattr(e, "problem_mark", None)
         where = f"{mark.name}:{mark.line + 1}" if mark else "a config file"
-        raise ConfigError(where, getattr(e, "problem", None) or str(e).splitlines()[0],
-                          "plain YAML: maps, lists, strings, numbers (no !!python tags)") from e
+        raise ConfigError(
+            where,
+            getattr(e, "problem", None) or str(e).splitlines()[0],
+            "plain YAML: maps, lists, strings, numbers (no !!python tags)",
+        ) from e
     except HydraException as e:
-        raise ConfigError("overrides", overrides, "existing config groups, options and keys",
-                          hint=" ".join(str(e).split())) from e
+        raise ConfigError(
+            "overrides",
+            overrides,
+            "existing config groups, options and keys",
+            hint=" ".join(str(e).split()),
+        ) from e
 
 
 # ------------------------------------------------------------------ checks
@@ -137,7 +163,9 @@ def _check_option(group: str, option: Any) -> None:
     options = option if isinstance(option, (list, tuple)) else [option]
     for o in options:
         if not (isinstance(o, str) and _OPTION.match(o) and ".." not in o.split("/")):
-            raise ConfigError(group, o, f"the name of a config in the {group!r} group (no '..', no absolute path)")
+            raise ConfigError(
+                group, o, f"the name of a config in the {group!r} group (no '..', no absolute path)"
+            )
 
 
 def _check_overrides(overrides: list[str], groups: set[str], schema: type) -> None:
@@ -148,8 +176,12 @@ def _check_overrides(overrides: list[str], groups: set[str], schema: type) -> No
         if key == "hydra.searchpath":
             _check_searchpath(o.value())
         elif key.startswith(("hydra.", "hydra/")) or key == "hydra":
-            raise ConfigError(key, o.value(), "no hydra setting but hydra.searchpath (alignflow composes with "
-                              "hydra's compose API: hydra's run, job, launcher and logging settings do nothing)")
+            raise ConfigError(
+                key,
+                o.value(),
+                "no hydra setting but hydra.searchpath (alignflow composes with "
+                "hydra's compose API: hydra's run, job, launcher and logging settings do nothing)",
+            )
         elif key in groups and not o.is_delete():
             _check_option(key, o.value())
         elif key not in groups and not o.is_delete():
@@ -162,11 +194,16 @@ def _check_searchpath(value: Any) -> None:
     from alignflow.sdk.components import declared_packages
 
     for entry in value if isinstance(value, (list, tuple)) else [value]:
-        ok = isinstance(entry, str) and (entry.startswith("file://") or (
-            entry.startswith("pkg://") and entry[6:].split(".")[0] in declared_packages()))
+        ok = isinstance(entry, str) and (
+            entry.startswith("file://")
+            or (entry.startswith("pkg://") and entry[6:].split(".")[0] in declared_packages())
+        )
         if not ok:
-            raise ConfigError("hydra.searchpath", entry, "file://FOLDER, or pkg://PACKAGE of a package that declares "
-                              "alignflow components")
+            raise ConfigError(
+                "hydra.searchpath",
+                entry,
+                "file://FOLDER, or pkg://PACKAGE of a package that declares alignflow components",
+            )
 
 
 def _check_path(parts: list[str], schema: type, value: Any) -> None:
@@ -200,11 +237,20 @@ def _unknown(key: str, value: Any, cls: type, schema: type) -> None:
     in the same section, or the same name in another section (``sample.group_size``
     for ``train.group_size``)."""
     leaf, parent = key.rsplit(".", 1)[-1], key.rsplit(".", 1)[0] + "." if "." in key else ""
-    close = [parent + c for c in difflib.get_close_matches(leaf, list(typing.get_type_hints(cls)), n=3, cutoff=0.6)]
+    close = [
+        parent + c
+        for c in difflib.get_close_matches(leaf, list(typing.get_type_hints(cls)), n=3, cutoff=0.6)
+    ]
     everywhere = _fields(schema)
     close += [f for f in everywhere if f.rsplit(".", 1)[-1] == leaf and f not in close]
-    close += [f for f in difflib.get_close_matches(key, everywhere, n=2, cutoff=0.8) if f not in close]
-    hint = ("did you mean " + " or ".join(close[:3]) + "?") if close else "`alignflow fields` lists every field"
+    close += [
+        f for f in difflib.get_close_matches(key, everywhere, n=2, cutoff=0.8) if f not in close
+    ]
+    hint = (
+        ("did you mean " + " or ".join(close[:3]) + "?")
+        if close
+        else "`alignflow fields` lists every field"
+    )
     raise ConfigError(key, value, f"a field of {cls.__name__}", hint=hint)
 
 
@@ -212,5 +258,7 @@ def _fields(cls: type, prefix: str = "") -> list[str]:
     """Every dotted field name of a schema: ``["name", ..., "train.lr", ...]``."""
     out = []
     for name, hint in typing.get_type_hints(cls).items():
-        out += _fields(hint, f"{prefix}{name}.") if dataclasses.is_dataclass(hint) else [prefix + name]
+        out += (
+            _fields(hint, f"{prefix}{name}.") if dataclasses.is_dataclass(hint) else [prefix + name]
+        )
     return out

@@ -29,7 +29,9 @@ class PromptSet:
         return len(self.prompts)
 
 
-def load_prompts(path: str | Path, prompt_column: str = "prompt", field: str = "data.train") -> PromptSet:
+def load_prompts(
+    path: str | Path, prompt_column: str = "prompt", field: str = "data.train"
+) -> PromptSet:
     """Load a prompt file or saved dataset folder; errors name ``field`` and ``path``."""
     import datasets
 
@@ -44,11 +46,16 @@ def load_prompts(path: str | Path, prompt_column: str = "prompt", field: str = "
     else:
         kind = FORMATS.get(path.suffix.lower())
         if kind is None:
-            raise DataError(f"{field} = '{path}': unsupported format {path.suffix!r}; accepted: {sorted(FORMATS)} or a saved dataset folder")
+            raise DataError(
+                f"{field} = '{path}': unsupported format {path.suffix!r}; accepted: "
+                f"{sorted(FORMATS)} or a saved dataset folder"
+            )
         if path.stat().st_size == 0:
             raise DataError(f"{field} = '{path}': the file is empty; it needs at least one prompt")
         try:
-            ds = datasets.load_dataset(kind, data_files=str(path), split="train", keep_in_memory=True)
+            ds = datasets.load_dataset(
+                kind, data_files=str(path), split="train", keep_in_memory=True
+            )
         except Exception as e:  # datasets wraps parser errors in many types
             if "corresponds to no data" in str(e):
                 raise DataError(f"{field} = '{path}': no prompts in it") from e
@@ -56,13 +63,17 @@ def load_prompts(path: str | Path, prompt_column: str = "prompt", field: str = "
         if kind == "text":
             ds = ds.rename_column("text", prompt_column) if prompt_column != "text" else ds
     if prompt_column not in ds.column_names:
-        raise DataError(f"{field} = '{path}': no column {prompt_column!r}; columns are {ds.column_names} "
-                        "(set data.prompt_column)")
+        raise DataError(
+            f"{field} = '{path}': no column {prompt_column!r}; columns are {ds.column_names} "
+            "(set data.prompt_column)"
+        )
     rows = ds.to_list()
     prompts = [r.pop(prompt_column) for r in rows]
     bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
     if bad:
-        raise DataError(f"{field} = '{path}': rows {bad[:5]} have an empty or non-text {prompt_column!r}")
+        raise DataError(
+            f"{field} = '{path}': rows {bad[:5]} have an empty or non-text {prompt_column!r}"
+        )
     if not prompts:
         raise DataError(f"{field} = '{path}': no prompts in it")
     return PromptSet(prompts, rows)
@@ -80,9 +91,22 @@ class PromptSampler:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, torch.randperm(self.n, generator=generator(self.seed, "data", epoch)))
+            self._perm = (
+                epoch,
+                torch.randperm(self.n, generator=generator(self.seed, "data", epoch)),
+            )
         return self._perm[1]
+
+    def local_slots(self, iteration: int, rank: int, world: int) -> list[tuple[int, int]]:
+        """(global slot, prompt index) of process ``rank``'s share of the iteration:
+        contiguous blocks, so whole groups live on one process."""
+        idx = self.indices(iteration)
+        per = len(idx) // world
+        return [(s, idx[s]) for s in range(rank * per, (rank + 1) * per)]
 
     def indices(self, iteration: int) -> list[int]:
         start = iteration * self.per_iteration
-        return [int(self._permutation(p // self.n)[p % self.n]) for p in range(start, start + self.per_iteration)]
+        return [
+            int(self._permutation(p // self.n)[p % self.n])
+            for p in range(start, start + self.per_iteration)
+        ]

@@ -36,8 +36,17 @@ def group_diversities(x0: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def kl_drift(policy, reference, x0: torch.Tensor, cond, sigmas: torch.Tensor, kernel, noise_level: float,
-             guidance: float, generators) -> torch.Tensor:
+def kl_drift(
+    policy,
+    reference,
+    x0: torch.Tensor,
+    cond,
+    sigmas: torch.Tensor,
+    kernel,
+    noise_level: float,
+    guidance: float,
+    generators,
+) -> torch.Tensor:
     """How far the policy has moved from the base, per probe sample [b]: the KL between
     their one-step transition Gaussians, KL = mean_D (mu_theta - mu_base)^2 / (2 std^2),
     averaged over the sigmas of steps N/4, N/2 and 3N/4, at the probes' final samples
@@ -52,12 +61,73 @@ def kl_drift(policy, reference, x0: torch.Tensor, cond, sigmas: torch.Tensor, ke
     kls = []
     for i in steps:
         s = sigmas[i].to(x0.device)
-        eps = randn(x0.shape, generators, device=x0.device)  # each probe's generator: the next draw per step
+        eps = randn(
+            x0.shape, generators, device=x0.device
+        )  # each probe's generator: the next draw per step
         x = ((1 - s) * x0 + s * eps).to(x0.dtype)
         sigma = s.expand(len(x))
-        mean = kernel(x, policy.velocity(x, sigma, cond, guidance), sigmas, i, noise_level=noise_level, prev_sample=x)
+        mean = kernel(
+            x,
+            policy.velocity(x, sigma, cond, guidance),
+            sigmas,
+            i,
+            noise_level=noise_level,
+            x_next=x,
+        )
         with reference():
-            base = kernel(x, policy.velocity(x, sigma, cond, guidance), sigmas, i, noise_level=noise_level,
-                          prev_sample=x)
+            base = kernel(
+                x,
+                policy.velocity(x, sigma, cond, guidance),
+                sigmas,
+                i,
+                noise_level=noise_level,
+                x_next=x,
+            )
         kls.append(((mean.mean - base.mean) ** 2 / (2 * mean.std**2)).flatten(1).mean(1))
     return torch.stack(kls).mean(0)
+
+
+def drift_from_base(
+    policy,
+    reference,
+    algorithm,
+    rollout,
+    cond,
+    sigmas: torch.Tensor,
+    guidance: float,
+    seed: int,
+    iteration: int,
+) -> torch.Tensor:
+    """:func:`kl_drift` [b] at the first sample of every group of ``rollout``, re-noised
+    by generators keyed by (seed, iteration, slot): the same probes however the groups
+    are spread over processes. The algorithm's SDE kernel and noise level, or Flow-GRPO's
+    SDE at 0.7 for an ODE-only recipe."""
+    from alignflow.sdk.advantages import members
+    from alignflow.sdk.batching import select
+    from alignflow.sdk.kernels import get_kernel
+    from alignflow.sdk.random import generator
+
+    probes = [b for b, m in enumerate(members(rollout.group)) if m == 0]
+    gens = [generator(seed, "drift", iteration, int(rollout.group[b])) for b in probes]
+    kernel = algorithm.kernel if algorithm.kernel.stochastic else get_kernel("flow_sde")
+    return kl_drift(
+        policy,
+        reference,
+        rollout.x0[probes],
+        select(cond, probes),
+        sigmas,
+        kernel,
+        algorithm.noise_level or 0.7,
+        guidance,
+        gens,
+    )
+
+
+def finite_mean(v: torch.Tensor) -> float:
+    v = v[torch.isfinite(v)]
+    return v.mean().item() if len(v) else float("nan")
+
+
+def finite_std(v: torch.Tensor) -> float:
+    v = v[torch.isfinite(v)]
+    return v.std(unbiased=False).item() if len(v) else float("nan")

@@ -10,7 +10,6 @@ depend on the number of processes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,30 @@ class Evaluator:
     """``evaluate(iteration, prompts)`` -> ``eval/*`` metrics; keeps the media of the
     last evaluation (``last_media``) and of the base (``base_media``) for the report."""
 
-    def __init__(self, cfg: Any, policy: Any, acc: Any, score: Callable, writer: Any, out: Path, *,
-                 ema: EMA | None, groupwise: bool, media: bool):
-        """``cfg``: the run's ``eval`` config; ``score(media, prompts, metadata, groups)``
-        -> (RewardOutput, seconds); ``groupwise``: a reward compares the samples of a
-        prompt, so a scoring call must hold whole prompts; ``media``: write the grids."""
-        self.cfg, self.policy, self.acc, self.score, self.writer, self.out = cfg, policy, acc, score, writer, out
-        self.ema, self.groupwise, self.media = ema, groupwise, media
+    def __init__(self, cfg: Any, policy: Any, acc: Any, scorer: Any, writer: Any, ema: EMA | None):
+        """``cfg``: the run config (``eval``, ``output_dir``, ``logging.media``: write
+        the grids); ``scorer(media, prompts, metadata, groups)`` -> (RewardOutput, s)."""
+        self.cfg, self.policy, self.acc, self.score = cfg.eval, policy, acc, scorer
+        self.writer, self.ema, self.out, self.media = (
+            writer,
+            ema,
+            Path(cfg.output_dir),
+            cfg.logging.media,
+        )
+        # a reward that compares a prompt's samples needs whole prompts in each call
+        self.groupwise = scorer.groupwise
         self.last_media: list | None = None
         self.base_media: list | None = None
 
     @torch.no_grad()
-    def __call__(self, iteration: int, prompts: PromptSet, score: bool = True, name: str = "",
-                 base: bool = False) -> dict[str, float]:
+    def __call__(
+        self,
+        iteration: int,
+        prompts: PromptSet,
+        score: bool = True,
+        name: str = "",
+        base: bool = False,
+    ) -> dict[str, float]:
         """Sample and (unless ``score=False``) score every (prompt, seed); write the grid
         (rows: prompts, columns: seeds) to samples/<name or eval-<iteration>>;
         ``base``: these are the base policy's samples, kept for the before/after figure."""
@@ -50,19 +60,36 @@ class Evaluator:
         results = []  # (job, score, components, media) of this process's share
         size = ev.batch_size
         if self.groupwise:
-            size = max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt  # whole prompts per call
-        with (self.ema.applied() if self.ema else contextlib.nullcontext()), acc.autocast():
-            for chunk in chunks(jobs[acc.process_index::acc.num_processes], size):
+            size = (
+                max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt
+            )  # whole prompts per call
+        with self.ema.applied() if self.ema else contextlib.nullcontext(), acc.autocast():
+            for chunk in chunks(jobs[acc.process_index :: acc.num_processes], size):
                 text = [prompts.prompts[p] for p, _ in chunk]
                 meta = [prompts.metadata[p] for p, _ in chunk]
                 cond = self.policy.encode(text, meta)
-                x0 = sample(self.policy, cond, ev.num_steps, guidance=ev.guidance,
-                            noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk])
+                x0 = sample(
+                    self.policy,
+                    cond,
+                    ev.num_steps,
+                    guidance=ev.guidance,
+                    noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk],
+                )
                 media = self.policy.decode(x0, cond).cpu()
-                out = self.score(media, text, meta, torch.tensor([p for p, _ in chunk]))[0] if score else None
+                out = (
+                    self.score(media, text, meta, torch.tensor([p for p, _ in chunk]))[0]
+                    if score
+                    else None
+                )
                 for b, job in enumerate(chunk):
-                    results.append((job, out.scores[b].item() if out else None,
-                                    {n: v[b].item() for n, v in out.components.items()} if out else {}, media[b]))
+                    results.append(
+                        (
+                            job,
+                            out.scores[b].item() if out else None,
+                            {n: v[b].item() for n, v in out.components.items()} if out else {},
+                            media[b],
+                        )
+                    )
         results = sorted(gather_object(results), key=lambda r: r[0])
         m = {"eval/reward_mean": finite_mean([r[1] for r in results])} if score else {}
         for comp in results[0][2]:
@@ -72,8 +99,12 @@ class Evaluator:
             self.base_media = self.last_media
         if acc.is_main_process and self.media:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
-            self.writer.save_samples(self.last_media, self.out / "samples" / (name or f"eval-{iteration:05d}"),
-                                     per_row=ev.samples_per_prompt, title=f"iteration {iteration}")
+            self.writer.save_samples(
+                self.last_media,
+                self.out / "samples" / (name or f"eval-{iteration:05d}"),
+                per_row=ev.samples_per_prompt,
+                title=f"iteration {iteration}",
+            )
         return m
 
 

@@ -15,8 +15,13 @@ from typing import Any
 from alignflow.sdk.errors import ConfigError
 
 # import name -> distribution name, where the two differ
-_DISTRIBUTION = {"cv2": "opencv-python-headless", "sklearn": "scikit-learn", "webrtcvad": "webrtcvad-wheels",
-                 "faster_whisper": "faster-whisper", "PIL": "pillow"}
+_DISTRIBUTION = {
+    "cv2": "opencv-python-headless",
+    "sklearn": "scikit-learn",
+    "webrtcvad": "webrtcvad-wheels",
+    "faster_whisper": "faster-whisper",
+    "PIL": "pillow",
+}
 
 
 def _normal(name: str) -> str:
@@ -55,7 +60,11 @@ def install_hint(error: ImportError) -> str:
     extra = extra_for(missing)
     if extra:
         return f"pip install 'alignflow[{extra}]'"
-    return f"pip install {_DISTRIBUTION.get(missing.split('.')[0], missing.split('.')[0])}" if missing else ""
+    return (
+        f"pip install {_DISTRIBUTION.get(missing.split('.')[0], missing.split('.')[0])}"
+        if missing
+        else ""
+    )
 
 
 def require(module: str, field: str, value: Any, needed_for: str) -> Any:
@@ -68,5 +77,9 @@ def require(module: str, field: str, value: Any, needed_for: str) -> Any:
     except ImportError as e:
         extra = extra_for(module) or extra_for(getattr(e, "name", None))
         command = f"pip install 'alignflow[{extra}]'" if extra else install_hint(e)
-        raise ConfigError(field, value, f"{module.split('.')[0]} installed for {needed_for}",
-                          hint=f"{command}; import failed: {e}") from e
+        raise ConfigError(
+            field,
+            value,
+            f"{module.split('.')[0]} installed for {needed_for}",
+            hint=f"{command}; import failed: {e}",
+        ) from e

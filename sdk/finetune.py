@@ -46,13 +46,16 @@ def _load_trained_state(modules: dict[str, nn.Module], state: dict[str, torch.Te
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"trained weights do not fit this policy: missing {missing[:5]}, unexpected {unexpected[:5]} "
+            f"trained weights do not fit this policy: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]} "
             "(was the checkpoint written with another finetune mode, LoRA rank or model?)"
         )
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise CheckpointError(f"trained weight {key}: shape {tuple(value.shape)} in the checkpoint, "
-                                  f"{tuple(expected[key].shape)} in the policy")
+            raise CheckpointError(
+                f"trained weight {key}: shape {tuple(value.shape)} in the checkpoint, "
+                f"{tuple(expected[key].shape)} in the policy"
+            )
     with torch.no_grad():
         for name, m in modules.items():
             params = dict(m.named_parameters())
@@ -65,7 +68,14 @@ class LoRA:
     """LoRA (Hu et al., arXiv 2106.09685) through peft on ``targets`` of every trainable
     module. B is initialised to zero, so the policy starts equal to the reference."""
 
-    def __init__(self, policy: FlowPolicy, rank: int, alpha: float, targets: Sequence[str] = (), dropout: float = 0.0):
+    def __init__(
+        self,
+        policy: FlowPolicy,
+        rank: int,
+        alpha: float,
+        targets: Sequence[str] = (),
+        dropout: float = 0.0,
+    ):
         from peft import LoraConfig, inject_adapter_in_model
 
         self.modules = policy.trainable_modules()
@@ -76,7 +86,9 @@ class LoRA:
             try:
                 inject_adapter_in_model(config, module)
             except ValueError as e:  # peft: "Target modules ... not found in the base model"
-                raise ConfigError("train.lora_targets", targets, f"layer names that exist in {name}", hint=str(e)) from e
+                raise ConfigError(
+                    "train.lora_targets", targets, f"layer names that exist in {name}", hint=str(e)
+                ) from e
             for key, p in module.named_parameters():
                 p.requires_grad_("lora_" in key)
                 if "lora_" in key:
@@ -93,7 +105,12 @@ class LoRA:
     def reference(self) -> Iterator[None]:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        layers = [m for mod in self.modules.values() for m in mod.modules() if isinstance(m, BaseTunerLayer)]
+        layers = [
+            m
+            for mod in self.modules.values()
+            for m in mod.modules()
+            if isinstance(m, BaseTunerLayer)
+        ]
         for layer in layers:
             layer.enable_adapters(False)
         try:
@@ -120,7 +137,11 @@ class Full:
         self.modules = policy.trainable_modules()
         for m in self.modules.values():
             m.requires_grad_(True)
-        self.frozen = {n: copy.deepcopy(m).requires_grad_(False).eval() for n, m in self.modules.items()} if keep_reference else {}
+        self.frozen = (
+            {n: copy.deepcopy(m).requires_grad_(False).eval() for n, m in self.modules.items()}
+            if keep_reference
+            else {}
+        )
 
     @property
     def has_reference(self) -> bool:
@@ -132,7 +153,9 @@ class Full:
     @contextmanager
     def reference(self) -> Iterator[None]:
         if not self.frozen:
-            raise RuntimeError("Full fine-tuning was built without a reference copy (keep_reference=False)")
+            raise RuntimeError(
+                "Full fine-tuning was built without a reference copy (keep_reference=False)"
+            )
         current = {n: getattr(self.policy, n) for n in self.frozen}
         for n, m in self.frozen.items():
             setattr(self.policy, n, m)
@@ -149,8 +172,15 @@ class Full:
         _load_trained_state(self.modules, state)
 
 
-def build_finetune(policy: FlowPolicy, mode: str, *, rank: int, alpha: float, targets: Sequence[str],
-                   needs_reference: bool) -> Finetune:
+def build_finetune(
+    policy: FlowPolicy,
+    mode: str,
+    *,
+    rank: int,
+    alpha: float,
+    targets: Sequence[str],
+    needs_reference: bool,
+) -> Finetune:
     if mode == "lora":
         return LoRA(policy, rank, alpha, targets)
     if mode == "full":

@@ -2,7 +2,7 @@
 
 Every kernel has the same signature (k-diffusion style)::
 
-    step(x, v, sigmas, i, *, noise_level, prev_sample=None, generator=None) -> StepOutput
+    step(x, v, sigmas, i, *, noise_level, x_next=None, generator=None) -> StepOutput
 
 - ``x``: [B, ...] the sample at sigma ``s = sigmas[i]`` (any dtype, any number of dims).
 - ``v``: [B, ...] the velocity predicted at (x, s), convention v = eps - x0.
@@ -10,14 +10,14 @@ Every kernel has the same signature (k-diffusion style)::
 - ``i``: the step index (int), or a LongTensor [B] of per-sample step indices so that
   one batch may mix steps (the trainer evaluates shuffled transitions this way).
 - ``noise_level``: the kernel's noise parameter ``a`` (ignored by ``ode``).
-- ``prev_sample``: when given, the kernel draws nothing and evaluates ``log_prob`` of
+- ``x_next``: when given, the kernel draws nothing and evaluates ``log_prob`` of
   this sample (training); otherwise it draws x' with ``generator`` (rollout).
 
 Conventions (see docs/math.md and the papers cited per kernel):
-- all arithmetic is float32 whatever the input dtype; ``prev_sample`` keeps x's dtype;
+- all arithmetic is float32 whatever the input dtype; ``x_next`` keeps x's dtype;
 - ``log_prob`` [B] is a *mean* over the D elements of a sample, not a sum: the
   reference implementations do this and their clip ranges (~1e-4) assume it;
-- ``log_prob`` is evaluated at ``prev_sample.detach()``: gradients reach the
+- ``log_prob`` is evaluated at ``x_next.detach()``: gradients reach the
   parameters through ``mean`` only;
 - ``std`` [B, 1, ..., 1] is the standard deviation of the noise actually added.
 """
@@ -40,34 +40,43 @@ class StepOutput:
     """Result of one kernel step.
 
     Attributes:
-        prev_sample: [B, ...] x at ``sigmas[i + 1]``, in the dtype of ``x``.
-        log_prob: [B] float32 log-density of ``prev_sample`` under the step's Gaussian
+        x_next: [B, ...] x at ``sigmas[i + 1]``, in the dtype of ``x``.
+        log_prob: [B] float32 log-density of ``x_next`` under the step's Gaussian
             (per-element mean); ``None`` for the deterministic ``ode`` kernel.
         mean: [B, ...] float32 mean of the step's Gaussian.
         std: [B, 1, ..., 1] float32 std of the noise added (0 for ``ode``).
     """
 
-    prev_sample: torch.Tensor
+    x_next: torch.Tensor
     log_prob: torch.Tensor | None
     mean: torch.Tensor
     std: torch.Tensor
 
 
-def _sigma(sigmas: torch.Tensor, i: int | torch.Tensor, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+def _sigma(
+    sigmas: torch.Tensor, i: int | torch.Tensor, x: torch.Tensor, offset: int = 0
+) -> torch.Tensor:
     """sigmas[i + offset] as float32 [B, 1, ..., 1] broadcastable against x."""
     sigmas = sigmas.to(device=x.device, dtype=torch.float32)
     index = torch.as_tensor(i, device=x.device, dtype=torch.long) + offset
     s = sigmas[index].expand(x.shape[0]) if index.ndim == 0 else sigmas[index]
     if s.shape != (x.shape[0],):
-        raise ValueError(f"step index: expected an int or a LongTensor [{x.shape[0]}], got shape {tuple(index.shape)}")
+        raise ValueError(
+            f"step index: expected an int or a LongTensor [{x.shape[0]}], got shape "
+            f"{tuple(index.shape)}"
+        )
     return s.view(-1, *([1] * (x.ndim - 1)))
 
 
 def _check(x: torch.Tensor, v: torch.Tensor, sigmas: torch.Tensor) -> None:
     if x.shape != v.shape:
-        raise ValueError(f"step: x has shape {tuple(x.shape)} but v has {tuple(v.shape)}; they must match")
+        raise ValueError(
+            f"step: x has shape {tuple(x.shape)} but v has {tuple(v.shape)}; they must match"
+        )
     if sigmas.ndim != 1 or sigmas.numel() < 2:
-        raise ValueError(f"step: sigmas must be a 1-D schedule [N+1], got shape {tuple(sigmas.shape)}")
+        raise ValueError(
+            f"step: sigmas must be a 1-D schedule [N+1], got shape {tuple(sigmas.shape)}"
+        )
 
 
 def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -77,16 +86,18 @@ def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tenso
     return lp.flatten(1).mean(1)
 
 
-def _sample(mean, std, x, prev_sample, generator) -> torch.Tensor:
-    if prev_sample is not None:
-        if prev_sample.shape != x.shape:
-            raise ValueError(f"step: prev_sample has shape {tuple(prev_sample.shape)}, expected {tuple(x.shape)}")
-        return prev_sample
+def _sample(mean, std, x, x_next, generator) -> torch.Tensor:
+    if x_next is not None:
+        if x_next.shape != x.shape:
+            raise ValueError(
+                f"step: x_next has shape {tuple(x_next.shape)}, expected {tuple(x.shape)}"
+            )
+        return x_next
     eps = randn(x.shape, generator, device=x.device)
     return (mean + std * eps).to(x.dtype)
 
 
-def _flow_sde_step(x, v, sigmas, i, g, prev_sample, generator) -> StepOutput:
+def _flow_sde_step(x, v, sigmas, i, g, x_next, generator) -> StepOutput:
     """Euler-Maruyama step of the flow SDE with noise scale g [B, 1, ..., 1]:
     mean = x + [v + g^2 / (2 s) * (x + (1 - s) v)] dt,  std = g * sqrt(-dt).
     With the score of x_s equal to -(x + (1 - s) v) / s, the drift is v - g^2 / 2 * score."""
@@ -96,7 +107,7 @@ def _flow_sde_step(x, v, sigmas, i, g, prev_sample, generator) -> StepOutput:
     x32, v32 = x.float(), v.float()
     mean = x32 + (v32 + g**2 / (2 * s) * (x32 + (1 - s) * v32)) * dt
     std = g * torch.sqrt(-dt)
-    out = _sample(mean, std, x, prev_sample, generator)
+    out = _sample(mean, std, x, x_next, generator)
     return StepOutput(out, gaussian_log_prob(out, mean, std), mean, std)
 
 
@@ -116,11 +127,13 @@ class Kernel(Protocol):
         i: int | torch.Tensor,
         *,
         noise_level: float,
-        prev_sample: torch.Tensor | None = None,
+        x_next: torch.Tensor | None = None,
         generator: Generators = None,
     ) -> StepOutput: ...
 
-    def diffusion(self, sigmas: torch.Tensor, i: int | torch.Tensor, x: torch.Tensor, noise_level: float) -> torch.Tensor: ...
+    def diffusion(
+        self, sigmas: torch.Tensor, i: int | torch.Tensor, x: torch.Tensor, noise_level: float
+    ) -> torch.Tensor: ...
 
 
 class ODE:
@@ -134,11 +147,13 @@ class ODE:
     def diffusion(self, sigmas, i, x, noise_level):
         return torch.zeros_like(_sigma(sigmas, i, x))
 
-    def __call__(self, x, v, sigmas, i, *, noise_level=0.0, prev_sample=None, generator=None) -> StepOutput:
+    def __call__(
+        self, x, v, sigmas, i, *, noise_level=0.0, x_next=None, generator=None
+    ) -> StepOutput:
         _check(x, v, sigmas)
         s, s_next = _sigma(sigmas, i, x), _sigma(sigmas, i, x, 1)
         mean = x.float() + v.float() * (s_next - s)
-        out = mean.to(x.dtype) if prev_sample is None else prev_sample
+        out = mean.to(x.dtype) if x_next is None else x_next
         return StepOutput(out, None, mean, torch.zeros_like(s))
 
 
@@ -161,8 +176,10 @@ class FlowSDE:
         s_tilde = torch.where(s == 1, sigmas[1].to(s), s)
         return noise_level * torch.sqrt(s / (1 - s_tilde))
 
-    def __call__(self, x, v, sigmas, i, *, noise_level, prev_sample=None, generator=None) -> StepOutput:
-        return _flow_sde_step(x, v, sigmas, i, self.diffusion(sigmas, i, x, noise_level), prev_sample, generator)
+    def __call__(self, x, v, sigmas, i, *, noise_level, x_next=None, generator=None) -> StepOutput:
+        return _flow_sde_step(
+            x, v, sigmas, i, self.diffusion(sigmas, i, x, noise_level), x_next, generator
+        )
 
 
 class DanceSDE:
@@ -180,8 +197,10 @@ class DanceSDE:
     def diffusion(self, sigmas, i, x, noise_level):
         return torch.full_like(_sigma(sigmas, i, x), float(noise_level))
 
-    def __call__(self, x, v, sigmas, i, *, noise_level, prev_sample=None, generator=None) -> StepOutput:
-        return _flow_sde_step(x, v, sigmas, i, self.diffusion(sigmas, i, x, noise_level), prev_sample, generator)
+    def __call__(self, x, v, sigmas, i, *, noise_level, x_next=None, generator=None) -> StepOutput:
+        return _flow_sde_step(
+            x, v, sigmas, i, self.diffusion(sigmas, i, x, noise_level), x_next, generator
+        )
 
 
 class CPS:
@@ -206,14 +225,14 @@ class CPS:
     def diffusion(self, sigmas, i, x, noise_level):
         return _sigma(sigmas, i, x, 1) * math.sin(noise_level * math.pi / 2)
 
-    def __call__(self, x, v, sigmas, i, *, noise_level, prev_sample=None, generator=None) -> StepOutput:
+    def __call__(self, x, v, sigmas, i, *, noise_level, x_next=None, generator=None) -> StepOutput:
         _check(x, v, sigmas)
         s, s_next = _sigma(sigmas, i, x), _sigma(sigmas, i, x, 1)
         g = self.diffusion(sigmas, i, x, noise_level)
         x32, v32 = x.float(), v.float()
         x0_hat, x1_hat = x32 - s * v32, x32 + (1 - s) * v32
         mean = (1 - s_next) * x0_hat + torch.sqrt((s_next**2 - g**2).clamp_min(0)) * x1_hat
-        out = _sample(mean, g, x, prev_sample, generator)
+        out = _sample(mean, g, x, x_next, generator)
         if self.normalized:
             log_prob = gaussian_log_prob(out, mean, g)
         else:

@@ -88,6 +88,8 @@ def kl_to_reference(
         std, diffusion: [E] or broadcastable to [E, 1, ..., 1].
     """
     if convention not in KL_CONVENTIONS:
-        raise ValueError(f"kl_to_reference: convention={convention!r}, expected one of {KL_CONVENTIONS}")
+        raise ValueError(
+            f"kl_to_reference: convention={convention!r}, expected one of {KL_CONVENTIONS}"
+        )
     scale = (diffusion if convention == "reference" else std).reshape(-1, *([1] * (mean.ndim - 1)))
     return ((mean - mean_ref) ** 2 / (2 * scale**2)).flatten(1).mean(1)

@@ -40,9 +40,13 @@ class StepPlan:
             raise ValueError(f"StepPlan: sde has {n} steps but train has {len(self.train)}")
         bad = [i for i in range(n) if self.train[i] and not self.sde[i]]
         if bad:
-            raise ValueError(f"StepPlan: steps {bad} are trained but deterministic; trained steps must be SDE")
+            raise ValueError(
+                f"StepPlan: steps {bad} are trained but deterministic; trained steps must be SDE"
+            )
         if not 0 <= self.shared_prefix <= n or any(self.sde[: self.shared_prefix]):
-            raise ValueError(f"StepPlan: shared_prefix={self.shared_prefix} must cover only ODE steps of 0..{n}")
+            raise ValueError(
+                f"StepPlan: shared_prefix={self.shared_prefix} must cover only ODE steps of 0..{n}"
+            )
 
     @property
     def num_steps(self) -> int:
@@ -64,7 +68,9 @@ class Plan(Protocol):
 
 def _check_ode_first(ode_first: int, num_steps: int) -> None:
     if not 0 <= ode_first < num_steps:
-        raise ValueError(f"ode_first={ode_first} must leave at least one of the {num_steps} steps stochastic")
+        raise ValueError(
+            f"ode_first={ode_first} must leave at least one of the {num_steps} steps stochastic"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,10 @@ class AllSDE:
     def __call__(self, num_steps: int, iteration: int, seed: int) -> StepPlan:
         _check_ode_first(self.ode_first, num_steps)
         k = max(self.ode_first + 1, math.floor(self.train_fraction * num_steps))
-        return StepPlan(tuple(i >= self.ode_first for i in range(num_steps)),
-                        tuple(self.ode_first <= i < k for i in range(num_steps)))
+        return StepPlan(
+            tuple(i >= self.ode_first for i in range(num_steps)),
+            tuple(self.ode_first <= i < k for i in range(num_steps)),
+        )
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,12 @@ class SDEWindow:
         hi = num_steps // 2 - self.window if self.max_start is None else self.max_start
         hi = min(max(hi, lo), num_steps - self.window - 1)  # never the sharp last step
         if hi < lo:
-            raise ValueError(f"SDEWindow: a window of {self.window} does not fit in steps {lo}..{num_steps - 1}")
-        k = lo + int(torch.randint(0, hi - lo + 1, (), generator=generator(seed, "plan", iteration)))
+            raise ValueError(
+                f"SDEWindow: a window of {self.window} does not fit in steps {lo}..{num_steps - 1}"
+            )
+        k = lo + int(
+            torch.randint(0, hi - lo + 1, (), generator=generator(seed, "plan", iteration))
+        )
         inside = tuple(k <= i < k + self.window for i in range(num_steps))
         return StepPlan(inside, inside, shared_prefix=k)
 
@@ -139,14 +151,24 @@ class SlidingWindow:
     max_start: int | None = None
 
     def start_at(self, num_steps: int, iteration: int, seed: int) -> int:
-        hi = num_steps - 1 - self.window if self.max_start is None else min(self.max_start, num_steps - self.window)
+        hi = (
+            num_steps - 1 - self.window
+            if self.max_start is None
+            else min(self.max_start, num_steps - self.window)
+        )
         if hi < self.start:
-            raise ValueError(f"SlidingWindow: a window of {self.window} from step {self.start} does not fit in "
-                             f"{num_steps} steps (max_start {hi})")
+            raise ValueError(
+                f"SlidingWindow: a window of {self.window} from step {self.start} does not fit in "
+                f"{num_steps} steps (max_start {hi})"
+            )
         if self.mode == "frozen":
             return self.start
         if self.mode == "random":
-            return self.start + int(torch.randint(0, hi - self.start + 1, (), generator=generator(seed, "plan", iteration)))
+            return self.start + int(
+                torch.randint(
+                    0, hi - self.start + 1, (), generator=generator(seed, "plan", iteration)
+                )
+            )
         moves = iteration // self.every
         if self.roll_back:
             return self.start + self.stride * (moves % ((hi - self.start) // self.stride + 1))
@@ -165,5 +187,9 @@ def check_plan(plan: Plan, num_steps: int, recipe: str) -> None:
     try:
         plan(num_steps, 0, 0)
     except ValueError as e:
-        raise ConfigError("sample.num_steps", num_steps, f"enough steps for algorithm {recipe}'s plan",
-                          hint=str(e)) from e
+        raise ConfigError(
+            "sample.num_steps",
+            num_steps,
+            f"enough steps for algorithm {recipe}'s plan",
+            hint=str(e),
+        ) from e

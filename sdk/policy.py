@@ -38,7 +38,9 @@ class FlowPolicy(Protocol):
     default_lora_targets: Sequence[str]
     """Names (peft ``target_modules``) of the layers LoRA adapts by default."""
 
-    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> Any:
+    def encode(
+        self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> Any:
         """Encode B prompts (and per-sample conditions in ``metadata``) once.
 
         Returns an opaque condition: a dataclass or dict whose tensors have the batch
@@ -54,7 +56,9 @@ class FlowPolicy(Protocol):
         """The model's own sampling schedule for ``num_steps`` steps: float32 [N+1],
         from sigmas[0] = 1 down to sigmas[N] = 0."""
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any, guidance: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Any, guidance: float = 1.0
+    ) -> torch.Tensor:
         """v(x, sigma | cond): [B, ...] for x [B, ...] and sigma [B] (or a scalar).
 
         With ``guidance`` != 1, classifier-free guidance v_u + w (v_c - v_u) computed

@@ -47,24 +47,41 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     name: str = option("pretrain", "run name")
     seed: int = option(0, "seed of initialisation, batches, noise and caption dropout")
-    output_dir: str = option("outputs/${name}", "where the pretrained policy is saved (diffusers layout)")
-    overwrite: bool = option(False, "replace a policy already saved in output_dir (without it such a run stops "
-                                    "before training)")
-    policy: dict[str, Any] = option({"name": "???"}, "the policy to pretrain: {name: ..., <arguments>}")
-    dataset: dict[str, Any] = option({"name": "???"}, "paired data: {name: <registered pretrain dataset>, <arguments>}")
+    output_dir: str = option(
+        "outputs/${name}", "where the pretrained policy is saved (diffusers layout)"
+    )
+    overwrite: bool = option(
+        False,
+        "replace a policy already saved in output_dir (without it such a run stops "
+        "before training)",
+    )
+    policy: dict[str, Any] = option(
+        {"name": "???"}, "the policy to pretrain: {name: ..., <arguments>}"
+    )
+    dataset: dict[str, Any] = option(
+        {"name": "???"}, "paired data: {name: <registered pretrain dataset>, <arguments>}"
+    )
     steps: int = option(2000, "optimizer steps")
     batch_size: int = option(128, "samples per step")
     lr: float = option(1e-3, "AdamW learning rate")
     lr_schedule: str = option("cosine", "cosine (decay to 10% of lr over the steps) or constant")
     weight_decay: float = option(0.0, "AdamW weight decay")
     cond_dropout: float = option(0.1, "probability of training a sample on the empty prompt")
-    sigma_shift: float = option(1.0, "training sigmas s = k u / (1 + (k - 1) u), u uniform: SD3's timestep shift "
-                                     "k > 1 trains more at high noise, where large samples decide their layout")
-    sigma_range: list[float] = option([0.0, 1.0], "[lo, hi]: the (shifted) sigmas are mapped onto lo + (hi - lo) s; "
-                                                  "[1, 1] trains at pure noise only, where the layout is decided")
+    sigma_shift: float = option(
+        1.0,
+        "training sigmas s = k u / (1 + (k - 1) u), u uniform: SD3's timestep shift "
+        "k > 1 trains more at high noise, where large samples decide their layout",
+    )
+    sigma_range: list[float] = option(
+        [0.0, 1.0],
+        "[lo, hi]: the (shifted) sigmas are mapped onto lo + (hi - lo) s; "
+        "[1, 1] trains at pure noise only, where the layout is decided",
+    )
     log_every: int = option(100, "log the loss every this many steps")
     device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
-    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "free-form notes saved with the result"})
+    extra: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "free-form notes saved with the result"}
+    )
 
 
 def validate(cfg: PretrainConfig) -> None:
@@ -77,10 +94,16 @@ def validate(cfg: PretrainConfig) -> None:
         ("cond_dropout", 0 <= cfg.cond_dropout < 1, "a float in [0, 1)"),
         ("sigma_shift", cfg.sigma_shift > 0, "a float > 0"),
         ("lr_schedule", cfg.lr_schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
-        ("device", cfg.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", cfg.device),
-         "'auto', 'cpu', 'cuda' or 'cuda:N'"),
-        ("sigma_range", len(cfg.sigma_range) == 2 and 0 <= cfg.sigma_range[0] <= cfg.sigma_range[1] <= 1,
-         "[lo, hi] with 0 <= lo <= hi <= 1"),
+        (
+            "device",
+            cfg.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", cfg.device),
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        ),
+        (
+            "sigma_range",
+            len(cfg.sigma_range) == 2 and 0 <= cfg.sigma_range[0] <= cfg.sigma_range[1] <= 1,
+            "[lo, hi] with 0 <= lo <= hi <= 1",
+        ),
     ):
         if not ok:
             raise ConfigError(name, getattr(cfg, name), accepted)
@@ -115,25 +138,36 @@ def _pretrain(cfg: PretrainConfig, out: Path) -> dict[str, float]:
 
     saved = sorted(p.name for p in out.iterdir() if p.name != runlock.LOCK_FILE)
     if saved and not cfg.overwrite:
-        raise ConfigError("output_dir", str(out), "a new or empty folder, or overwrite=true to replace what it "
-                          f"holds ({', '.join(saved[:5])})")
+        raise ConfigError(
+            "output_dir",
+            str(out),
+            "a new or empty folder, or overwrite=true to replace what it "
+            f"holds ({', '.join(saved[:5])})",
+        )
     pname, pargs = split_component(cfg.policy, "policy")
     dname, dargs = split_component(cfg.dataset, "dataset")
     data = resolve("dataset", dname, "dataset.name")(**dargs)
     media, captions, metadata = data if len(data) == 3 else (*data, None)
     policy = resolve("policy", pname, "policy.name")(**pargs)
-    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(
+        cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    )
     policy.to(device)
     params = [p for m in policy.trainable_modules().values() for p in m.parameters()]
     for m in policy.trainable_modules().values():
         m.train().requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None)
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None
+    )
     if cfg.lr_schedule == "cosine":
+
         def factor(s: int) -> float:
             return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(s / cfg.steps * torch.pi)).item())
     else:
+
         def factor(s: int) -> float:
             return 1.0
+
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     lo, hi = cfg.sigma_range
     x0_all = policy.to_latents(media).to(device)
@@ -141,8 +175,12 @@ def _pretrain(cfg: PretrainConfig, out: Path) -> dict[str, float]:
     infilling = hasattr(policy, "pretrain_inputs")
     if infilling:  # condition and loss weights from the data: rows [0, n) kept, [n, 2n) dropped
         with torch.no_grad():
-            conditions = concat([policy.pretrain_inputs(x0_all, captions, metadata, torch.full((n,), d))
-                                 for d in (False, True)])
+            conditions = concat(
+                [
+                    policy.pretrain_inputs(x0_all, captions, metadata, torch.full((n,), d))
+                    for d in (False, True)
+                ]
+            )
     g = generator(cfg.seed, "pretrain")
     g_device = None if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed)
     start, window, curve = time.time(), [], []
@@ -154,24 +192,37 @@ def _pretrain(cfg: PretrainConfig, out: Path) -> dict[str, float]:
             eps = randn(x0.shape, g, device=device)
         else:
             eps = torch.randn(x0.shape, generator=g_device, device=device)
-        sigma = (lo + (hi - lo) * shift_sigmas(torch.rand(cfg.batch_size, generator=g), cfg.sigma_shift)).to(device)
+        sigma = (
+            lo + (hi - lo) * shift_sigmas(torch.rand(cfg.batch_size, generator=g), cfg.sigma_shift)
+        ).to(device)
         s = sigma.view(-1, *([1] * (x0.ndim - 1)))
         x_t = (1 - s) * x0 + s * eps
         if infilling:
             cond, weight = select(conditions, idx + n * drop)
         else:
             with torch.no_grad():
-                cond, weight = policy.encode(["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]), None
+                cond, weight = (
+                    policy.encode(
+                        ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
+                    ),
+                    None,
+                )
         v = policy.velocity(x_t, sigma, cond, 1.0)
         err = (v.float() - (eps - x0)) ** 2
-        loss = err.mean() if weight is None else (err * weight).sum() / (weight.sum() * err.shape[-1]).clamp_min(1)
+        loss = (
+            err.mean()
+            if weight is None
+            else (err * weight).sum() / (weight.sum() * err.shape[-1]).clamp_min(1)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         window.append(loss.detach())
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:  # one device sync per log, not per step
+        if (
+            step + 1
+        ) % cfg.log_every == 0 or step + 1 == cfg.steps:  # one device sync per log, not per step
             curve.append(torch.stack(window).double().mean().item())
             log.info("pretrain step %d/%d loss %.4f", step + 1, cfg.steps, curve[-1])
             window = []

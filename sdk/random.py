@@ -51,5 +51,7 @@ def randn(
                 f"randn: got {len(generator)} generators for a batch of {shape[0]}; "
                 "pass one generator per sample or a single generator"
             )
-        out = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator])
+        out = torch.stack(
+            [torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator]
+        )
     return out.to(device=device, dtype=dtype)

@@ -33,8 +33,19 @@ log = logging.getLogger(__name__)
 # Fields that may differ on resume: they change where and how long the run goes, how it
 # is evaluated and reported and how it reacts to failures, never the numbers it trains
 # with. data.train is compared by its content (the prompts), not by its path.
-FREE = ("name", "output_dir", "train.iterations", "data.train", "data.eval", "eval.", "checkpoint.", "logging.",
-        "train.reward_timeout", "train.reward_max_failures", "train.reward_failures")
+FREE = (
+    "name",
+    "output_dir",
+    "train.iterations",
+    "data.train",
+    "data.eval",
+    "eval.",
+    "checkpoint.",
+    "logging.",
+    "train.reward_timeout",
+    "train.reward_max_failures",
+    "train.reward_failures",
+)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -61,8 +72,11 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     ``{"config": run config dict, "prompts": {"train": sha}}``; prompts
     saved by an older version (none) are not compared."""
     a, b = flatten(saved.get("config", {})), flatten(current["config"])
-    out = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-           if a.get(k) != b.get(k) and not k.startswith(FREE)}
+    out = {
+        k: (a.get(k), b.get(k))
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and not k.startswith(FREE)
+    }
     for split, sha in (saved.get("prompts") or {}).items():
         if sha != current["prompts"].get(split):
             out[f"the prompts of data.{split}"] = (sha[:12], current["prompts"].get(split, "")[:12])
@@ -89,15 +103,25 @@ class RunCheckpoints:
         if not old:
             return
         if not self.cfg.overwrite:
-            raise ConfigError("checkpoint.resume", self.cfg.resume, "'latest' to continue the run in "
-                              f"{self.out} ({len(old)} checkpoints, newest {old[-1].name}), or "
-                              "checkpoint.overwrite=true to start over and delete them, or another output_dir")
-        log.warning("starting fresh in %s: deleting %d checkpoints of an earlier run (checkpoint.overwrite=true)",
-                    self.out, len(old))
+            raise ConfigError(
+                "checkpoint.resume",
+                self.cfg.resume,
+                "'latest' to continue the run in "
+                f"{self.out} ({len(old)} checkpoints, newest {old[-1].name}), or "
+                "checkpoint.overwrite=true to start over and delete them, or another output_dir",
+            )
+        log.warning(
+            "starting fresh in %s: deleting %d checkpoints of an earlier run "
+            "(checkpoint.overwrite=true)",
+            self.out,
+            len(old),
+        )
         for path in old:
             ckpt.shutil.rmtree(path)
 
-    def resume(self, where: str, apply: Callable[[ckpt.Checkpoint], None]) -> ckpt.Checkpoint | None:
+    def resume(
+        self, where: str, apply: Callable[[ckpt.Checkpoint], None]
+    ) -> ckpt.Checkpoint | None:
         """Load ``where`` ('latest' or a path) and hand it to ``apply``; returns it, or
         None when 'latest' finds an empty folder."""
         if where != "latest":
@@ -114,7 +138,9 @@ class RunCheckpoints:
                 log.warning("skipping %s: %s", path.name, e)
                 rejected.append(f"{path.name}: {str(e).removeprefix(f'checkpoint {path}: ')}")
                 continue
-            self._check_config(c)  # the newest readable checkpoint decides: older ones share its config
+            self._check_config(
+                c
+            )  # the newest readable checkpoint decides: older ones share its config
             try:
                 self._apply(c, apply)
             except CheckpointError as e:
@@ -124,11 +150,16 @@ class RunCheckpoints:
             return c
         if candidates:
             raise CheckpointError(
-                f"checkpoint.resume=latest: none of the {len(candidates)} checkpoints in {self.out} can be loaded "
+                f"checkpoint.resume=latest: none of the {len(candidates)} checkpoints in "
+                f"{self.out} can be loaded "
                 f"[{'; '.join(rejected)}]. Nothing was deleted: repair or move them, name one with "
-                "checkpoint.resume=PATH, or start over with checkpoint.resume=none checkpoint.overwrite=true "
-                "(deletes them) or another output_dir")
-        log.info("checkpoint.resume=latest: no checkpoint in %s yet; starting from scratch", self.out)
+                "checkpoint.resume=PATH, or start over with checkpoint.resume=none "
+                "checkpoint.overwrite=true "
+                "(deletes them) or another output_dir"
+            )
+        log.info(
+            "checkpoint.resume=latest: no checkpoint in %s yet; starting from scratch", self.out
+        )
         return None
 
     def _apply(self, c: ckpt.Checkpoint, apply: Callable[[ckpt.Checkpoint], None]) -> None:
@@ -136,8 +167,12 @@ class RunCheckpoints:
             apply(c)
         except CheckpointError:
             raise
-        except Exception as e:  # a state that does not fit (optimizer groups, EMA size, algorithm state)
-            raise CheckpointError(f"checkpoint {c.path}: does not fit this run ({type(e).__name__}: {e})") from e
+        except (
+            Exception
+        ) as e:  # a state that does not fit (optimizer groups, EMA size, algorithm state)
+            raise CheckpointError(
+                f"checkpoint {c.path}: does not fit this run ({type(e).__name__}: {e})"
+            ) from e
         self.changes = list(c.state.get("config_changes", [])) + self.changes
         log.info("resumed from %s at iteration %d", c.path, c.iteration)
 
@@ -145,12 +180,24 @@ class RunCheckpoints:
         changed = config_changes(c.state, self.identity)
         if not changed:
             return
-        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in changed.items()))
+        listed = ", ".join(
+            f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in changed.items())
+        )
         if not self.cfg.allow_config_change:
-            raise ConfigError("checkpoint.resume", self.cfg.resume, f"the config {c.path.name} was saved with",
-                              hint=f"changed: {listed}; set checkpoint.allow_config_change=true to resume anyway")
-        log.warning("resuming %s with a changed config (checkpoint.allow_config_change=true): %s", c.path.name, listed)
-        self.changes.append({"iteration": c.iteration, "fields": {k: list(v) for k, v in changed.items()}})
+            raise ConfigError(
+                "checkpoint.resume",
+                self.cfg.resume,
+                f"the config {c.path.name} was saved with",
+                hint=f"changed: {listed}; set checkpoint.allow_config_change=true to resume anyway",
+            )
+        log.warning(
+            "resuming %s with a changed config (checkpoint.allow_config_change=true): %s",
+            c.path.name,
+            listed,
+        )
+        self.changes.append(
+            {"iteration": c.iteration, "fields": {k: list(v) for k, v in changed.items()}}
+        )
 
     # ------------------------------------------------------------------ saving
 
@@ -159,8 +206,12 @@ class RunCheckpoints:
         final = self.out / f"checkpoint-{iteration}"
         if final.exists() and final.name not in self.written:
             ckpt.set_aside(final, f"in the way of iteration {iteration}'s save by a resumed run")
-        path = ckpt.save_checkpoint(self.out, iteration, state={**state, **self.identity,
-                                                                "config_changes": self.changes}, **tensors)
+        path = ckpt.save_checkpoint(
+            self.out,
+            iteration,
+            state={**state, **self.identity, "config_changes": self.changes},
+            **tensors,
+        )
         self.written.add(path.name)
         ckpt.prune(self.out, self.cfg.keep_last, self._may_delete)
         return path
@@ -171,38 +222,89 @@ class RunCheckpoints:
             return True
         try:
             ckpt.verify(path)
-            ours = not config_changes(json.loads((path / "trainer_state.json").read_bytes().decode("utf-8")),
-                                      self.identity)
+            ours = not config_changes(
+                json.loads((path / "trainer_state.json").read_bytes().decode("utf-8")),
+                self.identity,
+            )
         except (CheckpointError, OSError, ValueError, AttributeError) as e:
-            log.warning("keeping %s, which is not a readable checkpoint of this run (%s)", path.name, e)
+            log.warning(
+                "keeping %s, which is not a readable checkpoint of this run (%s)", path.name, e
+            )
             return False
         if not ours:
             log.warning("keeping %s: saved with another config", path.name)
         return ours
 
 
-class TrainingState:
-    """What a checkpoint holds of a training run besides its counters: the trained
-    weights, the optimizer, the EMA, the algorithm's own state and the global RNG."""
+class RunState:
+    """A training run's saved state: the trained weights, the optimizer, the EMA, the
+    algorithm's own state, the global RNG and the run's counters; saved by the main
+    process into ``checkpoints``, resumed by every process."""
 
-    def __init__(self, finetune: Any, optimizer: Any, ema: Any, algorithm: Any):
-        self.finetune, self.optimizer, self.ema, self.algorithm = finetune, optimizer, ema, algorithm
+    def __init__(
+        self, checkpoints: RunCheckpoints, acc: Any, training: Any, algorithm: Any, cfg: Any
+    ):
+        """``training``: :class:`~alignflow.sdk.build.Training` (finetune, optimizer,
+        EMA); ``cfg``: the run config (its seed and prompts per iteration are saved)."""
+        self.checkpoints, self.acc, self.training = checkpoints, acc, training
+        self.algorithm, self.seed, self.per_iteration = (
+            algorithm,
+            cfg.seed,
+            cfg.sample.prompts_per_iteration,
+        )
+        self.counters = {"samples": 0, "dropped_samples": 0, "reward_failures": 0}
+        self.saved_at: int | None = None  # the iteration of this process's last checkpoint
 
-    def tensors(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`RunCheckpoints.save`."""
-        return {"trained": self.finetune.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                "algorithm": self.algorithm.state_dict() or None, "optimizer": self.optimizer.state_dict()}
+    def save(self, iteration: int) -> Path | None:
+        """checkpoint-<iteration> (written by the main process; every process waits)."""
+        path = None
+        if self.acc.is_main_process:
+            t = self.training
+            path = self.checkpoints.save(
+                iteration,
+                trained=t.finetune.state_dict(),
+                ema=t.ema.state_dict() if t.ema else None,
+                algorithm=self.algorithm.state_dict() or None,
+                optimizer=t.optimizer.state_dict(),
+                # where the prompt stream stands is a function of the iteration; kept for people
+                state={
+                    "seed": self.seed,
+                    "counters": self.counters,
+                    "data_position": iteration * self.per_iteration,
+                },
+            )
+        self.saved_at = iteration
+        self.acc.wait_for_everyone()
+        return path
+
+    def resume(self, where: str) -> ckpt.Checkpoint | None:
+        """Finish partial saves (main process, under the folder's lock), then load
+        ``where`` ('latest' or a path) by :meth:`RunCheckpoints.resume`'s rules."""
+        if self.acc.is_main_process:
+            for line in ckpt.recover_partial(self.checkpoints.out):
+                log.warning("%s", line)
+        self.acc.wait_for_everyone()
+        c = self.checkpoints.resume(where, self.load)
+        if c is not None:
+            self.saved_at = c.iteration
+        return c
 
     def load(self, c: ckpt.Checkpoint) -> None:
         """Put a read checkpoint back; anything that does not fit raises."""
-        if self.ema is not None and c.ema is None:
-            log.warning("checkpoint %s has no EMA; the EMA restarts from the current weights", c.path)
+        t = self.training
+        if t.ema is not None and c.ema is None:
+            log.warning(
+                "checkpoint %s has no EMA; the EMA restarts from the current weights", c.path
+            )
         if c.algorithm is None and self.algorithm.state_dict():
-            raise CheckpointError(f"checkpoint {c.path} has no algorithm state, which {self.algorithm.name} "
-                                  "needs (it was written by another algorithm)")
-        self.finetune.load_state_dict(c.trained)
-        self.optimizer.load_state_dict(c.optimizer)
-        if self.ema is not None and c.ema is not None:
-            self.ema.load_state_dict(c.ema)
+            raise CheckpointError(
+                f"checkpoint {c.path} has no algorithm state, which {self.algorithm.name} "
+                "needs (it was written by another algorithm)"
+            )
+        t.finetune.load_state_dict(c.trained)
+        t.optimizer.load_state_dict(c.optimizer)
+        if t.ema is not None and c.ema is not None:
+            t.ema.load_state_dict(c.ema)
         self.algorithm.load_state_dict(c.algorithm or {})
         ckpt.restore_rng(c.rng)
+        self.counters = dict(c.state.get("counters", self.counters))

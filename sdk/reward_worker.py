@@ -29,8 +29,9 @@ def _pool() -> ThreadPoolExecutor:
     # One intra-op thread for the reward worker: a second OpenMP team of full size
     # would compete with the main thread's for the same cores (measured: the
     # denoiser's forward ran 2.7x slower on 2 cores once a reward had run).
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward", initializer=torch.set_num_threads,
-                              initargs=(1,))
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="reward", initializer=torch.set_num_threads, initargs=(1,)
+    )
 
 
 class RewardWorker:
@@ -43,7 +44,9 @@ class RewardWorker:
         self.jobs: list[tuple] = []
         self.futures: list[Future] = []
 
-    def submit(self, media, prompts: list[str], metadata: list[dict], groups: torch.Tensor, **options) -> None:
+    def submit(
+        self, media, prompts: list[str], metadata: list[dict], groups: torch.Tensor, **options
+    ) -> None:
         self.jobs.append(((media, prompts, metadata, groups), options))
         self.futures.append(self.pool.submit(self.score, *self.jobs[-1][0], **options))
 
@@ -63,12 +66,18 @@ class RewardWorker:
             except RewardFailure as e:
                 reasons.append(str(e))
             except FutureTimeout:
-                reasons.append(f"a reward call took longer than train.reward_timeout = {self.timeout:g} s")
+                reasons.append(
+                    f"a reward call took longer than train.reward_timeout = {self.timeout:g} s"
+                )
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 self.pool = _pool()
                 for j in range(k + 1, len(futures)):
                     futures[j] = self.pool.submit(self.score, *jobs[j][0], **jobs[j][1])
-            log.warning("reward call failed, its %d samples are dropped: %s", len(jobs[k][0][1]), reasons[-1])
+            log.warning(
+                "reward call failed, its %d samples are dropped: %s",
+                len(jobs[k][0][1]),
+                reasons[-1],
+            )
             outputs.append(None)
         return outputs, seconds, reasons
 
@@ -77,9 +86,14 @@ def join(outputs: list[RewardOutput | None], sizes: list[int]) -> RewardOutput:
     """Outputs of consecutive batches of ``sizes`` samples as one; a failed batch (None)
     is NaN in every field."""
     keys = next((list(out.components) for out in outputs if out is not None), [])
-    parts = [out if out is not None else RewardOutput(nan_scores(n), {k: nan_scores(n) for k in keys})
-             for out, n in zip(outputs, sizes)]
-    return RewardOutput(torch.cat([p.scores for p in parts]), {k: torch.cat([p.components[k] for p in parts]) for k in keys})
+    parts = [
+        out if out is not None else RewardOutput(nan_scores(n), {k: nan_scores(n) for k in keys})
+        for out, n in zip(outputs, sizes)
+    ]
+    return RewardOutput(
+        torch.cat([p.scores for p in parts]),
+        {k: torch.cat([p.components[k] for p in parts]) for k in keys},
+    )
 
 
 def nan_scores(n: int) -> torch.Tensor:

@@ -42,7 +42,9 @@ class RewardOutput:
 class Reward(Protocol):
     modality: str
 
-    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> Any: ...
+    def __call__(
+        self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> Any: ...
 
 
 def _as_scores(raw: Any, batch: int, name: str) -> torch.Tensor:
@@ -50,23 +52,38 @@ def _as_scores(raw: Any, batch: int, name: str) -> torch.Tensor:
         if isinstance(raw, torch.Tensor):
             t = raw.detach().cpu().to(torch.float64)
         else:
-            t = torch.tensor([math.nan if v is None else float(v) for v in raw], dtype=torch.float64)
+            t = torch.tensor(
+                [math.nan if v is None else float(v) for v in raw], dtype=torch.float64
+            )
     except OverflowError as e:  # a Python int beyond any float
-        raise RewardError(f"reward {name!r} returned a number too large for a float; expected scores within "
-                          "float32's range (or NaN for 'not applicable')") from e
+        raise RewardError(
+            f"reward {name!r} returned a number too large for a float; expected scores within "
+            "float32's range (or NaN for 'not applicable')"
+        ) from e
     except (TypeError, ValueError, RuntimeError) as e:
-        raise RewardError(f"reward {name!r} returned {type(raw).__name__}; expected one number per sample") from e
+        raise RewardError(
+            f"reward {name!r} returned {type(raw).__name__}; expected one number per sample"
+        ) from e
     big = torch.isfinite(t) & (t.abs() > torch.finfo(torch.float32).max)
-    if big.any():  # finite in float64, inf once stored as float32: the reward's scale is wrong, not a failure
+    if (
+        big.any()
+    ):  # finite in float64, inf once stored as float32: the reward's scale is wrong, not a failure
         bad = torch.nonzero(big).flatten().tolist()
-        raise RewardError(f"reward {name!r} returned {t[bad[0]].item():.3g} for samples {bad[:8]}, beyond "
-                          "float32's range; expected scores within it (or NaN for 'not applicable')")
+        raise RewardError(
+            f"reward {name!r} returned {t[bad[0]].item():.3g} for samples {bad[:8]}, beyond "
+            "float32's range; expected scores within it (or NaN for 'not applicable')"
+        )
     t = t.float()
     if t.shape != (batch,):
-        raise RewardError(f"reward {name!r} returned shape {tuple(t.shape)} for a batch of {batch}; expected [{batch}]")
+        raise RewardError(
+            f"reward {name!r} returned shape {tuple(t.shape)} for a batch of {batch}; expected "
+            f"[{batch}]"
+        )
     if torch.isinf(t).any():
         bad = torch.nonzero(torch.isinf(t)).flatten().tolist()
-        raise RewardFailure(f"reward {name!r} returned inf for samples {bad[:8]}; return NaN for 'not applicable'")
+        raise RewardFailure(
+            f"reward {name!r} returned inf for samples {bad[:8]}; return NaN for 'not applicable'"
+        )
     return t
 
 
@@ -79,11 +96,19 @@ def check_output(raw: Any, batch: int, name: str) -> RewardOutput:
     return RewardOutput(_as_scores(raw, batch, name))
 
 
-def score(reward: Reward, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
-          groups: torch.Tensor | None, name: str) -> RewardOutput:
+def score(
+    reward: Reward,
+    media: Any,
+    prompts: Sequence[str],
+    metadata: Sequence[Mapping[str, Any]],
+    groups: torch.Tensor | None,
+    name: str,
+) -> RewardOutput:
     """One reward's checked output; groupwise rewards also get the group ids."""
     if getattr(reward, "groupwise", False) and groups is None:
-        raise RewardError(f"reward {name!r} is groupwise: it needs the samples' group ids (groups=)")
+        raise RewardError(
+            f"reward {name!r} is groupwise: it needs the samples' group ids (groups=)"
+        )
     try:
         if getattr(reward, "groupwise", False):
             raw = reward(media, prompts, metadata, groups=groups)
@@ -91,7 +116,9 @@ def score(reward: Reward, media: Any, prompts: Sequence[str], metadata: Sequence
             raw = reward(media, prompts, metadata)
     except RewardError:
         raise
-    except Exception as e:  # the model itself failed (out of memory, a server gone...): a run-time failure
+    except (
+        Exception
+    ) as e:  # the model itself failed (out of memory, a server gone...): a run-time failure
         raise RewardFailure(f"reward {name!r} raised {type(e).__name__}: {e}") from e
     return check_output(raw, len(prompts), name)
 
@@ -103,15 +130,22 @@ class WeightedSum:
 
     def __init__(self, terms: Mapping[str, tuple[Reward, float]]):
         if not terms:
-            raise ConfigError("reward", {}, "at least one reward component {name: {name: ..., weight: ...}}")
+            raise ConfigError(
+                "reward", {}, "at least one reward component {name: {name: ..., weight: ...}}"
+            )
         modalities = {n: getattr(r, "modality", None) for n, (r, _) in terms.items()}
         if len(set(modalities.values())) != 1:
             raise ConfigError("reward", modalities, "rewards of one modality")
         self.terms = dict(terms)
         self.modality = next(iter(modalities.values()))
 
-    def __call__(self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
-                 groups: torch.Tensor | None = None) -> RewardOutput:
+    def __call__(
+        self,
+        media: Any,
+        prompts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]],
+        groups: torch.Tensor | None = None,
+    ) -> RewardOutput:
         batch = len(prompts)
         total = torch.zeros(batch)
         comps: dict[str, torch.Tensor] = {}
@@ -122,7 +156,10 @@ class WeightedSum:
                 comps[name] = out.scores
             missing = [h for h in _heads(reward) if h not in out.components]
             if missing:
-                raise RewardError(f"reward {name!r} declares heads {missing} but returned no components of those names")
+                raise RewardError(
+                    f"reward {name!r} declares heads {missing} but returned no components of "
+                    "those names"
+                )
             comps.update({f"{name}/{k}": v for k, v in out.components.items()})
         return RewardOutput(total, comps)
 

@@ -50,26 +50,54 @@ class Trajectories:
     peeks: torch.Tensor | None = None
 
 
-def rollout_generators(seed: int, iteration: int, slots: Sequence[int], group_size: int,
-                       shared: bool) -> tuple[list[torch.Generator], list[torch.Generator]]:
+def rollout_generators(
+    seed: int, iteration: int, slots: Sequence[int], group_size: int, shared: bool
+) -> tuple[list[torch.Generator], list[torch.Generator]]:
     """The generators of the samples of prompt ``slots``: initial noise keyed by (seed,
     iteration, slot, member), or one per slot when the group shares it, and SDE noise
     keyed by (seed, iteration, slot, member). Never by the process: a sample is the same
     whichever process rolls it out."""
-    noise = [generator(seed, "noise", iteration, s, m) for s in slots for m in range(1 if shared else group_size)]
+    noise = [
+        generator(seed, "noise", iteration, s, m)
+        for s in slots
+        for m in range(1 if shared else group_size)
+    ]
     sde = [generator(seed, "sde", iteration, s, m) for s in slots for m in range(group_size)]
     return noise, sde
 
 
-def seeded_rollout(policy: FlowPolicy, cond: Any, sigmas: torch.Tensor, plan: StepPlan, kernel: Kernel, *,
-                   noise_level: float, guidance: float, group_size: int, seed: int, iteration: int,
-                   slots: Sequence[int], share_noise: bool) -> Trajectories:
+def seeded_rollout(
+    policy: FlowPolicy,
+    cond: Any,
+    sigmas: torch.Tensor,
+    plan: StepPlan,
+    kernel: Kernel,
+    *,
+    noise_level: float,
+    guidance: float,
+    group_size: int,
+    seed: int,
+    iteration: int,
+    slots: Sequence[int],
+    share_noise: bool,
+) -> Trajectories:
     """:func:`rollout` of prompt ``slots`` with the generators of :func:`rollout_generators`
     (one initial noise per group if ``share_noise`` or the plan has a shared prefix)."""
     shared = share_noise or plan.shared_prefix > 0
     noise, sde = rollout_generators(seed, iteration, slots, group_size, shared)
-    return rollout(policy, cond, sigmas, plan, kernel, noise_level=noise_level, guidance=guidance,
-                   group_size=group_size, noise_generators=noise, sde_generators=sde, share_noise=shared)
+    return rollout(
+        policy,
+        cond,
+        sigmas,
+        plan,
+        kernel,
+        noise_level=noise_level,
+        guidance=guidance,
+        group_size=group_size,
+        noise_generators=noise,
+        sde_generators=sde,
+        share_noise=shared,
+    )
 
 
 @torch.no_grad()
@@ -104,11 +132,16 @@ def rollout(
     """
     P, G, N = batch_size(cond), group_size, plan.num_steps
     if sigmas.shape != (N + 1,):
-        raise ValueError(f"rollout: the plan has {N} steps but sigmas has shape {tuple(sigmas.shape)}")
+        raise ValueError(
+            f"rollout: the plan has {N} steps but sigmas has shape {tuple(sigmas.shape)}"
+        )
     shared = share_noise or plan.shared_prefix > 0
     n_noise = P if shared else P * G
     if len(noise_generators) != n_noise:
-        raise ValueError(f"rollout: expected {n_noise} noise generators (shared={shared}), got {len(noise_generators)}")
+        raise ValueError(
+            f"rollout: expected {n_noise} noise generators (shared={shared}), got "
+            f"{len(noise_generators)}"
+        )
     if any(plan.sde) and (sde_generators is None or len(sde_generators) != P * G):
         raise ValueError(f"rollout: SDE steps need {P * G} sde_generators")
 
@@ -128,14 +161,16 @@ def rollout(
     rec: dict[str, list[torch.Tensor]] = {k: [] for k in ("x", "x_next", "log_prob", "mean", "std")}
     for i in range(start, N):
         kern = kernel if plan.sde[i] else ode
-        out = _step(policy, kern, x, cond, sigmas, i, guidance, noise_level, sde_generators, full=True)
+        out = _step(
+            policy, kern, x, cond, sigmas, i, guidance, noise_level, sde_generators, full=True
+        )
         if plan.train[i]:
             rec["x"].append(x)
-            rec["x_next"].append(out.prev_sample)
+            rec["x_next"].append(out.x_next)
             rec["log_prob"].append(out.log_prob)
             rec["mean"].append(out.mean)
             rec["std"].append(out.std.flatten())
-        x = out.prev_sample
+        x = out.x_next
         if callback is not None:
             callback(i, x)
 
@@ -154,13 +189,15 @@ def _step(policy, kernel, x, cond, sigmas, i, guidance, noise_level, generators,
     sigma = sigmas[i].to(x.device).expand(x.shape[0])
     v = policy.velocity(x, sigma, cond, guidance)
     out = kernel(x, v, sigmas, i, noise_level=noise_level, generator=generators)
-    return out if full else out.prev_sample
+    return out if full else out.x_next
 
 
 def _empty(key: str, x: torch.Tensor, B: int) -> torch.Tensor:
     if key in ("log_prob", "std"):
         return torch.zeros(B, 0, device=x.device)
-    return torch.zeros(B, 0, *x.shape[1:], device=x.device, dtype=torch.float32 if key == "mean" else x.dtype)
+    return torch.zeros(
+        B, 0, *x.shape[1:], device=x.device, dtype=torch.float32 if key == "mean" else x.dtype
+    )
 
 
 @torch.no_grad()
@@ -175,7 +212,14 @@ def sample(
     """Deterministic (ODE) sampling of one sample per condition: [B, ...] latents."""
     sigmas = policy.sigmas(num_steps)
     traj = rollout(
-        policy, cond, sigmas, StepPlan.deterministic(num_steps), KERNELS["ode"],
-        noise_level=0.0, guidance=guidance, group_size=1, noise_generators=noise_generators,
+        policy,
+        cond,
+        sigmas,
+        StepPlan.deterministic(num_steps),
+        KERNELS["ode"],
+        noise_level=0.0,
+        guidance=guidance,
+        group_size=1,
+        noise_generators=noise_generators,
     )
     return traj.x0

@@ -44,11 +44,18 @@ def acquire(folder: Path) -> str:
         holder = _read(fd)
         os.close(fd)
         raise RunLocked(
-            f"output_dir {folder} is in use by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-            f"({holder.get('command', '?')}, since {holder.get('since', '?')}); wait for it to end, stop it, or "
-            "choose another output_dir") from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(["alignflow", *sys.argv[1:]])[:300]}
+            f"output_dir {folder} is in use by pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')} "
+            f"({holder.get('command', '?')}, since {holder.get('since', '?')}); wait for it to "
+            "end, stop it, or "
+            "choose another output_dir"
+        ) from None
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(["alignflow", *sys.argv[1:]])[:300],
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     _HELD[key] = [fd, 1]

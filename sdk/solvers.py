@@ -35,7 +35,9 @@ def _lambda(s: float) -> float:
 
 
 @torch.no_grad()
-def dpm_solver_2m(policy: FlowPolicy, x: torch.Tensor, cond: Any, sigmas: torch.Tensor, guidance: float) -> torch.Tensor:
+def dpm_solver_2m(
+    policy: FlowPolicy, x: torch.Tensor, cond: Any, sigmas: torch.Tensor, guidance: float
+) -> torch.Tensor:
     """Integrate the ODE from ``sigmas[0]`` to ``sigmas[-1]`` (decreasing, ending at 0 or
     above) with DPM-Solver++(2M): len(sigmas) - 1 velocity evaluations. ``sigmas[0]``
     may be 1 (pure noise); the first step is then first order."""

@@ -41,7 +41,9 @@ class StopOnSignal:
     def __init__(self, grace: float):
         self.grace = grace
         self.signum: int | None = None
-        self._received = 0  # signals this process got (not counting a stop learnt from another process)
+        self._received = (
+            0  # signals this process got (not counting a stop learnt from another process)
+        )
         self._old: dict[int, Any] = {}
         self._timer: threading.Timer | None = None
 
@@ -61,20 +63,28 @@ class StopOnSignal:
         name = signal.Signals(signum).name
         self._received += 1
         if self._received > 1:
-            _say(f"alignflow: {name} again: exiting now without a checkpoint (the last saved one stands)")
+            _say(
+                f"alignflow: {name} again: exiting now without a checkpoint (the last saved one "
+                "stands)"
+            )
             os._exit(128 + signum)
         self.signum = self.signum or signum
         if self._timer is not None:  # already stopping on another process's signal, under its grace
             return
-        _say(f"alignflow: {name}: stopping after this iteration with a checkpoint "
-             f"(at most {self.grace:g} s; send it again to stop at once)")
+        _say(
+            f"alignflow: {name}: stopping after this iteration with a checkpoint "
+            f"(at most {self.grace:g} s; send it again to stop at once)"
+        )
         self._timer = threading.Timer(self.grace, self._give_up, args=(signum,))
         self._timer.daemon = True
         self._timer.start()
 
     def _give_up(self, signum: int) -> None:
-        _say(f"alignflow: no checkpoint within checkpoint.stop_grace = {self.grace:g} s: exiting without one "
-             "(the last saved one stands)")
+        _say(
+            f"alignflow: no checkpoint within checkpoint.stop_grace = {self.grace:g} s: exiting "
+            "without one "
+            "(the last saved one stands)"
+        )
         os._exit(128 + signum)
 
     def requested(self, acc: Any) -> bool:
@@ -86,7 +96,9 @@ class StopOnSignal:
         if acc.num_processes > 1:
             flag = acc.gather(flag)
         hit = int(flag.max()) > 0
-        if hit and self.signum is None:  # another process was told to stop: stop too, under the same grace
+        if (
+            hit and self.signum is None
+        ):  # another process was told to stop: stop too, under the same grace
             self.signum = int(signal.SIGTERM)
             self._timer = threading.Timer(self.grace, self._give_up, args=(self.signum,))
             self._timer.daemon = True

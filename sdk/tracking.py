@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,41 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class Timer:
+    """Accumulates wall-clock seconds per phase: ``with timer("rollout"): ...``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: scalar} (trackers take flat hyperparameters)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
 def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 class MetricsLog:
-    def __init__(self, accelerator, output_dir: Path, *, progress_bar: bool, total: int, start: int | None):
+    def __init__(
+        self, accelerator, output_dir: Path, *, progress_bar: bool, total: int, start: int | None
+    ):
         """``start``: the iteration a resumed run continues from (lines after it, written
         by the interrupted run, are dropped), or None for a fresh run (file emptied)."""
         self.acc = accelerator
@@ -41,7 +73,11 @@ class MetricsLog:
         self.bar = None
         if accelerator.is_main_process:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            rows = [] if start is None else [r for r in read_metrics(self.path) if r.get("iteration", 0) <= start]
+            rows = (
+                []
+                if start is None
+                else [r for r in read_metrics(self.path) if r.get("iteration", 0) <= start]
+            )
             # atomic: a full disk during the rewrite keeps every row the file had
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
             if progress_bar:
@@ -51,15 +87,23 @@ class MetricsLog:
 
     def log(self, iteration: int, metrics: dict[str, float], advance: bool = True) -> None:
         if self.acc.trackers:
-            self.acc.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=iteration)
+            self.acc.log(
+                {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=iteration
+            )
         if not self.acc.is_main_process:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps({"iteration": iteration, **{k: _clean(v) for k, v in metrics.items()}}) + "\n")
+            f.write(
+                json.dumps({"iteration": iteration, **{k: _clean(v) for k, v in metrics.items()}})
+                + "\n"
+            )
             f.flush()
         if self.bar is not None:
-            shown = {k.split("/", 1)[1]: f"{v:.3f}" for k, v in metrics.items()
-                     if k in ("train/reward_mean", "eval/reward_mean") or k.endswith("accuracy_mean")}
+            shown = {
+                k.split("/", 1)[1]: f"{v:.3f}"
+                for k, v in metrics.items()
+                if k in ("train/reward_mean", "eval/reward_mean") or k.endswith("accuracy_mean")
+            }
             self.bar.set_postfix(shown, refresh=False)
             if advance:
                 self.bar.update(1)

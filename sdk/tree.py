@@ -42,9 +42,13 @@ class TreeSpec:
 
     def __post_init__(self):
         if not self.steps or len(self.steps) != len(self.widths):
-            raise ValueError(f"TreeSpec: {len(self.steps)} branching steps but {len(self.widths)} widths")
+            raise ValueError(
+                f"TreeSpec: {len(self.steps)} branching steps but {len(self.widths)} widths"
+            )
         if list(self.steps) != sorted(set(self.steps)) or self.steps[0] < 0:
-            raise ValueError(f"TreeSpec: branching steps {self.steps} must be distinct, >= 0 and increasing")
+            raise ValueError(
+                f"TreeSpec: branching steps {self.steps} must be distinct, >= 0 and increasing"
+            )
         if any(w < 1 for w in self.widths):
             raise ValueError(f"TreeSpec: widths {self.widths} must be >= 1")
 
@@ -57,7 +61,7 @@ class TreeSpec:
         return math.prod(self.widths[: depth + 1])
 
     def leaves_under(self, depth: int) -> int:
-        return math.prod(self.widths[depth + 1:])
+        return math.prod(self.widths[depth + 1 :])
 
 
 @dataclass
@@ -117,17 +121,20 @@ def tree_rollout(
     P, N = batch_size(cond), len(sigmas) - 1
     slots = list(range(P)) if slots is None else list(slots)
     if spec.steps[-1] >= N:
-        raise ValueError(f"tree_rollout: branching step {spec.steps[-1]} is past the last of {N} steps")
+        raise ValueError(
+            f"tree_rollout: branching step {spec.steps[-1]} is past the last of {N} steps"
+        )
     ode = KERNELS["ode"]
     x = policy.noise(P, noise_generators)
     frontier_cond, per_tree = cond, 1
-    rec: dict[str, list[torch.Tensor]] = {k: [] for k in ("x", "x_next", "log_prob", "mean", "std", "step", "depth",
-                                                          "node", "tree")}
+    rec: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("x", "x_next", "log_prob", "mean", "std", "step", "depth", "node", "tree")
+    }
     for i in range(N):
         sigma = sigmas[i].to(x.device).expand(x.shape[0])
         if i not in spec.steps:
             v = policy.velocity(x, sigma, frontier_cond, guidance)
-            x = ode(x, v, sigmas, i).prev_sample
+            x = ode(x, v, sigmas, i).x_next
             continue
         d = spec.steps.index(i)
         w = spec.widths[d]
@@ -139,7 +146,7 @@ def tree_rollout(
         v = policy.velocity(x, sigmas[i].to(x.device).expand(x.shape[0]), frontier_cond, guidance)
         out = kernel(x, v, sigmas, i, noise_level=noise_level, generator=gens)
         rec["x"].append(x)
-        rec["x_next"].append(out.prev_sample)
+        rec["x_next"].append(out.x_next)
         rec["log_prob"].append(out.log_prob)
         rec["mean"].append(out.mean)
         rec["std"].append(out.std.flatten())
@@ -147,16 +154,20 @@ def tree_rollout(
         rec["depth"].append(torch.full((len(x),), d, dtype=torch.long))
         rec["node"].append(node)
         rec["tree"].append(torch.tensor(slots).repeat_interleave(per_tree))
-        x = out.prev_sample
+        x = out.x_next
     dev = x.device
     return Tree(
-        x0=x, group=torch.tensor(slots, device=dev).repeat_interleave(spec.leaves), sigmas=sigmas, spec=spec,
+        x0=x,
+        group=torch.tensor(slots, device=dev).repeat_interleave(spec.leaves),
+        sigmas=sigmas,
+        spec=spec,
         **{k: torch.cat(v).to(dev) for k, v in rec.items()},
     )
 
 
-def tree_advantages(rewards: torch.Tensor, group: torch.Tensor, tree: Tree, *, eps: float = 1e-4,
-                    clip: float = 5.0) -> torch.Tensor:
+def tree_advantages(
+    rewards: torch.Tensor, group: torch.Tensor, tree: Tree, *, eps: float = 1e-4, clip: float = 5.0
+) -> torch.Tensor:
     """Per-edge advantages [M] of ``tree`` from leaf rewards [B] with their slots
     ``group`` [B] (each tree's leaves in depth-first order): node value = mean of its
     leaves; z-scored over the nodes of the same tree and depth (population std);
@@ -165,7 +176,9 @@ def tree_advantages(rewards: torch.Tensor, group: torch.Tensor, tree: Tree, *, e
     slots = torch.unique(group)
     r = torch.stack([rewards[group == s] for s in slots]).double()  # [P, L]
     if r.shape[1] != spec.leaves:
-        raise ValueError(f"tree_advantages: {r.shape[1]} leaves per tree, the spec has {spec.leaves}")
+        raise ValueError(
+            f"tree_advantages: {r.shape[1]} leaves per tree, the spec has {spec.leaves}"
+        )
     per_depth = []
     for d in range(len(spec.steps)):
         values = r.view(len(slots), spec.nodes(d), spec.leaves_under(d)).mean(-1)  # [P, nodes]
@@ -173,12 +186,23 @@ def tree_advantages(rewards: torch.Tensor, group: torch.Tensor, tree: Tree, *, e
         dev = values - values.mean(1, keepdim=True)
         per_depth.append(torch.where(denom > 0, dev / denom, 0.0).clamp(-clip, clip))
     row = torch.searchsorted(slots, tree.tree.cpu())
-    adv = torch.stack([per_depth[d][p, n] for d, p, n in zip(tree.depth.tolist(), row.tolist(), tree.node.tolist())])
+    adv = torch.stack(
+        [
+            per_depth[d][p, n]
+            for d, p, n in zip(tree.depth.tolist(), row.tolist(), tree.node.tolist())
+        ]
+    )
     return adv.float()
 
 
-def prune_edges(advantages: torch.Tensor, depth: torch.Tensor, prompt: torch.Tensor, *, keep_per_depth: int = 0,
-                depths: tuple[int, ...] = ()) -> torch.Tensor:
+def prune_edges(
+    advantages: torch.Tensor,
+    depth: torch.Tensor,
+    prompt: torch.Tensor,
+    *,
+    keep_per_depth: int = 0,
+    depths: tuple[int, ...] = (),
+) -> torch.Tensor:
     """Indices of the edges to train: only ``depths`` (all if empty), and per (tree,
     depth) only the ``keep_per_depth`` edges with the largest |advantage| (all if 0)."""
     chosen = []

@@ -55,8 +55,16 @@ def _fetch(repo: str, file: str, field: str, what: str) -> str:
     try:
         return hf_hub_download(repo, file)
     except HFValidationError as e:
-        raise ConfigError(field, repo, f"{what}: an existing local folder or a hub id 'org/name'") from e
-    except Exception as e:  # offline, unknown repo, gated, missing file: all mean "cannot load this"
+        raise ConfigError(
+            field, repo, f"{what}: an existing local folder or a hub id 'org/name'"
+        ) from e
+    except (
+        Exception
+    ) as e:  # offline, unknown repo, gated, missing file: all mean "cannot load this"
         reason = " ".join(str(e).split())[:200]
-        raise ConfigError(field, repo, f"{what}: a local folder, or a hub id that is reachable and has {file}",
-                          hint=f"{type(e).__name__}: {reason}") from e
+        raise ConfigError(
+            field,
+            repo,
+            f"{what}: a local folder, or a hub id that is reachable and has {file}",
+            hint=f"{type(e).__name__}: {reason}",
+        ) from e

@@ -46,12 +46,28 @@ def save_tiny_clip(folder: Path) -> Path:
     from alignflow.adapters.image.tiny import clip_tokenizer
 
     torch.manual_seed(0)
-    text = CLIPTextConfig(vocab_size=len(clip_tokenizer()), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
-                          pad_token_id=1)
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8)
-    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=12)).save_pretrained(folder)
+    text = CLIPTextConfig(
+        vocab_size=len(clip_tokenizer()),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=32,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    CLIPModel(
+        CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=12)
+    ).save_pretrained(folder)
     size = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=size, tokenizer=clip_tokenizer()).save_pretrained(folder)
     return folder

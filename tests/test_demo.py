@@ -27,46 +27,75 @@ def digits_judge():
 def independent_accuracy(images: list[torch.Tensor], per_prompt: int) -> float:
     """Accuracy by :func:`digits_judge` of eval samples (digits 0..9, ``per_prompt`` each)."""
     judge = digits_judge()
-    target = torch.arange(10).repeat_interleave(per_prompt).numpy()  # eval prompts are digits 0..9 in order
+    target = (
+        torch.arange(10).repeat_interleave(per_prompt).numpy()
+    )  # eval prompts are digits 0..9 in order
     return float((judge.predict(torch.stack(images).flatten(1).numpy()) == target).mean())
 
 
 @pytest.mark.slow
 def test_short_demo_run_raises_accuracy(tmp_path):
-    cfg = compose("train", ["experiment=image_digits", f"output_dir={tmp_path}", "train.iterations=40",
-                            "eval.every=0", "eval.samples_per_prompt=8", "logging.progress_bar=false",
-                            "logging.tensorboard=false"])
+    cfg = compose(
+        "train",
+        [
+            "experiment=image_digits",
+            f"output_dir={tmp_path}",
+            "train.iterations=40",
+            "eval.every=0",
+            "eval.samples_per_prompt=8",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
     tr = Trainer(cfg)
     summary = tr.train()
-    before, after = summary["before"]["eval/digit/accuracy_mean"], summary["after"]["eval/digit/accuracy_mean"]
+    before, after = (
+        summary["before"]["eval/digit/accuracy_mean"],
+        summary["after"]["eval/digit/accuracy_mean"],
+    )
     assert before <= 0.65
     assert after >= before + 0.15, (before, after)
-    gold_before = independent_accuracy(tr.base_eval_media, 8)
-    gold_after = independent_accuracy(tr.last_eval_media, 8)
+    gold_before = independent_accuracy(tr.evaluator.base_media, 8)
+    gold_after = independent_accuracy(tr.evaluator.last_media, 8)
     assert gold_after >= gold_before + 0.1, (gold_before, gold_after)
-    assert (tmp_path / "samples" / "before_after.png").is_file() and (tmp_path / "reward_curve.png").is_file()
+    assert (tmp_path / "samples" / "before_after.png").is_file() and (
+        tmp_path / "reward_curve.png"
+    ).is_file()
 
 
 @pytest.mark.slow
 def test_text_rendering_run_raises_the_ocr_reward(tmp_path):
     """experiment=image_digits_ocr: the only reward is a real OCR engine reading the
     digit; a short seeded run raises what it reads and what an independent judge sees."""
-    cfg = compose("train", ["experiment=image_digits_ocr", f"output_dir={tmp_path}", "train.iterations=20",
-                            "eval.every=0", "eval.samples_per_prompt=8", "logging.progress_bar=false",
-                            "logging.tensorboard=false"])
+    cfg = compose(
+        "train",
+        [
+            "experiment=image_digits_ocr",
+            f"output_dir={tmp_path}",
+            "train.iterations=20",
+            "eval.every=0",
+            "eval.samples_per_prompt=8",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
     tr = Trainer(cfg)
     summary = tr.train()
     before, after = summary["before"], summary["after"]
     assert before["eval/ocr/exact_mean"] <= 0.65
     assert after["eval/reward_mean"] >= before["eval/reward_mean"] + 0.1, (before, after)
     assert after["eval/ocr/exact_mean"] >= before["eval/ocr/exact_mean"] + 0.1, (before, after)
-    gold_before = independent_accuracy(tr.base_eval_media, 8)
-    gold_after = independent_accuracy(tr.last_eval_media, 8)
+    gold_before = independent_accuracy(tr.evaluator.base_media, 8)
+    gold_after = independent_accuracy(tr.evaluator.last_media, 8)
     assert gold_after >= gold_before + 0.05, (gold_before, gold_after)
-    assert (tmp_path / "samples" / "before_after.png").is_file() and (tmp_path / "reward_curve.png").is_file()
+    assert (tmp_path / "samples" / "before_after.png").is_file() and (
+        tmp_path / "reward_curve.png"
+    ).is_file()
 
 
-def centroid_direction_accuracy(clips: torch.Tensor, directions: list[str], min_speed: float = 0.3) -> float:
+def centroid_direction_accuracy(
+    clips: torch.Tensor, directions: list[str], min_speed: float = 0.3
+) -> float:
     """Direction accuracy by tracking the shape, not by optical flow (the reward's
     backend): per frame, the centroid of the pixels that differ from the background;
     its least-squares velocity over the clip; right when the nearest of the four
@@ -76,11 +105,15 @@ def centroid_direction_accuracy(clips: torch.Tensor, directions: list[str], min_
 
     weight = ((clips - shapes.BACKGROUND).abs().amax(2) - 0.1).clamp_min(0)  # [N, F, H, W]
     n, f, h, w = weight.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     mass = weight.sum((2, 3)).clamp_min(1e-6)
     cx, cy = (weight * xs).sum((2, 3)) / mass, (weight * ys).sum((2, 3)) / mass
     t = torch.arange(f, dtype=torch.float32) - (f - 1) / 2
-    velocity = torch.stack([(cx * t).sum(1), (cy * t).sum(1)], 1) / (t * t).sum()  # [N, 2] px / frame
+    velocity = (
+        torch.stack([(cx * t).sum(1), (cy * t).sum(1)], 1) / (t * t).sum()
+    )  # [N, 2] px / frame
     units = torch.tensor(list(shapes.DIRECTIONS.values()))
     want = torch.tensor([list(shapes.DIRECTIONS).index(d) for d in directions])
     right = ((velocity @ units.T).argmax(1) == want) & (velocity.norm(dim=1) >= min_speed)
@@ -95,7 +128,9 @@ def test_the_centroid_judge_reads_rendered_clips_and_not_frozen_ones():
     clips = torch.stack([shapes.render(c, s, d, shapes.random_start(d, g)) for c, s, d in rows])
     said = [d for _, _, d in rows]
     assert centroid_direction_accuracy(clips, said) == 1.0
-    assert centroid_direction_accuracy(clips, said[1:] + said[:1]) == 0.0  # every prompt names another direction
+    assert (
+        centroid_direction_accuracy(clips, said[1:] + said[:1]) == 0.0
+    )  # every prompt names another direction
     assert centroid_direction_accuracy(clips[:, :1].expand_as(clips), said) == 0.0  # frozen
 
 
@@ -105,19 +140,42 @@ def test_short_video_run_raises_direction_accuracy(tmp_path):
     reward's optical flow and by the centroid judge, and consistency does not collapse
     (measured here: accuracy 0.52 -> 0.72, judge 0.53 -> 0.75, consistency 0.9891 ->
     0.9875 after 8 iterations; the full 60-iteration demo ends at 0.9902)."""
-    cfg = compose("train", ["experiment=video_shapes", f"output_dir={tmp_path}", "train.iterations=8",
-                            "eval.every=0", "logging.progress_bar=false", "logging.tensorboard=false"])
+    cfg = compose(
+        "train",
+        [
+            "experiment=video_shapes",
+            f"output_dir={tmp_path}",
+            "train.iterations=8",
+            "eval.every=0",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
     tr = Trainer(cfg)
-    directions = [m["direction"] for m in tr.eval_set.metadata for _ in range(cfg.eval.samples_per_prompt)]
+    directions = [
+        m["direction"] for m in tr.eval_set.metadata for _ in range(cfg.eval.samples_per_prompt)
+    ]
     summary = tr.train()
     before, after = summary["before"], summary["after"]
     assert before["eval/flow/accuracy_mean"] <= 0.6
-    assert after["eval/flow/accuracy_mean"] >= before["eval/flow/accuracy_mean"] + 0.15, (before, after)
-    assert after["eval/flow/consistency_mean"] >= before["eval/flow/consistency_mean"] - 0.003, (before, after)
-    gold_before = centroid_direction_accuracy(torch.cat([v.frames for v in tr.base_eval_media]), directions)
-    gold_after = centroid_direction_accuracy(torch.cat([v.frames for v in tr.last_eval_media]), directions)
+    assert after["eval/flow/accuracy_mean"] >= before["eval/flow/accuracy_mean"] + 0.15, (
+        before,
+        after,
+    )
+    assert after["eval/flow/consistency_mean"] >= before["eval/flow/consistency_mean"] - 0.003, (
+        before,
+        after,
+    )
+    gold_before = centroid_direction_accuracy(
+        torch.cat([v.frames for v in tr.evaluator.base_media]), directions
+    )
+    gold_after = centroid_direction_accuracy(
+        torch.cat([v.frames for v in tr.evaluator.last_media]), directions
+    )
     assert gold_after >= gold_before + 0.1, (gold_before, gold_after)
-    assert (tmp_path / "samples" / "before_after.gif").is_file() and (tmp_path / "reward_curve.png").is_file()
+    assert (tmp_path / "samples" / "before_after.gif").is_file() and (
+        tmp_path / "reward_curve.png"
+    ).is_file()
 
 
 def sphinx_wer(clips, texts: list[str]) -> float:
@@ -164,8 +222,17 @@ def test_short_speech_run_lowers_wer_and_keeps_the_voice(tmp_path):
     falls by Whisper tiny.en (the reward) and by pocketsphinx (a judge the policy never
     saw), and the speaker similarity holds (it rises later in the full run). Measured
     here: WER 0.709 -> 0.638, pocketsphinx 0.717 -> 0.620, similarity 0.759 -> 0.754."""
-    cfg = compose("train", ["experiment=speech_tiny", f"output_dir={tmp_path}", "train.iterations=5",
-                            "eval.every=0", "logging.progress_bar=false", "logging.tensorboard=false"])
+    cfg = compose(
+        "train",
+        [
+            "experiment=speech_tiny",
+            f"output_dir={tmp_path}",
+            "train.iterations=5",
+            "eval.every=0",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
     tr = Trainer(cfg)
     texts = [t for t in tr.eval_set.prompts for _ in range(cfg.eval.samples_per_prompt)]
     summary = tr.train()
@@ -173,7 +240,9 @@ def test_short_speech_run_lowers_wer_and_keeps_the_voice(tmp_path):
     assert before["eval/asr/wer_mean"] >= 0.6
     assert after["eval/asr/wer_mean"] <= before["eval/asr/wer_mean"] - 0.05, (before, after)
     assert after["eval/speaker/sim_mean"] >= before["eval/speaker/sim_mean"] - 0.01, (before, after)
-    judge_before, judge_after = sphinx_wers(tr.base_eval_media, tr.last_eval_media, texts=texts)
+    judge_before, judge_after = sphinx_wers(
+        tr.evaluator.base_media, tr.evaluator.last_media, texts=texts
+    )
     assert judge_after <= judge_before - 0.05, (judge_before, judge_after)
     assert len(list((tmp_path / "samples" / "before_after" / "after").glob("*.wav"))) == len(texts)
     assert (tmp_path / "reward_curve.png").is_file()

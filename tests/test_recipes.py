@@ -11,8 +11,9 @@ import pytest
 from alignflow.sdk.compose import compose
 from alignflow.sdk.trainer import Trainer
 
-_spec = importlib.util.spec_from_file_location("bench_algorithms",
-                                               Path(__file__).parents[1] / "benchmarks" / "algorithms.py")
+_spec = importlib.util.spec_from_file_location(
+    "bench_algorithms", Path(__file__).parents[1] / "benchmarks" / "algorithms.py"
+)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
@@ -20,17 +21,33 @@ MARGIN = 0.03
 # slower starters (benchmark: +0.03 and +0.06 at 10 iterations): TempFlow trains one step
 # per iteration, DanceGRPO a random 60% of all steps with one noise scale for all of them
 ITERATIONS = {"tempflow_grpo": 16, "dance_grpo": 12}
-SHORT = ["eval.every=0", "eval.num_steps=10", "eval.samples_per_prompt=8",
-         "checkpoint.every=0", "logging.progress_bar=false", "logging.tensorboard=false", "logging.media=false"]
+SHORT = [
+    "eval.every=0",
+    "eval.num_steps=10",
+    "eval.samples_per_prompt=8",
+    "checkpoint.every=0",
+    "logging.progress_bar=false",
+    "logging.tensorboard=false",
+    "logging.media=false",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(bench.RECIPES))
 def test_recipe_raises_the_digit_accuracy(tmp_path, name):
     iterations = ITERATIONS.get(name, 8)
-    cfg = compose("train", ["experiment=image_digits", f"algorithm={name}", f"output_dir={tmp_path}", *SHORT,
-                            f"train.iterations={iterations}", *bench.RECIPES[name],
-                            *bench.recipe_schedule(name, iterations)])
+    cfg = compose(
+        "train",
+        [
+            "experiment=image_digits",
+            f"algorithm={name}",
+            f"output_dir={tmp_path}",
+            *SHORT,
+            f"train.iterations={iterations}",
+            *bench.RECIPES[name],
+            *bench.recipe_schedule(name, iterations),
+        ],
+    )
     tr = Trainer(cfg)
     assert tr.algo.name == name
     before = tr.evaluate()["eval/digit/accuracy_mean"]  # 80 samples: 10 digits x 8 fixed seeds
@@ -39,4 +56,3 @@ def test_recipe_raises_the_digit_accuracy(tmp_path, name):
     after = tr.evaluate()["eval/digit/accuracy_mean"]
     print(f"{name}: {before:.3f} -> {after:.3f}")
     assert after >= before + MARGIN, (name, before, after)
-

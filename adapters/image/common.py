@@ -17,14 +17,18 @@ log = logging.getLogger(__name__)
 ATTENTION = ("auto", "sdpa", "xformers")
 
 
-def set_attention(transformer: torch.nn.Module, backend: str, field: str = "policy.attention") -> str:
+def set_attention(
+    transformer: torch.nn.Module, backend: str, field: str = "policy.attention"
+) -> str:
     """PyTorch SDPA (diffusers' default) or xformers' memory-efficient attention.
     ``auto`` takes xformers when it is installed (the ``gpu`` extra) and CUDA is there."""
     if backend not in ATTENTION:
         raise ConfigError(field, backend, f"one of {ATTENTION}")
     has_xformers = importlib.util.find_spec("xformers") is not None and torch.cuda.is_available()
     if backend == "xformers" and not has_xformers:
-        raise ConfigError(field, backend, "'sdpa' or 'auto' (xformers needs CUDA and pip install alignflow[gpu])")
+        raise ConfigError(
+            field, backend, "'sdpa' or 'auto' (xformers needs CUDA and pip install alignflow[gpu])"
+        )
     if backend == "xformers" or (backend == "auto" and has_xformers):
         transformer.enable_xformers_memory_efficient_attention()
         return "xformers"
@@ -42,12 +46,16 @@ def check_multiple(field: str, value: int, multiple: int, why: str) -> None:
         raise ConfigError(field, value, f"a positive multiple of {multiple} ({why})")
 
 
-def load_pipeline(cls: Any, path: str, dtype: torch.dtype, field: str = "policy.path", **kwargs: Any) -> Any:
+def load_pipeline(
+    cls: Any, path: str, dtype: torch.dtype, field: str = "policy.path", **kwargs: Any
+) -> Any:
     """``cls.from_pretrained(path)`` from a local folder in diffusers layout or a hub id;
     a missing folder is a config error that says so before the hub is tried."""
     import warnings
 
-    source = pretrained_source(path, field, "model_index.json", f"a folder holding a {cls.__name__} in diffusers layout")
+    source = pretrained_source(
+        path, field, "model_index.json", f"a folder holding a {cls.__name__} in diffusers layout"
+    )
 
     with warnings.catch_warnings():
         # diffusers >= 0.39 renamed torch_dtype to dtype; older ones only know torch_dtype.
@@ -77,8 +85,16 @@ def component_folder(path: str, default: Path, script: str) -> Path:
     shipped ``default``); a config error naming what is missing and ``script``, which
     regenerates the shipped one."""
     folder = Path(path) if path else default
-    missing = [d for d in ("transformer", "text_encoder", "tokenizer", "scheduler") if not (folder / d).is_dir()]
+    missing = [
+        d
+        for d in ("transformer", "text_encoder", "tokenizer", "scheduler")
+        if not (folder / d).is_dir()
+    ]
     if missing:
-        raise ConfigError("policy.path", str(folder), "a folder with transformer/, text_encoder/, tokenizer/ and "
-                          f"scheduler/ (missing {missing}); run {script} to regenerate it")
+        raise ConfigError(
+            "policy.path",
+            str(folder),
+            "a folder with transformer/, text_encoder/, tokenizer/ and "
+            f"scheduler/ (missing {missing}); run {script} to regenerate it",
+        )
     return folder

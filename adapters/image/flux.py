@@ -34,7 +34,16 @@ from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import Generators, randn
 
 # Attention projections of the double-stream and single-stream blocks.
-FLUX_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+FLUX_LORA_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+)
 
 
 @dataclass
@@ -65,7 +74,9 @@ class FluxPolicy:
         self.resolution = resolution
         h, w = self.latent_hw
         self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
-        self.other_modules = {n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "vae")}
+        self.other_modules = {
+            n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "vae")
+        }
         self.codec = VAECodec(pipe.vae)  # on unpacked latents [B, C, H, W]
 
     @property
@@ -78,10 +89,14 @@ class FluxPolicy:
             m.to(device)
         return self
 
-    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> FluxCondition:
+    def encode(
+        self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> FluxCondition:
         with torch.no_grad():
             embeds, pooled, text_ids = self.pipeline.encode_prompt(
-                prompt=list(prompts), prompt_2=None, device=self.pipeline.text_encoder.device,
+                prompt=list(prompts),
+                prompt_2=None,
+                device=self.pipeline.text_encoder.device,
                 max_sequence_length=self.max_sequence_length,
             )
         return FluxCondition(embeds, pooled, text_ids)
@@ -97,27 +112,42 @@ class FluxPolicy:
 
         c = self.scheduler.config
         seq_len = (self.latent_hw[0] // 2) * (self.latent_hw[1] // 2)
-        mu = calculate_shift(seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-                             c.get("base_shift", 0.5), c.get("max_shift", 1.15))
-        sigmas = None if c.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / num_steps, num_steps)
+        mu = calculate_shift(
+            seq_len,
+            c.get("base_image_seq_len", 256),
+            c.get("max_image_seq_len", 4096),
+            c.get("base_shift", 0.5),
+            c.get("max_shift", 1.15),
+        )
+        sigmas = (
+            None if c.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / num_steps, num_steps)
+        )
         self.scheduler.set_timesteps(num_steps, sigmas=sigmas, mu=mu)
         return self.scheduler.sigmas.to(torch.float32).clone()
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: FluxCondition, guidance: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: FluxCondition, guidance: float = 1.0
+    ) -> torch.Tensor:
         B = x.shape[0]
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(B)
         dtype = next(self.transformer.parameters()).dtype
         timestep = (sigma * self.scheduler.config.num_train_timesteps).to(dtype) / 1000
         g = torch.full((B,), float(guidance), device=x.device) if self.guidance_embeds else None
         return self.transformer(
-            hidden_states=x.to(dtype), timestep=timestep, guidance=g, pooled_projections=cond.pooled.to(dtype),
-            encoder_hidden_states=cond.embeds.to(dtype), txt_ids=cond.text_ids.to(dtype),
+            hidden_states=x.to(dtype),
+            timestep=timestep,
+            guidance=g,
+            pooled_projections=cond.pooled.to(dtype),
+            encoder_hidden_states=cond.embeds.to(dtype),
+            txt_ids=cond.text_ids.to(dtype),
             img_ids=self.img_ids.to(x.device, dtype),
             return_dict=False,
         )[0]
 
     def decode(self, latents: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        z = self.pipeline._unpack_latents(latents, self.resolution, self.resolution, self.pipeline.vae_scale_factor)
+        z = self.pipeline._unpack_latents(
+            latents, self.resolution, self.resolution, self.pipeline.vae_scale_factor
+        )
         return self.codec.decode(z)
 
     def to_latents(self, media: torch.Tensor) -> torch.Tensor:
@@ -155,8 +185,15 @@ def load_flux_policy(
     from alignflow.sdk.weights import pretrained_source, resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
-    source = pretrained_source(path, "policy.path", "model_index.json", "a folder holding a FluxPipeline")
-    check_multiple("policy.resolution", resolution, 2 * vae_scale(source), "2 x the VAE scale: latents pack 2 x 2")
+    source = pretrained_source(
+        path, "policy.path", "model_index.json", "a folder holding a FluxPipeline"
+    )
+    check_multiple(
+        "policy.resolution",
+        resolution,
+        2 * vae_scale(source),
+        "2 x the VAE scale: latents pack 2 x 2",
+    )
     pipe = load_pipeline(FluxPipeline, source, torch_dtype)
     set_attention(pipe.transformer, attention)
     for name in ("text_encoder", "text_encoder_2", "vae"):

@@ -44,8 +44,12 @@ class Preset:
 
 
 PRESETS = {
-    "digits": Preset(height=8, width=8, patch_size=2, max_tokens=8, data="alignflow.modalities.image.digits"),
-    "words": Preset(height=16, width=40, patch_size=4, max_tokens=10, data="alignflow.modalities.image.words"),
+    "digits": Preset(
+        height=8, width=8, patch_size=2, max_tokens=8, data="alignflow.modalities.image.digits"
+    ),
+    "words": Preset(
+        height=16, width=40, patch_size=4, max_tokens=10, data="alignflow.modalities.image.words"
+    ),
 }
 
 
@@ -59,10 +63,17 @@ def word_tokenizer(words: list[str], max_tokens: int):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
+        single="<bos> $A <eos>",
+        special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                   eos_token="<eos>", model_max_length=max_tokens)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        model_max_length=max_tokens,
+    )
 
 
 def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 4):
@@ -74,16 +85,31 @@ def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 
     tokenizer = word_tokenizer(p.data_module().vocabulary(), p.max_tokens)
     torch.manual_seed(seed)
     text_cfg = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=p.max_tokens, projection_dim=32, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=p.max_tokens,
+        projection_dim=32,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     text_encoder = CLIPTextModelWithProjection(text_cfg)
     side = max(p.height, p.width)
     transformer = SD3Transformer2DModel(
-        sample_size=side, patch_size=p.patch_size, in_channels=1, out_channels=1, num_layers=layers,
-        attention_head_dim=16, num_attention_heads=width // 16, joint_attention_dim=32, caption_projection_dim=width,
-        pooled_projection_dim=32, pos_embed_max_size=side,
+        sample_size=side,
+        patch_size=p.patch_size,
+        in_channels=1,
+        out_channels=1,
+        num_layers=layers,
+        attention_head_dim=16,
+        num_attention_heads=width // 16,
+        joint_attention_dim=32,
+        caption_projection_dim=width,
+        pooled_projection_dim=32,
+        pos_embed_max_size=side,
     )
     return transformer, text_encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=1.0)
 
@@ -91,11 +117,19 @@ def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 
 def make_policy(transformer, text_encoder, tokenizer, scheduler, preset: str) -> SD3Policy:
     p = PRESETS[preset]
     encoder = CLIPPromptEncoder(tokenizer, text_encoder, p.max_tokens)
-    return SD3Policy(transformer, encoder, PixelCodec(), scheduler, latent_shape=(1, p.height, p.width),
-                     modules={"text_encoder": text_encoder})
+    return SD3Policy(
+        transformer,
+        encoder,
+        PixelCodec(),
+        scheduler,
+        latent_shape=(1, p.height, p.width),
+        modules={"text_encoder": text_encoder},
+    )
 
 
-def load_pixel_policy(preset: str = "digits", path: str = "", random_init: bool = False, seed: int = 0) -> SD3Policy:
+def load_pixel_policy(
+    preset: str = "digits", path: str = "", random_init: bool = False, seed: int = 0
+) -> SD3Policy:
     """The ``preset``'s policy from ``path`` (default: its shipped pretrained base), or a
     fresh random one with ``random_init=True`` (the start of pretraining)."""
     if preset not in PRESETS:

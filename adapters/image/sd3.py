@@ -25,7 +25,16 @@ from torch import nn
 from alignflow.sdk.random import Generators, randn
 
 # Attention projections of the joint blocks, the LoRA targets Flow-GRPO uses for SD3.5.
-SD3_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+SD3_LORA_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+)
 
 PromptEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -47,13 +56,22 @@ class CLIPPromptEncoder:
     state as the token sequence, ``text_embeds`` as the pooled vector."""
 
     def __init__(self, tokenizer: Any, model: nn.Module, max_length: int):
-        self.tokenizer, self.model, self.max_length = tokenizer, model.eval().requires_grad_(False), max_length
+        self.tokenizer, self.model, self.max_length = (
+            tokenizer,
+            model.eval().requires_grad_(False),
+            max_length,
+        )
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True,
-                             return_tensors="pt").input_ids.to(device)
+        ids = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
         out = self.model(ids)
         return out.last_hidden_state, out.text_embeds
 
@@ -69,8 +87,12 @@ class PipelinePromptEncoder:
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=list(prompts), prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length, device=self.pipe.text_encoder.device,
+            prompt=list(prompts),
+            prompt_2=None,
+            prompt_3=None,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+            device=self.pipe.text_encoder.device,
         )
         return embeds, pooled
 
@@ -119,12 +141,16 @@ class SD3Policy:
         self._null = None
         return self
 
-    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> SD3Condition:
+    def encode(
+        self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> SD3Condition:
         embeds, pooled = self.prompt_encoder(prompts)
         if self._null is None:
             self._null = self.prompt_encoder([""])
         B = len(prompts)
-        return SD3Condition(embeds, pooled, self._null[0].expand(B, -1, -1), self._null[1].expand(B, -1))
+        return SD3Condition(
+            embeds, pooled, self._null[0].expand(B, -1, -1), self._null[1].expand(B, -1)
+        )
 
     def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
         return randn((batch_size, *self.latent_shape), generator, device=self.device)
@@ -141,27 +167,39 @@ class SD3Policy:
             c = self.scheduler.config
             patch = self.patch_size
             seq_len = (self.latent_shape[1] // patch) * (self.latent_shape[2] // patch)
-            kwargs["mu"] = calculate_shift(seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-                                           c.get("base_shift", 0.5), c.get("max_shift", 1.16))
+            kwargs["mu"] = calculate_shift(
+                seq_len,
+                c.get("base_image_seq_len", 256),
+                c.get("max_image_seq_len", 4096),
+                c.get("base_shift", 0.5),
+                c.get("max_shift", 1.16),
+            )
         self.scheduler.set_timesteps(num_steps, **kwargs)
         return self.scheduler.sigmas.to(torch.float32).clone()
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: SD3Condition, guidance: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: SD3Condition, guidance: float = 1.0
+    ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
         timestep = sigma * self.scheduler.config.num_train_timesteps
         if guidance == 1.0:
             return self._forward(x, timestep, cond.embeds, cond.pooled)
         v_u, v_c = self._forward(
-            torch.cat([x, x]), torch.cat([timestep, timestep]),
-            torch.cat([cond.null_embeds, cond.embeds]), torch.cat([cond.null_pooled, cond.pooled]),
+            torch.cat([x, x]),
+            torch.cat([timestep, timestep]),
+            torch.cat([cond.null_embeds, cond.embeds]),
+            torch.cat([cond.null_pooled, cond.pooled]),
         ).chunk(2)
         return v_u + guidance * (v_c - v_u)
 
     def _forward(self, x, timestep, embeds, pooled) -> torch.Tensor:
         dtype = next(self.transformer.parameters()).dtype
         return self.transformer(
-            hidden_states=x.to(dtype), encoder_hidden_states=embeds.to(dtype), pooled_projections=pooled.to(dtype),
-            timestep=timestep, return_dict=False,
+            hidden_states=x.to(dtype),
+            encoder_hidden_states=embeds.to(dtype),
+            pooled_projections=pooled.to(dtype),
+            timestep=timestep,
+            return_dict=False,
         )[0]
 
     def decode(self, latents: torch.Tensor, cond: Any = None) -> torch.Tensor:
@@ -215,18 +253,32 @@ def load_sd3_policy(
 
     torch_dtype = resolve_dtype(dtype)
     # what the model cannot take is refused from its configs, before any weights load
-    source = pretrained_source(path, "policy.path", "model_index.json", "a folder holding a StableDiffusion3Pipeline")
+    source = pretrained_source(
+        path, "policy.path", "model_index.json", "a folder holding a StableDiffusion3Pipeline"
+    )
     patch = read_json(source, "transformer/config.json", "policy.path")["patch_size"]
-    check_multiple("policy.resolution", resolution, vae_scale(source) * patch, "VAE scale x patch size")
+    check_multiple(
+        "policy.resolution", resolution, vae_scale(source) * patch, "VAE scale x patch size"
+    )
     extra = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
     pipe = load_pipeline(StableDiffusion3Pipeline, source, torch_dtype, **extra)
     codec = VAECodec(pipe.vae)
     cfg = pipe.transformer.config
     set_attention(pipe.transformer, attention)
     side = resolution // codec.scale_factor
-    modules = {n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")
-               if getattr(pipe, n, None) is not None}
+    modules = {
+        n: getattr(pipe, n)
+        for n in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+        if getattr(pipe, n, None) is not None
+    }
     for m in modules.values():
         m.eval().requires_grad_(False)
-    return SD3Policy(pipe.transformer, PipelinePromptEncoder(pipe, max_sequence_length), codec, pipe.scheduler,
-                     latent_shape=(cfg.in_channels, side, side), modules=modules, pipeline=pipe)
+    return SD3Policy(
+        pipe.transformer,
+        PipelinePromptEncoder(pipe, max_sequence_length),
+        codec,
+        pipe.scheduler,
+        latent_shape=(cfg.in_channels, side, side),
+        modules=modules,
+        pipeline=pipe,
+    )

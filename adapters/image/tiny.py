@@ -32,7 +32,9 @@ def t5_tokenizer():
     from transformers import T5Tokenizer
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    pieces += [("\u2581" + c, -1.0) for c in "abcdefghijklmnopqrstuvwxyz"] + [(c, -2.5) for c in CHARS]
+    pieces += [("\u2581" + c, -1.0) for c in "abcdefghijklmnopqrstuvwxyz"] + [
+        (c, -2.5) for c in CHARS
+    ]
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
@@ -40,9 +42,18 @@ def _clip_text(vocab: int, hidden: int, projection: bool, seed: int):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    cfg = CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=32, projection_dim=hidden,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    cfg = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=32,
+        projection_dim=hidden,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
 
 
@@ -50,18 +61,38 @@ def _t5(vocab: int, d_model: int, seed: int):
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    return T5EncoderModel(T5Config(vocab_size=vocab, d_model=d_model, d_ff=2 * d_model, d_kv=8, num_layers=1,
-                                   num_heads=2, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1))
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab,
+            d_model=d_model,
+            d_ff=2 * d_model,
+            d_kv=8,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
 
 
 def _vae(latent_channels: int, seed: int):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8), layers_per_block=1,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         latent_channels=latent_channels, norm_num_groups=2, sample_size=32,
-                         shift_factor=0.0609, scaling_factor=1.5035)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=latent_channels,
+        norm_num_groups=2,
+        sample_size=32,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
 
 
 def tiny_sd3_pipeline(seed: int = 0, with_t5: bool = True):
@@ -75,16 +106,29 @@ def tiny_sd3_pipeline(seed: int = 0, with_t5: bool = True):
     tok = clip_tokenizer()
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16, pooled_projection_dim=16,
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        caption_projection_dim=16,
+        pooled_projection_dim=16,
         pos_embed_max_size=16,
     )
     t5 = _t5(len(t5_tokenizer()), 32, seed + 3) if with_t5 else None
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_vae(4, seed + 4),
-        text_encoder=_clip_text(len(tok), 8, True, seed + 1), tokenizer=tok,
-        text_encoder_2=_clip_text(len(tok), 8, True, seed + 2), tokenizer_2=clip_tokenizer(),
-        text_encoder_3=t5, tokenizer_3=t5_tokenizer() if with_t5 else None,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae(4, seed + 4),
+        text_encoder=_clip_text(len(tok), 8, True, seed + 1),
+        tokenizer=tok,
+        text_encoder_2=_clip_text(len(tok), 8, True, seed + 2),
+        tokenizer_2=clip_tokenizer(),
+        text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer() if with_t5 else None,
     )
 
 
@@ -95,14 +139,32 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
     tok = clip_tokenizer()
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, out_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=guidance_embeds,
+        patch_size=1,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        guidance_embeds=guidance_embeds,
         axes_dims_rope=(2, 2, 4),
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096, shift=3.0)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        shift=3.0,
+    )
     return FluxPipeline(
-        transformer=transformer, scheduler=scheduler, vae=_vae(4, seed + 4),
-        text_encoder=_clip_text(len(tok), 16, False, seed + 1), tokenizer=tok,
-        text_encoder_2=_t5(len(t5_tokenizer()), 32, seed + 3), tokenizer_2=t5_tokenizer(),
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=_vae(4, seed + 4),
+        text_encoder=_clip_text(len(tok), 16, False, seed + 1),
+        tokenizer=tok,
+        text_encoder_2=_t5(len(t5_tokenizer()), 32, seed + 3),
+        tokenizer_2=t5_tokenizer(),
     )

@@ -53,7 +53,9 @@ class DiTConfig:
 def sinusoidal(x: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
     """[B] -> [B, dim]: sin/cos of scale * x at dim/2 log-spaced frequencies."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=x.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+    freqs = torch.exp(
+        torch.arange(half, device=x.device, dtype=torch.float32) * -(math.log(10000) / (half - 1))
+    )
     arg = scale * x.float()[:, None] * freqs[None]
     return torch.cat((arg.sin(), arg.cos()), dim=-1)
 
@@ -119,7 +121,9 @@ class TextEmbedding(nn.Module):
     def __init__(self, num_embeds: int, dim: int, conv_layers: int):
         super().__init__()
         self.text_embed = nn.Embedding(num_embeds + 1, dim)  # row 0: filler and padding
-        self.text_blocks = nn.Sequential(*[ConvNeXtV2Block(dim, 2 * dim) for _ in range(conv_layers)])
+        self.text_blocks = nn.Sequential(
+            *[ConvNeXtV2Block(dim, 2 * dim) for _ in range(conv_layers)]
+        )
         self.register_buffer("positions", text_positions(dim, self.max_positions), persistent=False)
 
     def forward(self, text: torch.Tensor, n: int, drop: torch.Tensor | None = None) -> torch.Tensor:
@@ -143,8 +147,10 @@ class ConvPositionEmbedding(nn.Module):
         super().__init__()
         pad = kernel_size // 2
         self.conv1d = nn.Sequential(
-            nn.Conv1d(dim, dim, kernel_size, groups=groups, padding=pad), nn.Mish(),
-            nn.Conv1d(dim, dim, kernel_size, groups=groups, padding=pad), nn.Mish(),
+            nn.Conv1d(dim, dim, kernel_size, groups=groups, padding=pad),
+            nn.Mish(),
+            nn.Conv1d(dim, dim, kernel_size, groups=groups, padding=pad),
+            nn.Mish(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,12 +188,19 @@ class Attention(nn.Module):
         super().__init__()
         inner = heads * dim_head
         self.heads = heads
-        self.to_q, self.to_k, self.to_v = nn.Linear(dim, inner), nn.Linear(dim, inner), nn.Linear(dim, inner)
+        self.to_q, self.to_k, self.to_v = (
+            nn.Linear(dim, inner),
+            nn.Linear(dim, inner),
+            nn.Linear(dim, inner),
+        )
         self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
 
     def forward(self, x: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
         B, n, _ = x.shape
-        q, k, v = (proj(x).view(B, n, self.heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (
+            proj(x).view(B, n, self.heads, -1).transpose(1, 2)
+            for proj in (self.to_q, self.to_k, self.to_v)
+        )
         pos = torch.arange(n, device=x.device)
         q, k = rotate(q, pos, inv_freq), rotate(k, pos, inv_freq)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, n, -1)
@@ -197,8 +210,11 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int, dropout: float):
         super().__init__()
-        self.ff = nn.Sequential(nn.Sequential(nn.Linear(dim, dim * mult), nn.GELU(approximate="tanh")),
-                                nn.Dropout(dropout), nn.Linear(dim * mult, dim))
+        self.ff = nn.Sequential(
+            nn.Sequential(nn.Linear(dim, dim * mult), nn.GELU(approximate="tanh")),
+            nn.Dropout(dropout),
+            nn.Linear(dim * mult, dim),
+        )
 
     def forward(self, x):
         return self.ff(x)
@@ -214,7 +230,9 @@ class DiTBlock(nn.Module):
 
     def forward(self, x, t, inv_freq):
         normed, (shift_a, scale_a, gate_a, shift_f, scale_f, gate_f) = self.attn_norm(x, t)
-        x = x + gate_a[:, None] * self.attn(normed * (1 + scale_a[:, None]) + shift_a[:, None], inv_freq)
+        x = x + gate_a[:, None] * self.attn(
+            normed * (1 + scale_a[:, None]) + shift_a[:, None], inv_freq
+        )
         h = self.ff_norm(x) * (1 + scale_f[:, None]) + shift_f[:, None]
         return x + gate_f[:, None] * self.ff(h)
 
@@ -229,7 +247,9 @@ class DiT(nn.Module):
         self.text_embed = TextEmbedding(cfg.text_num_embeds, cfg.text_dim, cfg.conv_layers)
         self.input_embed = InputEmbedding(cfg.mel_dim, cfg.text_dim, cfg.dim)
         self.rotary_embed = nn.Module()
-        self.rotary_embed.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, cfg.dim_head, 2).float() / cfg.dim_head))
+        self.rotary_embed.register_buffer(
+            "inv_freq", 1.0 / 10000 ** (torch.arange(0, cfg.dim_head, 2).float() / cfg.dim_head)
+        )
         self.transformer_blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
         self.norm_out = AdaLayerNorm(cfg.dim, 2)
         self.proj_out = nn.Linear(cfg.dim, cfg.mel_dim)
@@ -240,13 +260,21 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, time: torch.Tensor,
-                drop: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        text: torch.Tensor,
+        time: torch.Tensor,
+        drop: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``drop`` [B] bool: the unconditional branch for those samples (text and
         audio prompt both dropped, as F5-TTS's classifier-free guidance does)."""
         B, n, _ = x.shape
         if x.shape != cond.shape:
-            raise ValueError(f"DiT: x {tuple(x.shape)} and cond {tuple(cond.shape)} must have the same shape")
+            raise ValueError(
+                f"DiT: x {tuple(x.shape)} and cond {tuple(cond.shape)} must have the same shape"
+            )
         if drop is not None:
             cond = cond.masked_fill(drop[:, None, None], 0.0)
         t = self.time_embed(time.expand(B) if time.ndim == 0 else time)
@@ -266,7 +294,7 @@ def f5_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     or ``.pt`` ``model_state_dict``: ``transformer.*``) -> this DiT's state dict. The EMA
     weights are the released ones; the mel front end's buffers are dropped."""
     if any(k.startswith("ema_model.") for k in state):
-        state = {k[len("ema_model."):]: v for k, v in state.items() if k.startswith("ema_model.")}
+        state = {k[len("ema_model.") :]: v for k, v in state.items() if k.startswith("ema_model.")}
     out = {}
     for key, value in state.items():
         if key in _NOT_MODEL or key.startswith("mel_spec."):

@@ -114,35 +114,64 @@ class F5Policy:
     modality = "speech"
     default_lora_targets = F5_LORA_TARGETS
 
-    def __init__(self, transformer: DiT, vocab: CharVocab, codec: MelCodec, max_frames: int, sway: float = -1.0,
-                 speed: float = 1.0, audio_root: str = "", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        transformer: DiT,
+        vocab: CharVocab,
+        codec: MelCodec,
+        max_frames: int,
+        sway: float = -1.0,
+        speed: float = 1.0,
+        audio_root: str = "",
+        dtype: torch.dtype = torch.float32,
+    ):
         if transformer.config.mel_dim != codec.config.n_mels:
-            raise ConfigError("policy.mel", codec.config.n_mels, f"the DiT's mel_dim ({transformer.config.mel_dim})")
+            raise ConfigError(
+                "policy.mel",
+                codec.config.n_mels,
+                f"the DiT's mel_dim ({transformer.config.mel_dim})",
+            )
         if transformer.config.text_num_embeds < len(vocab):
-            raise ConfigError("policy.vocab", len(vocab), f"at most {transformer.config.text_num_embeds} tokens")
+            raise ConfigError(
+                "policy.vocab", len(vocab), f"at most {transformer.config.text_num_embeds} tokens"
+            )
         self.transformer = transformer.to(dtype).eval().requires_grad_(False)
-        self.vocab, self.codec, self.max_frames, self.sway, self.speed = vocab, codec, max_frames, sway, speed
+        self.vocab, self.codec, self.max_frames, self.sway, self.speed = (
+            vocab,
+            codec,
+            max_frames,
+            sway,
+            speed,
+        )
         self.references = ReferenceAudio(audio_root, codec.config.sample_rate)
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------ conditions
 
-    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> SpeechCondition:
+    def encode(
+        self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> SpeechCondition:
         """F5-TTS's inference inputs for B (text, reference) pairs; ``metadata`` rows carry
         ``ref_audio`` and ``ref_text`` (:mod:`alignflow.modalities.speech.prompts`)."""
         if metadata is None or len(metadata) != len(prompts):
-            raise DataError(f"speech prompts need one metadata row (ref_audio, ref_text) per prompt; got "
-                            f"{0 if metadata is None else len(metadata)} rows for {len(prompts)} prompts")
+            raise DataError(
+                f"speech prompts need one metadata row (ref_audio, ref_text) per prompt; got "
+                f"{0 if metadata is None else len(metadata)} rows for {len(prompts)} prompts"
+            )
         hop, rows = self.codec.config.hop_length, []
         for text, meta in zip(prompts, metadata):
             wave = self.references(meta).samples
             rms = wave.pow(2).mean().sqrt()
             if rms < TARGET_RMS:
                 wave = wave * TARGET_RMS / rms.clamp_min(1e-8)
-            mel = self.codec.encode(Waveform(wave, self.codec.config.sample_rate))[0]  # [prompt, n_mels]
+            mel = self.codec.encode(Waveform(wave, self.codec.config.sample_rate))[
+                0
+            ]  # [prompt, n_mels]
             ref_text = reference_text(meta["ref_text"])
             ref_len = wave.shape[-1] // hop
-            duration = ref_len + int(ref_len / len(ref_text.encode()) * len(text.encode()) / self.speed)
+            duration = ref_len + int(
+                ref_len / len(ref_text.encode()) * len(text.encode()) / self.speed
+            )
             ids = self.vocab.encode(ref_text + text)
             rows.append((mel, ids, max(duration, max(len(ids), len(mel)) + 1)))
         return self._condition(rows, [str(self.references.path(m)) for m in metadata], prompts)
@@ -152,8 +181,11 @@ class F5Policy:
         too_long = [i for i, (_, _, n) in enumerate(rows) if n > F]
         if too_long:
             i = too_long[0]
-            raise DataError(f"speech prompt {prompts[i]!r} (reference {sources[i]}) needs {rows[i][2]} mel frames; "
-                            f"policy.max_frames is {F}: raise it or shorten the text/reference")
+            raise DataError(
+                f"speech prompt {prompts[i]!r} (reference {sources[i]}) needs {rows[i][2]} mel "
+                "frames; "
+                f"policy.max_frames is {F}: raise it or shorten the text/reference"
+            )
         text = torch.full((B, F), -1, dtype=torch.long)
         cond = torch.zeros(B, F, M)
         for b, (mel, ids, _) in enumerate(rows):
@@ -161,13 +193,21 @@ class F5Policy:
             cond[b, : len(mel)] = mel
         dev = self.device
         return SpeechCondition(
-            text.to(dev), cond.to(dev), torch.tensor([len(m) for m, _, _ in rows], device=dev),
-            torch.tensor([n for _, _, n in rows], device=dev), torch.zeros(B, dtype=torch.bool, device=dev),
+            text.to(dev),
+            cond.to(dev),
+            torch.tensor([len(m) for m, _, _ in rows], device=dev),
+            torch.tensor([n for _, _, n in rows], device=dev),
+            torch.zeros(B, dtype=torch.bool, device=dev),
             math.log(self.codec.config.log_floor),
         )
 
-    def pretrain_inputs(self, x0: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]],
-                        drop: torch.Tensor) -> tuple[SpeechCondition, torch.Tensor]:
+    def pretrain_inputs(
+        self,
+        x0: torch.Tensor,
+        prompts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]],
+        drop: torch.Tensor,
+    ) -> tuple[SpeechCondition, torch.Tensor]:
         """Flow-matching pretraining on known utterances: x0 [B, max_frames, n_mels] holds
         the reference and the target back to back; ``metadata`` gives ``ref_text``,
         ``prompt_frames`` and ``frames`` (total). Returns the condition and the loss
@@ -177,7 +217,13 @@ class F5Policy:
         rows = []
         for b, (text, meta) in enumerate(zip(prompts, metadata)):
             ids = self.vocab.encode(reference_text(meta["ref_text"]) + text)
-            rows.append((x0[b, : int(meta["prompt_frames"])].cpu(), ids, min(int(meta["frames"]), self.max_frames)))
+            rows.append(
+                (
+                    x0[b, : int(meta["prompt_frames"])].cpu(),
+                    ids,
+                    min(int(meta["frames"]), self.max_frames),
+                )
+            )
         cond = self._condition(rows, ["pretraining data"] * len(rows), prompts)
         cond.drop = drop.to(self.device)
         _, generated = cond.frame_masks(self.max_frames)
@@ -186,24 +232,35 @@ class F5Policy:
     # ------------------------------------------------------------------ sampling
 
     def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
-        return randn((batch_size, self.max_frames, self.codec.config.n_mels), generator, device=self.device)
+        return randn(
+            (batch_size, self.max_frames, self.codec.config.n_mels), generator, device=self.device
+        )
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         return sway_sigmas(num_steps, self.sway)
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: SpeechCondition, guidance: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: SpeechCondition, guidance: float = 1.0
+    ) -> torch.Tensor:
         B, F, _ = x.shape
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(B)
         dtype = next(self.transformer.parameters()).dtype
         t = (1 - sigma).to(dtype)
         if guidance != 1.0:  # one batched call: conditional and null branches
             drop = torch.cat([cond.drop, torch.ones_like(cond.drop)])
-            u = self.transformer(x.to(dtype).repeat(2, 1, 1), cond.cond.to(dtype).repeat(2, 1, 1),
-                                 cond.text.repeat(2, 1), t.repeat(2), drop=drop)
+            u = self.transformer(
+                x.to(dtype).repeat(2, 1, 1),
+                cond.cond.to(dtype).repeat(2, 1, 1),
+                cond.text.repeat(2, 1),
+                t.repeat(2),
+                drop=drop,
+            )
             u_c, u_u = u.float().chunk(2)
             u = u_u + guidance * (u_c - u_u)
         else:
-            u = self.transformer(x.to(dtype), cond.cond.to(dtype), cond.text, t, drop=cond.drop).float()
+            u = self.transformer(
+                x.to(dtype), cond.cond.to(dtype), cond.text, t, drop=cond.drop
+            ).float()
         prompt, generated = cond.frame_masks(F)
         target = torch.where(prompt[..., None], cond.cond.float(), cond.silence)
         pinned = (x.float() - target) / sigma.clamp_min(1e-6).view(B, 1, 1)
@@ -218,9 +275,13 @@ class F5Policy:
         if cond is None:
             spans = [frames[b] for b in range(len(frames))]
         else:
-            spans = [frames[b, int(p): int(n)] for b, (p, n) in enumerate(zip(cond.prompt, cond.length))]
+            spans = [
+                frames[b, int(p) : int(n)] for b, (p, n) in enumerate(zip(cond.prompt, cond.length))
+            ]
         silence = math.log(self.codec.config.log_floor)
-        T = max(len(s) for s in spans) + 1  # one frame of silence: Griffin-Lim returns (T - 1) * hop samples
+        T = (
+            max(len(s) for s in spans) + 1
+        )  # one frame of silence: Griffin-Lim returns (T - 1) * hop samples
         batch = torch.full((len(spans), T, frames.shape[-1]), silence, device=frames.device)
         for b, s in enumerate(spans):
             batch[b, : len(s)] = s
@@ -257,10 +318,18 @@ class F5Policy:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         net = getattr(self.transformer, "module", self.transformer)
-        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, folder / "model.safetensors")
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
+            folder / "model.safetensors",
+        )
         self.vocab.save(folder / "vocab.txt")
-        config = {"arch": net.config.to_dict(), "mel": vars(self.codec.config),
-                  "max_frames": self.max_frames, "sway": self.sway, "speed": self.speed}
+        config = {
+            "arch": net.config.to_dict(),
+            "mel": vars(self.codec.config),
+            "max_frames": self.max_frames,
+            "sway": self.sway,
+            "speed": self.speed,
+        }
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -274,12 +343,21 @@ def reference_text(text: str) -> str:
 
 
 def _checkpoint_file(folder: Path) -> Path:
-    for pattern in ("model.safetensors", "model_*.safetensors", "*.safetensors", "model_*.pt", "*.pt"):
+    for pattern in (
+        "model.safetensors",
+        "model_*.safetensors",
+        "*.safetensors",
+        "model_*.pt",
+        "*.pt",
+    ):
         found = sorted(folder.glob(pattern))
         if found:
             return found[-1]
-    raise ConfigError("policy.path", str(folder), "a folder with an F5-TTS checkpoint (*.safetensors or *.pt) "
-                      "and vocab.txt")
+    raise ConfigError(
+        "policy.path",
+        str(folder),
+        "a folder with an F5-TTS checkpoint (*.safetensors or *.pt) and vocab.txt",
+    )
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -316,24 +394,48 @@ def load_f5_policy(
     21.8 s) bounds prompt + generated speech."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise ConfigError("policy.path", path, "a local folder with an F5-TTS checkpoint and vocab.txt "
-                          "(download F5TTS_v1_Base once while online; see docs/speech.md)")
+        raise ConfigError(
+            "policy.path",
+            path,
+            "a local folder with an F5-TTS checkpoint and vocab.txt "
+            "(download F5TTS_v1_Base once while online; see docs/speech.md)",
+        )
     if not (folder / "vocab.txt").is_file():
-        raise ConfigError("policy.path", path, "a folder that also holds vocab.txt (the checkpoint's vocabulary)")
+        raise ConfigError(
+            "policy.path", path, "a folder that also holds vocab.txt (the checkpoint's vocabulary)"
+        )
     vocab = CharVocab.from_file(folder / "vocab.txt")
-    saved = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    saved = (
+        json.loads((folder / "config.json").read_text())
+        if (folder / "config.json").is_file()
+        else {}
+    )
     settings = {**saved.get("arch", {"text_num_embeds": len(vocab)}), **(arch or {})}
     unknown = sorted(set(settings) - set(DiTConfig.__dataclass_fields__))
     if unknown:
-        raise ConfigError("policy.arch", unknown, f"keys of {sorted(DiTConfig.__dataclass_fields__)}")
+        raise ConfigError(
+            "policy.arch", unknown, f"keys of {sorted(DiTConfig.__dataclass_fields__)}"
+        )
     model = DiT(DiTConfig(**settings))
     state = load_state(_checkpoint_file(folder))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ConfigError("policy.path", path, f"an F5-TTS checkpoint matching the architecture {settings} "
-                          f"(set policy.arch to the checkpoint's): {str(e)[:400]}") from e
+        raise ConfigError(
+            "policy.path",
+            path,
+            f"an F5-TTS checkpoint matching the architecture {settings} "
+            f"(set policy.arch to the checkpoint's): {str(e)[:400]}",
+        ) from e
     mel = MelConfig(**saved.get("mel", {}))
     codec = MelCodec(mel, make_vocoder(vocoder, vocoder_path, mel))
-    return F5Policy(model, vocab, codec, max_frames=max_frames or saved.get("max_frames", 2048), sway=sway, speed=speed,
-                    audio_root=audio_root, dtype=resolve_dtype(dtype))
+    return F5Policy(
+        model,
+        vocab,
+        codec,
+        max_frames=max_frames or saved.get("max_frames", 2048),
+        sway=sway,
+        speed=speed,
+        audio_root=audio_root,
+        dtype=resolve_dtype(dtype),
+    )

@@ -21,8 +21,17 @@ from alignflow.modalities.speech.mel import MelCodec
 from alignflow.sdk.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
-TINY_ARCH = DiTConfig(dim=256, depth=4, heads=4, dim_head=64, ff_mult=2, text_dim=128, conv_layers=2, dropout=0.0,
-                      text_num_embeds=64)
+TINY_ARCH = DiTConfig(
+    dim=256,
+    depth=4,
+    heads=4,
+    dim_head=64,
+    ff_mult=2,
+    text_dim=128,
+    conv_layers=2,
+    dropout=0.0,
+    text_num_embeds=64,
+)
 MAX_FRAMES = 224  # 2.4 s: the longest reference + target of the task (slowest speed) is ~2.3 s
 
 
@@ -31,20 +40,35 @@ def tiny_vocab() -> CharVocab:
     return CharVocab(sorted(chars))
 
 
-def load_tiny_f5(path: str = "", random_init: bool = False, seed: int = 0, max_frames: int = MAX_FRAMES,
-                 audio_root: str = str(sentences.DATA_DIR), arch: dict | None = None) -> F5Policy:
+def load_tiny_f5(
+    path: str = "",
+    random_init: bool = False,
+    seed: int = 0,
+    max_frames: int = MAX_FRAMES,
+    audio_root: str = str(sentences.DATA_DIR),
+    arch: dict | None = None,
+) -> F5Policy:
     """The tiny policy from ``path`` (default: the shipped base), or freshly initialised
     (seeded) with ``random_init=True`` for pretraining; ``arch`` overrides fields of
     ``TINY_ARCH`` for a fresh one (e.g. ``{dim: 256}``)."""
     if not random_init:
         folder = Path(path) if path else ASSETS / "sentences_base"
         if not (folder / "model.safetensors").is_file():
-            raise ConfigError("policy.path", str(folder), "a folder written by `alignflow pretrain "
-                              "experiment=speech_tiny` (scripts/build_speech_assets.py --base makes the shipped one)")
+            raise ConfigError(
+                "policy.path",
+                str(folder),
+                "a folder written by `alignflow pretrain "
+                "experiment=speech_tiny` (scripts/build_speech_assets.py --base makes the "
+                "shipped one)",
+            )
         return load_f5_policy(str(folder), max_frames=max_frames, audio_root=audio_root)
     unknown = sorted(set(arch or {}) - set(DiTConfig.__dataclass_fields__))
     if unknown:
-        raise ConfigError("policy.arch", unknown, f"keys of {sorted(DiTConfig.__dataclass_fields__)}")
+        raise ConfigError(
+            "policy.arch", unknown, f"keys of {sorted(DiTConfig.__dataclass_fields__)}"
+        )
     torch.manual_seed(seed)
     config = dataclasses.replace(TINY_ARCH, **(arch or {}))
-    return F5Policy(DiT(config), tiny_vocab(), MelCodec(), max_frames=max_frames, audio_root=audio_root)
+    return F5Policy(
+        DiT(config), tiny_vocab(), MelCodec(), max_frames=max_frames, audio_root=audio_root
+    )

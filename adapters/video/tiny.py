@@ -35,9 +35,20 @@ def _umt5(vocab: int, d_model: int, seed: int, pad: int = 0, eos: int = 1):
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
-    return UMT5EncoderModel(UMT5Config(vocab_size=vocab, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1,
-                                       num_heads=2, relative_attention_num_buckets=8, pad_token_id=pad,
-                                       eos_token_id=eos, decoder_start_token_id=pad))
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=vocab,
+            d_model=d_model,
+            d_kv=8,
+            d_ff=2 * d_model,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            decoder_start_token_id=pad,
+        )
+    )
 
 
 def tiny_wan_pipeline(seed: int = 0, shift: float = 3.0):
@@ -55,15 +66,34 @@ def tiny_wan_pipeline(seed: int = 0, shift: float = 3.0):
     tok = t5_tokenizer()
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
-    return WanPipeline(tokenizer=tok, text_encoder=_umt5(len(tok), 32, seed + 2), transformer=transformer, vae=vae,
-                       scheduler=FlowMatchEulerDiscreteScheduler(shift=shift))
+    vae = AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+    return WanPipeline(
+        tokenizer=tok,
+        text_encoder=_umt5(len(tok), 32, seed + 2),
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+    )
 
 
 class UMT5PromptEncoder:
@@ -71,13 +101,22 @@ class UMT5PromptEncoder:
     (what ``WanPipeline._get_t5_prompt_embeds`` does)."""
 
     def __init__(self, tokenizer, model, max_length: int):
-        self.tokenizer, self.model, self.max_length = tokenizer, model.eval().requires_grad_(False), max_length
+        self.tokenizer, self.model, self.max_length = (
+            tokenizer,
+            model.eval().requires_grad_(False),
+            max_length,
+        )
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        t = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length, truncation=True,
-                           return_tensors="pt")
+        t = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         mask = t.attention_mask.to(device)
         return self.model(t.input_ids.to(device), mask).last_hidden_state * mask[..., None]
 
@@ -89,20 +128,37 @@ def build_components(seed: int = 0, width: int = 128, layers: int = 4):
     from alignflow.adapters.image.pixel import word_tokenizer
 
     tokenizer = word_tokenizer(shapes.vocabulary(), MAX_TOKENS)
-    text_encoder = _umt5(len(tokenizer), 32, seed + 1, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    text_encoder = _umt5(
+        len(tokenizer), 32, seed + 1, tokenizer.pad_token_id, tokenizer.eos_token_id
+    )
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 4, 4), num_attention_heads=width // 32, attention_head_dim=32, in_channels=3 + 3, out_channels=3,
-        text_dim=32, freq_dim=64, ffn_dim=4 * width, num_layers=layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 4, 4),
+        num_attention_heads=width // 32,
+        attention_head_dim=32,
+        in_channels=3 + 3,
+        out_channels=3,
+        text_dim=32,
+        freq_dim=64,
+        ffn_dim=4 * width,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     )
     return transformer, text_encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=1.0)
 
 
 def make_policy(transformer, text_encoder, tokenizer, scheduler) -> WanPolicy:
-    return WanPolicy(transformer, UMT5PromptEncoder(tokenizer, text_encoder, MAX_TOKENS), PixelVideoCodec(shapes.FPS),
-                     scheduler, latent_shape=(3, shapes.FRAMES, shapes.SIZE, shapes.SIZE),
-                     modules={"text_encoder": text_encoder}, position_channels=True)
+    return WanPolicy(
+        transformer,
+        UMT5PromptEncoder(tokenizer, text_encoder, MAX_TOKENS),
+        PixelVideoCodec(shapes.FPS),
+        scheduler,
+        latent_shape=(3, shapes.FRAMES, shapes.SIZE, shapes.SIZE),
+        modules={"text_encoder": text_encoder},
+        position_channels=True,
+    )
 
 
 def load_shapes_wan(path: str = "", random_init: bool = False, seed: int = 0) -> WanPolicy:

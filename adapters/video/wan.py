@@ -56,8 +56,12 @@ class PipelinePromptEncoder:
         if self.offload:
             encoder.to(self.device)
         try:
-            embeds, _ = self.pipe.encode_prompt(prompt=list(prompts), do_classifier_free_guidance=False,
-                                                max_sequence_length=self.max_sequence_length, device=self.device)
+            embeds, _ = self.pipe.encode_prompt(
+                prompt=list(prompts),
+                do_classifier_free_guidance=False,
+                max_sequence_length=self.max_sequence_length,
+                device=self.device,
+            )
         finally:
             if self.offload:
                 encoder.to("cpu")
@@ -107,9 +111,12 @@ class WanPolicy:
         """
         want = latent_shape[0] + 3 * position_channels
         if transformer.config.in_channels != want:
-            raise ConfigError("policy.transformer.in_channels", transformer.config.in_channels,
-                              f"{want} (the {latent_shape[0]} latent channels"
-                              + (" + 3 position channels)" if position_channels else ")"))
+            raise ConfigError(
+                "policy.transformer.in_channels",
+                transformer.config.in_channels,
+                f"{want} (the {latent_shape[0]} latent channels"
+                + (" + 3 position channels)" if position_channels else ")"),
+            )
         self.transformer = transformer
         self.prompt_encoder, self.codec, self.scheduler = prompt_encoder, codec, scheduler
         self.latent_shape = tuple(latent_shape)
@@ -132,7 +139,9 @@ class WanPolicy:
         self._null = None
         return self
 
-    def encode(self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None) -> WanCondition:
+    def encode(
+        self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> WanCondition:
         embeds = self.prompt_encoder(prompts)
         if self._null is None:
             self._null = self.prompt_encoder([self.negative_prompt])
@@ -146,21 +155,34 @@ class WanPolicy:
         self.scheduler.set_timesteps(num_steps)
         return self.scheduler.sigmas.to(torch.float32).clone()
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: WanCondition, guidance: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: WanCondition, guidance: float = 1.0
+    ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
         timestep = sigma * self.scheduler.config.num_train_timesteps
         if guidance == 1.0:
             return self._forward(x, timestep, cond.embeds)
-        v_u, v_c = self._forward(torch.cat([x, x]), torch.cat([timestep, timestep]),
-                                 torch.cat([cond.null_embeds, cond.embeds])).chunk(2)
+        v_u, v_c = self._forward(
+            torch.cat([x, x]),
+            torch.cat([timestep, timestep]),
+            torch.cat([cond.null_embeds, cond.embeds]),
+        ).chunk(2)
         return v_u + guidance * (v_c - v_u)
 
-    def _forward(self, x: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    def _forward(
+        self, x: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor
+    ) -> torch.Tensor:
         dtype = next(self.transformer.parameters()).dtype
         if self.position_channels:
-            x = torch.cat([x, positions(x.shape[2:], x.device, x.dtype).expand(x.shape[0], -1, -1, -1, -1)], 1)
-        return self.transformer(hidden_states=x.to(dtype), timestep=timestep, encoder_hidden_states=embeds.to(dtype),
-                                return_dict=False)[0]
+            x = torch.cat(
+                [x, positions(x.shape[2:], x.device, x.dtype).expand(x.shape[0], -1, -1, -1, -1)], 1
+            )
+        return self.transformer(
+            hidden_states=x.to(dtype),
+            timestep=timestep,
+            encoder_hidden_states=embeds.to(dtype),
+            return_dict=False,
+        )[0]
 
     def decode(self, latents: torch.Tensor, cond: Any = None) -> Any:
         return self.codec.decode(latents)
@@ -218,16 +240,28 @@ def load_wan_policy(
     from alignflow.sdk.weights import pretrained_source, read_json, resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
-    source = pretrained_source(path, "policy.path", "model_index.json", "a folder holding a WanPipeline in diffusers layout")
+    source = pretrained_source(
+        path,
+        "policy.path",
+        "model_index.json",
+        "a folder holding a WanPipeline in diffusers layout",
+    )
     # what the model cannot take is refused from its configs, before any weights load
     vae_cfg = read_json(source, "vae/config.json", "policy.path")
-    ps = vae_cfg.get("scale_factor_spatial", 8) * read_json(source, "transformer/config.json", "policy.path")["patch_size"][1]
+    ps = (
+        vae_cfg.get("scale_factor_spatial", 8)
+        * read_json(source, "transformer/config.json", "policy.path")["patch_size"][1]
+    )
     pt = vae_cfg.get("scale_factor_temporal", 4)
     check_multiple("policy.height", height, ps, "VAE scale x patch size")
     check_multiple("policy.width", width, ps, "VAE scale x patch size")
     if num_frames < 1 or (num_frames - 1) % pt:
-        raise ConfigError("policy.num_frames", num_frames, f"1 + {pt} k (the VAE's temporal stride)")
-    vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=resolve_dtype(vae_dtype))
+        raise ConfigError(
+            "policy.num_frames", num_frames, f"1 + {pt} k (the VAE's temporal stride)"
+        )
+    vae = AutoencoderKLWan.from_pretrained(
+        source, subfolder="vae", torch_dtype=resolve_dtype(vae_dtype)
+    )
     pipe = load_pipeline(WanPipeline, source, torch_dtype, vae=vae)
     codec = WanVAECodec(pipe.vae, fps=fps, tiling=vae_tiling, slicing=vae_slicing)
     cfg = pipe.transformer.config
@@ -236,15 +270,30 @@ def load_wan_policy(
 
         names = [b.value for b in AttentionBackendName]
         if attention not in names:
-            raise ConfigError("policy.attention", attention, f"'sdpa' or a diffusers attention backend of {names}")
+            raise ConfigError(
+                "policy.attention", attention, f"'sdpa' or a diffusers attention backend of {names}"
+            )
         pipe.transformer.set_attention_backend(attention)
     if gradient_checkpointing:
         pipe.transformer.enable_gradient_checkpointing()
-    modules = {"vae": pipe.vae} | ({} if offload_text_encoder else {"text_encoder": pipe.text_encoder})
+    modules = {"vae": pipe.vae} | (
+        {} if offload_text_encoder else {"text_encoder": pipe.text_encoder}
+    )
     for m in (pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
-    latent_shape = (cfg.in_channels, (num_frames - 1) // pt + 1, height // codec.scale_factor_spatial,
-                    width // codec.scale_factor_spatial)
-    return WanPolicy(pipe.transformer, PipelinePromptEncoder(pipe, max_sequence_length, offload_text_encoder), codec,
-                     pipe.scheduler, latent_shape, negative_prompt=negative_prompt, modules=modules, pipeline=pipe)
-
+    latent_shape = (
+        cfg.in_channels,
+        (num_frames - 1) // pt + 1,
+        height // codec.scale_factor_spatial,
+        width // codec.scale_factor_spatial,
+    )
+    return WanPolicy(
+        pipe.transformer,
+        PipelinePromptEncoder(pipe, max_sequence_length, offload_text_encoder),
+        codec,
+        pipe.scheduler,
+        latent_shape,
+        negative_prompt=negative_prompt,
+        modules=modules,
+        pipeline=pipe,
+    )

@@ -32,7 +32,9 @@ def load_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     labels = torch.tensor(d.target, dtype=torch.long)
     if split == "all":
         return images, labels
-    idx_train, idx_test = train_test_split(range(len(labels)), test_size=0.25, random_state=0, stratify=d.target)
+    idx_train, idx_test = train_test_split(
+        range(len(labels)), test_size=0.25, random_state=0, stratify=d.target
+    )
     if split not in ("train", "test"):
         raise ValueError(f"load_digits: split={split!r}, expected 'train', 'test' or 'all'")
     idx = torch.tensor(idx_train if split == "train" else idx_test)
@@ -41,7 +43,9 @@ def load_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 
 def vocabulary() -> list[str]:
     """Every word the prompts use (the toy tokenizer's vocabulary)."""
-    return sorted({w for t in TRAIN_TEMPLATES + EVAL_TEMPLATES for w in t.format("").split()} | set(WORDS))
+    return sorted(
+        {w for t in TRAIN_TEMPLATES + EVAL_TEMPLATES for w in t.format("").split()} | set(WORDS)
+    )
 
 
 def prompt_rows(templates=TRAIN_TEMPLATES) -> list[dict]:
@@ -56,7 +60,9 @@ def write_prompt_files(folder: Path = DATA_DIR) -> None:
             f.writelines(json.dumps(row) + "\n" for row in prompt_rows(templates))
 
 
-def digits_dataset(split: str = "train", caption_noise: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+def digits_dataset(
+    split: str = "train", caption_noise: float = 0.0, seed: int = 0
+) -> tuple[torch.Tensor, list[str]]:
     """(images [N, 1, 8, 8] in [0, 1], captions) for flow-matching pretraining: each
     image once per training template.
 

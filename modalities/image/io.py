@@ -57,12 +57,20 @@ class ImageWriter:
         (_label(grid, title) if title else grid).save(path)
         return path
 
-    def save_comparison(self, before: torch.Tensor, after: torch.Tensor, path: Path, per_row: int,
-                        titles: Sequence[str] = ("before", "after")) -> Path:
+    def save_comparison(
+        self,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        path: Path,
+        per_row: int,
+        titles: Sequence[str] = ("before", "after"),
+    ) -> Path:
         scale = _scale_for(before)
         left = _label(make_grid(before, per_row, scale), titles[0])
         right = _label(make_grid(after, per_row, scale), titles[1])
-        canvas = Image.new("RGB", (left.width + right.width + 12, max(left.height, right.height)), (255, 255, 255))
+        canvas = Image.new(
+            "RGB", (left.width + right.width + 12, max(left.height, right.height)), (255, 255, 255)
+        )
         canvas.paste(left, (0, 0))
         canvas.paste(right, (left.width + 12, 0))
         path = Path(path).with_suffix(self.suffix)

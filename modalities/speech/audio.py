@@ -27,15 +27,22 @@ class Waveform:
         if self.samples.dim() == 1:
             self.samples = self.samples[None]
         if self.samples.dim() != 2:
-            raise ValueError(f"Waveform.samples must be [B, N] or [N], got shape {tuple(self.samples.shape)}")
+            raise ValueError(
+                f"Waveform.samples must be [B, N] or [N], got shape {tuple(self.samples.shape)}"
+            )
         if self.sample_rate <= 0:
             raise ValueError(f"Waveform.sample_rate must be > 0, got {self.sample_rate}")
         self.samples = self.samples.float()
         if self.lengths is not None:
             self.lengths = torch.as_tensor(self.lengths, dtype=torch.long).cpu()
-            if self.lengths.shape != (len(self.samples),) or bool((self.lengths > self.samples.shape[1]).any()):
-                raise ValueError(f"Waveform.lengths must be [{len(self.samples)}] counts <= {self.samples.shape[1]}, "
-                                 f"got {self.lengths.tolist()}")
+            if self.lengths.shape != (len(self.samples),) or bool(
+                (self.lengths > self.samples.shape[1]).any()
+            ):
+                raise ValueError(
+                    f"Waveform.lengths must be [{len(self.samples)}] counts <= "
+                    f"{self.samples.shape[1]}, "
+                    f"got {self.lengths.tolist()}"
+                )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,7 +79,11 @@ class Waveform:
             return self
         import torchaudio.functional as AF
 
-        lengths = None if self.lengths is None else (self.lengths * sample_rate + self.sample_rate - 1) // self.sample_rate
+        lengths = (
+            None
+            if self.lengths is None
+            else (self.lengths * sample_rate + self.sample_rate - 1) // self.sample_rate
+        )
         samples = AF.resample(self.samples, self.sample_rate, sample_rate)
         if lengths is not None:
             lengths = lengths.clamp_max(samples.shape[1])
@@ -101,7 +112,14 @@ def write_wav(path: str | Path, wave: Waveform, index: int = 0) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = wave.samples[index, : wave.length(index)].detach().cpu().clamp(-1, 1).numpy().astype(np.float32)
+    data = (
+        wave.samples[index, : wave.length(index)]
+        .detach()
+        .cpu()
+        .clamp(-1, 1)
+        .numpy()
+        .astype(np.float32)
+    )
     fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
     os.close(fd)
     try:

@@ -29,14 +29,20 @@ def _plot(columns: Sequence[tuple[str, Sequence[Waveform]]], per_row: int, path:
     ncol = per_row * max(1, 8 // per_row)
     n = len(columns[0][1])
     rows, blocks = (n + ncol - 1) // ncol, len(columns)
-    fig, axes = plt.subplots(rows, ncol * blocks, figsize=(1.3 * ncol * blocks + 0.2 * (blocks - 1), 0.8 * rows + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        ncol * blocks,
+        figsize=(1.3 * ncol * blocks + 0.2 * (blocks - 1), 0.8 * rows + 0.4),
+        squeeze=False,
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     for c, (title, items) in enumerate(columns):
         for i, mel in enumerate(_spectrograms(items)):
             ax = axes[i // ncol][c * ncol + i % ncol]
-            ax.imshow(mel.numpy(), origin="lower", aspect="auto", vmin=-11.5, vmax=2.0, cmap="magma")
+            ax.imshow(
+                mel.numpy(), origin="lower", aspect="auto", vmin=-11.5, vmax=2.0, cmap="magma"
+            )
         fig.text((c + 0.01) / blocks, 0.995, title, fontsize=9, ha="left", va="top")
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / (0.8 * rows + 0.4)))
     fig.savefig(path, dpi=80)
@@ -50,16 +56,26 @@ class SpeechWriter:
 
     suffix = ".png"
 
-    def save_samples(self, media: Sequence[Waveform], path: Path, per_row: int, title: str = "") -> Path:
+    def save_samples(
+        self, media: Sequence[Waveform], path: Path, per_row: int, title: str = ""
+    ) -> Path:
         path = Path(path)
         for i, item in enumerate(media):
             write_wav(path / f"{i // per_row:03d}_{i % per_row:02d}.wav", item)
         return _plot([(title, media)], per_row, path.with_suffix(self.suffix))
 
-    def save_comparison(self, before: Sequence[Waveform], after: Sequence[Waveform], path: Path, per_row: int,
-                        titles: Sequence[str] = ("before", "after")) -> Path:
+    def save_comparison(
+        self,
+        before: Sequence[Waveform],
+        after: Sequence[Waveform],
+        path: Path,
+        per_row: int,
+        titles: Sequence[str] = ("before", "after"),
+    ) -> Path:
         path = Path(path)
         for name, items in (("before", before), ("after", after)):
             for i, item in enumerate(items):
                 write_wav(path / name / f"{i // per_row:03d}_{i % per_row:02d}.wav", item)
-        return _plot([(titles[0], before), (titles[1], after)], per_row, path.with_suffix(self.suffix))
+        return _plot(
+            [(titles[0], before), (titles[1], after)], per_row, path.with_suffix(self.suffix)
+        )

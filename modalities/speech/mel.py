@@ -44,23 +44,34 @@ class MelCodec:
 
         self.config = config
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
-            hop_length=config.hop_length, n_mels=config.n_mels, power=1.0, center=True, normalized=False, norm=None,
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            power=1.0,
+            center=True,
+            normalized=False,
+            norm=None,
         )
         self.vocoder = vocoder if vocoder is not None else GriffinLimVocoder(config)
 
     @torch.no_grad()
     def encode(self, wave: Waveform) -> torch.Tensor:
         if wave.sample_rate != self.config.sample_rate:
-            raise ValueError(f"MelCodec expects {self.config.sample_rate} Hz audio, got {wave.sample_rate} Hz "
-                             "(use Waveform.resample)")
+            raise ValueError(
+                f"MelCodec expects {self.config.sample_rate} Hz audio, got {wave.sample_rate} Hz "
+                "(use Waveform.resample)"
+            )
         mel = self.mel.to(wave.samples.device)(wave.samples.float())  # [B, n_mels, T]
         return mel.clamp_min(self.config.log_floor).log().transpose(1, 2)
 
     @torch.no_grad()
     def decode(self, frames: torch.Tensor) -> Waveform:
         if frames.dim() != 3 or frames.shape[-1] != self.config.n_mels:
-            raise ValueError(f"mel frames must be [B, T, {self.config.n_mels}], got {tuple(frames.shape)}")
+            raise ValueError(
+                f"mel frames must be [B, T, {self.config.n_mels}], got {tuple(frames.shape)}"
+            )
         return Waveform(self.vocoder(frames.float()), self.config.sample_rate)
 
 
@@ -74,10 +85,17 @@ class GriffinLimVocoder:
 
         self.config = config
         self.inverse_mel = torchaudio.transforms.InverseMelScale(
-            n_stft=config.n_fft // 2 + 1, n_mels=config.n_mels, sample_rate=config.sample_rate, norm=None,
+            n_stft=config.n_fft // 2 + 1,
+            n_mels=config.n_mels,
+            sample_rate=config.sample_rate,
+            norm=None,
         )
         self.griffin_lim = torchaudio.transforms.GriffinLim(
-            n_fft=config.n_fft, n_iter=n_iter, win_length=config.win_length, hop_length=config.hop_length, power=1.0,
+            n_fft=config.n_fft,
+            n_iter=n_iter,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            power=1.0,
         )
 
     @torch.no_grad()
@@ -102,8 +120,12 @@ class VocosVocoder:
         folder = Path(path).expanduser()
         missing = [f for f in ("config.yaml", "pytorch_model.bin") if not (folder / f).is_file()]
         if not path or missing:
-            raise ConfigError("policy.vocoder_path", path, "a local Vocos folder with config.yaml and "
-                              "pytorch_model.bin (e.g. a download of charactr/vocos-mel-24khz)")
+            raise ConfigError(
+                "policy.vocoder_path",
+                path,
+                "a local Vocos folder with config.yaml and "
+                "pytorch_model.bin (e.g. a download of charactr/vocos-mel-24khz)",
+            )
         Vocos = require("vocos", "policy.vocoder", "vocos", "the Vocos vocoder").Vocos
         self.model = Vocos.from_hparams(str(folder / "config.yaml"))
         state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)

@@ -36,8 +36,12 @@ class ReferenceAudio:
     def path(self, meta: Mapping[str, Any]) -> Path:
         missing = [c for c in COLUMNS if not isinstance(meta.get(c), str) or not meta.get(c)]
         if missing:
-            raise DataError(f"speech prompt {dict(meta)!r}: missing or empty column(s) {missing}; a speech prompt "
-                            f"row needs {list(COLUMNS)} besides the prompt (see alignflow.modalities.speech.prompts)")
+            raise DataError(
+                f"speech prompt {dict(meta)!r}: missing or empty column(s) {missing}; a speech "
+                "prompt "
+                f"row needs {list(COLUMNS)} besides the prompt (see "
+                "alignflow.modalities.speech.prompts)"
+            )
         path = Path(meta["ref_audio"]).expanduser()
         return path if path.is_absolute() or self.root is None else self.root / path
 

@@ -32,13 +32,24 @@ from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import generator
 
 VOICES = ("kal16", "awb", "rms", "slt")
-TARGETS = ("the cat sat", "open the door", "dogs can swim", "call me now", "the sun is hot", "bring the cup",
-           "she reads books", "we like apples")
+TARGETS = (
+    "the cat sat",
+    "open the door",
+    "dogs can swim",
+    "call me now",
+    "the sun is hot",
+    "bring the cup",
+    "she reads books",
+    "we like apples",
+)
 REFERENCES = ("good morning", "see you later", "thank you", "hello there", "well done")
 TRAIN_REFERENCES, EVAL_REFERENCES = REFERENCES[:3], REFERENCES[3:]
 SAMPLE_RATE = 16000  # flite's
 DATA_DIR = Path(__file__).parent / "data"
-PROMPT_FILES = {"train": DATA_DIR / "sentences_train.jsonl", "eval": DATA_DIR / "sentences_eval.jsonl"}
+PROMPT_FILES = {
+    "train": DATA_DIR / "sentences_train.jsonl",
+    "eval": DATA_DIR / "sentences_eval.jsonl",
+}
 
 
 def flite(text: str, voice: str, stretch: float = 1.0) -> Waveform:
@@ -48,13 +59,28 @@ def flite(text: str, voice: str, stretch: float = 1.0) -> Waveform:
         raise ConfigError("flite", "not found", "the flite program (apt-get install flite)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "out.wav"
-        subprocess.run(["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}", "-t", text, "-o", str(path)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "flite",
+                "-voice",
+                voice,
+                "--setf",
+                f"duration_stretch={stretch}",
+                "-t",
+                text,
+                "-o",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+        )
         wave = read_wav(path)
     return Waveform(trim(wave.samples[0], wave.sample_rate)[None], wave.sample_rate)
 
 
-def trim(samples: torch.Tensor, sample_rate: int, margin: float = 0.05, threshold: float = 0.02) -> torch.Tensor:
+def trim(
+    samples: torch.Tensor, sample_rate: int, margin: float = 0.05, threshold: float = 0.02
+) -> torch.Tensor:
     """Cut silence before the first and after the last 10 ms window whose mean |amplitude|
     exceeds ``threshold`` x the loudest window's, keeping ``margin`` seconds each side."""
     win = sample_rate // 100
@@ -63,7 +89,9 @@ def trim(samples: torch.Tensor, sample_rate: int, margin: float = 0.05, threshol
     if len(loud) == 0:
         return samples
     pad = int(margin * sample_rate)
-    return samples[max(0, int(loud[0]) * win - pad): min(len(samples), (int(loud[-1]) + 1) * win + pad)]
+    return samples[
+        max(0, int(loud[0]) * win - pad) : min(len(samples), (int(loud[-1]) + 1) * win + pad)
+    ]
 
 
 def ref_name(voice: str, text: str) -> str:
@@ -72,8 +100,12 @@ def ref_name(voice: str, text: str) -> str:
 
 def prompt_rows(split: str) -> list[dict]:
     refs = TRAIN_REFERENCES if split == "train" else EVAL_REFERENCES
-    return [{"prompt": t, "ref_audio": ref_name(v, r), "ref_text": r, "voice": v}
-            for v in VOICES for r in refs for t in TARGETS]
+    return [
+        {"prompt": t, "ref_audio": ref_name(v, r), "ref_text": r, "voice": v}
+        for v in VOICES
+        for r in refs
+        for t in TARGETS
+    ]
 
 
 def write_data(folder: Path = DATA_DIR) -> None:
@@ -89,7 +121,9 @@ def write_data(folder: Path = DATA_DIR) -> None:
 def clip_keys(stretches: tuple[float, ...]) -> dict[str, tuple]:
     """{key: (voice, phrase) of a reference clip, or (voice, text, stretch) of a target}."""
     keys = {f"ref/{v}/{r}": (v, r) for v in VOICES for r in TRAIN_REFERENCES}
-    keys.update({f"target/{v}/{t}/{s}": (v, t, s) for v in VOICES for t in TARGETS for s in stretches})
+    keys.update(
+        {f"target/{v}/{t}/{s}": (v, t, s) for v in VOICES for t in TARGETS for s in stretches}
+    )
     return keys
 
 
@@ -121,18 +155,31 @@ def load_clips(path: str, stretches: tuple[float, ...]) -> dict[str, torch.Tenso
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
-        raise ConfigError("dataset.clips", path, "a file written by scripts/build_speech_assets.py --write-clips")
+        raise ConfigError(
+            "dataset.clips", path, "a file written by scripts/build_speech_assets.py --write-clips"
+        )
     found = load_file(path)
     missing = [k for k in clip_keys(stretches) if k not in found]
     if missing:
-        raise ConfigError("dataset.clips", path, f"a clips file with every clip of stretches {list(stretches)}; "
-                          f"{len(missing)} missing, e.g. {missing[0]!r}")
+        raise ConfigError(
+            "dataset.clips",
+            path,
+            f"a clips file with every clip of stretches {list(stretches)}; "
+            f"{len(missing)} missing, e.g. {missing[0]!r}",
+        )
     return found
 
 
-def sentences_dataset(caption_noise: float = 0.0, voice_noise: float = 0.0, copies: int = 1,
-                      stretches: tuple[float, ...] = (1.0,), seed: int = 0, hop_length: int = 256,
-                      sample_rate: int = 24000, clips: str = "") -> tuple[Waveform, list[str], list[dict]]:
+def sentences_dataset(
+    caption_noise: float = 0.0,
+    voice_noise: float = 0.0,
+    copies: int = 1,
+    stretches: tuple[float, ...] = (1.0,),
+    seed: int = 0,
+    hop_length: int = 256,
+    sample_rate: int = 24000,
+    clips: str = "",
+) -> tuple[Waveform, list[str], list[dict]]:
     """Pretraining data: every (voice, train reference, target) as the reference clip
     followed by the target clip, ``copies`` times. With probability ``caption_noise`` the
     caption names another target than the one spoken (noisy transcripts), and with
@@ -147,8 +194,10 @@ def sentences_dataset(caption_noise: float = 0.0, voice_noise: float = 0.0, copi
     ``ref_text``, ``prompt_frames`` and ``frames`` for the policy's infilling)."""
     stretches = tuple(stretches)
     source = load_clips(clips, stretches) if clips else flite_clips(stretches)
-    audio = {what: Waveform(source[key][None], SAMPLE_RATE).resample(sample_rate).samples[0]
-             for key, what in clip_keys(stretches).items()}
+    audio = {
+        what: Waveform(source[key][None], SAMPLE_RATE).resample(sample_rate).samples[0]
+        for key, what in clip_keys(stretches).items()
+    }
     refs = {what: x for what, x in audio.items() if len(what) == 2}
     targets = {what: x for what, x in audio.items() if len(what) == 3}
     g = generator(seed, "sentences")
@@ -158,13 +207,28 @@ def sentences_dataset(caption_noise: float = 0.0, voice_noise: float = 0.0, copi
         for v in VOICES:
             for r in TRAIN_REFERENCES:
                 for t in TARGETS:
-                    said = t if torch.rand((), generator=g) >= caption_noise else TARGETS[int(torch.randint(len(TARGETS), (), generator=g))]
-                    voice = v if torch.rand((), generator=g) >= voice_noise else VOICES[int(torch.randint(len(VOICES), (), generator=g))]
+                    said = (
+                        t
+                        if torch.rand((), generator=g) >= caption_noise
+                        else TARGETS[int(torch.randint(len(TARGETS), (), generator=g))]
+                    )
+                    voice = (
+                        v
+                        if torch.rand((), generator=g) >= voice_noise
+                        else VOICES[int(torch.randint(len(VOICES), (), generator=g))]
+                    )
                     ref = refs[v, r]
-                    ref = torch.cat([ref, ref.new_zeros(-len(ref) % hop_length)])  # the prompt ends on a frame boundary
+                    ref = torch.cat(
+                        [ref, ref.new_zeros(-len(ref) % hop_length)]
+                    )  # the prompt ends on a frame boundary
                     audio = torch.cat([ref, targets[voice, said, stretch]])
                     items.append(audio)
                     captions.append(t)
-                    meta.append({"ref_text": r, "prompt_frames": len(ref) // hop_length,
-                                 "frames": len(audio) // hop_length + 1})
+                    meta.append(
+                        {
+                            "ref_text": r,
+                            "prompt_frames": len(ref) // hop_length,
+                            "frames": len(audio) // hop_length + 1,
+                        }
+                    )
     return Waveform.from_items(items, sample_rate), captions, meta

@@ -25,12 +25,17 @@ def _scale(video: Video) -> int:
 def _frames(video: Video, scale: int) -> list[Image.Image]:
     """The first clip of ``video`` as PIL frames, upscaled ``scale`` times (nearest)."""
     arr = video.uint8()[0].numpy()
-    return [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in arr]
+    return [
+        Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+        for f in arr
+    ]
 
 
 def write_gif(path: str | Path, video: Video, scale: int = 0) -> Path:
     """One clip as a looping GIF at its frame rate (``scale`` 0: small clips upscaled to ~64 px)."""
-    return _save_animation(_frames(video, scale or _scale(video)), Path(path).with_suffix(".gif"), video.fps)
+    return _save_animation(
+        _frames(video, scale or _scale(video)), Path(path).with_suffix(".gif"), video.fps
+    )
 
 
 def write_mp4(path: str | Path, video: Video, scale: int = 0, crf: int = 18) -> Path:
@@ -79,7 +84,9 @@ def grid_frames(clips: Sequence[Video], per_row: int) -> list[Image.Image]:
     """One grid image per time step: clip i at row i // per_row, column i % per_row."""
     scale = _scale(clips[0])
     F = min(c.num_frames for c in clips)
-    return [make_grid(torch.stack([c.frames[0, t] for c in clips]), per_row, scale) for t in range(F)]
+    return [
+        make_grid(torch.stack([c.frames[0, t] for c in clips]), per_row, scale) for t in range(F)
+    ]
 
 
 def film_strip(clips: Sequence[Video], max_rows: int = 16) -> Image.Image:
@@ -92,7 +99,9 @@ def film_strip(clips: Sequence[Video], max_rows: int = 16) -> Image.Image:
 
 def _save_animation(frames: list[Image.Image], path: Path, fps: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    frames[0].save(
+        path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0
+    )
     return path
 
 
@@ -110,27 +119,43 @@ class VideoWriter:
             for i, clip in enumerate(media):
                 write_mp4(path / f"{i // per_row:03d}_{i % per_row:02d}.mp4", clip)
 
-    def save_samples(self, media: Sequence[Video], path: Path, per_row: int, title: str = "") -> Path:
+    def save_samples(
+        self, media: Sequence[Video], path: Path, per_row: int, title: str = ""
+    ) -> Path:
         path = Path(path)
         self._clips(media, path, per_row)
         film_strip(media).save(path.with_suffix(".png"))
         frames = [_label(f, title) if title else f for f in grid_frames(media, per_row)]
         return _save_animation(frames, path.with_suffix(self.suffix), media[0].fps)
 
-    def save_comparison(self, before: Sequence[Video], after: Sequence[Video], path: Path, per_row: int,
-                        titles: Sequence[str] = ("before", "after")) -> Path:
+    def save_comparison(
+        self,
+        before: Sequence[Video],
+        after: Sequence[Video],
+        path: Path,
+        per_row: int,
+        titles: Sequence[str] = ("before", "after"),
+    ) -> Path:
         path = Path(path)
         for name, items in (("before", before), ("after", after)):
             self._clips(items, path / name, per_row)
         frames = []
         for left, right in zip(grid_frames(before, per_row), grid_frames(after, per_row)):
             left, right = _label(left, titles[0]), _label(right, titles[1])
-            canvas = Image.new("RGB", (left.width + right.width + 12, max(left.height, right.height)), (255, 255, 255))
+            canvas = Image.new(
+                "RGB",
+                (left.width + right.width + 12, max(left.height, right.height)),
+                (255, 255, 255),
+            )
             canvas.paste(left, (0, 0))
             canvas.paste(right, (left.width + 12, 0))
             frames.append(canvas)
         strips = [film_strip(before), film_strip(after)]
-        still = Image.new("RGB", (strips[0].width + strips[1].width + 12, max(s.height for s in strips)), (255, 255, 255))
+        still = Image.new(
+            "RGB",
+            (strips[0].width + strips[1].width + 12, max(s.height for s in strips)),
+            (255, 255, 255),
+        )
         still.paste(strips[0], (0, 0))
         still.paste(strips[1], (strips[0].width + 12, 0))
         still.save(path.with_suffix(".png"))

@@ -24,10 +24,19 @@ from alignflow.modalities.video.video import Video
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import generator
 
-COLORS = {"red": (0.90, 0.15, 0.10), "green": (0.15, 0.80, 0.20), "blue": (0.20, 0.35, 0.95),
-          "yellow": (0.95, 0.85, 0.10)}
+COLORS = {
+    "red": (0.90, 0.15, 0.10),
+    "green": (0.15, 0.80, 0.20),
+    "blue": (0.20, 0.35, 0.95),
+    "yellow": (0.95, 0.85, 0.10),
+}
 SHAPES = ("square", "circle")
-DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # (dx, dy), y down
+DIRECTIONS = {
+    "left": (-1.0, 0.0),
+    "right": (1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+}  # (dx, dy), y down
 BACKGROUND = 0.08
 FRAMES, SIZE, SPEED, EXTENT, FPS = 8, 16, 1.0, 5.0, 8.0
 DATA_DIR = Path(__file__).parent / "data"
@@ -43,8 +52,16 @@ def vocabulary() -> list[str]:
     return sorted({"a", "moving", *COLORS, *SHAPES, *DIRECTIONS})
 
 
-def render(color: str, shape: str, direction: str, start: tuple[float, float], frames: int = FRAMES,
-           size: int = SIZE, speed: float = SPEED, extent: float = EXTENT) -> torch.Tensor:
+def render(
+    color: str,
+    shape: str,
+    direction: str,
+    start: tuple[float, float],
+    frames: int = FRAMES,
+    size: int = SIZE,
+    speed: float = SPEED,
+    extent: float = EXTENT,
+) -> torch.Tensor:
     """One clip [F, 3, H, W] in [0, 1]: the shape's top-left corner at ``start`` (x, y)
     in pixels at frame 0, then ``speed`` pixels a frame towards ``direction``."""
     ss = 4  # supersampling
@@ -65,8 +82,14 @@ def render(color: str, shape: str, direction: str, start: tuple[float, float], f
     return torch.stack(out)
 
 
-def random_start(direction: str, g: torch.Generator, frames: int = FRAMES, size: int = SIZE, speed: float = SPEED,
-                 extent: float = EXTENT) -> tuple[float, float]:
+def random_start(
+    direction: str,
+    g: torch.Generator,
+    frames: int = FRAMES,
+    size: int = SIZE,
+    speed: float = SPEED,
+    extent: float = EXTENT,
+) -> tuple[float, float]:
     """A start from which the shape stays inside the frame for the whole clip."""
     travel = speed * (frames - 1)
     dx, dy = DIRECTIONS[direction]
@@ -81,12 +104,17 @@ def combos() -> list[tuple[str, str, str]]:
 
 
 def is_eval(color: str, shape: str, direction: str) -> bool:
-    return (list(COLORS).index(color) + SHAPES.index(shape) + list(DIRECTIONS).index(direction)) % 4 == 0
+    return (
+        list(COLORS).index(color) + SHAPES.index(shape) + list(DIRECTIONS).index(direction)
+    ) % 4 == 0
 
 
 def prompt_rows(split: str) -> list[dict]:
-    return [{"prompt": caption(c, s, d), "direction": d, "color": c, "shape": s}
-            for c, s, d in combos() if is_eval(c, s, d) == (split == "eval")]
+    return [
+        {"prompt": caption(c, s, d), "direction": d, "color": c, "shape": s}
+        for c, s, d in combos()
+        if is_eval(c, s, d) == (split == "eval")
+    ]
 
 
 def write_prompt_files(folder: Path = DATA_DIR) -> None:
@@ -97,9 +125,16 @@ def write_prompt_files(folder: Path = DATA_DIR) -> None:
             f.writelines(json.dumps(row) + "\n" for row in prompt_rows(split))
 
 
-def shapes_dataset(clips: int = 8192, caption_noise: float = 0.0, seed: int = 0, frames: int = FRAMES,
-                   size: int = SIZE, speed: float = SPEED, colors: Sequence[str] | None = None,
-                   shapes: Sequence[str] | None = None) -> tuple[Video, list[str]]:
+def shapes_dataset(
+    clips: int = 8192,
+    caption_noise: float = 0.0,
+    seed: int = 0,
+    frames: int = FRAMES,
+    size: int = SIZE,
+    speed: float = SPEED,
+    colors: Sequence[str] | None = None,
+    shapes: Sequence[str] | None = None,
+) -> tuple[Video, list[str]]:
     """(Video [N, F, 3, H, W], captions) for flow-matching pretraining: ``clips`` clips
     of uniformly drawn (colour, shape, direction) and start.
 
@@ -112,13 +147,20 @@ def shapes_dataset(clips: int = 8192, caption_noise: float = 0.0, seed: int = 0,
         if chosen is not None and (not chosen or any(c not in known for c in chosen)):
             raise ConfigError(f"dataset.{name}", chosen, f"a non-empty list of {known}")
     g = generator(seed, "shapes")
-    all_combos = [(c, s, d) for c, s, d in combos()
-                  if (colors is None or c in colors) and (shapes is None or s in shapes)]
+    all_combos = [
+        (c, s, d)
+        for c, s, d in combos()
+        if (colors is None or c in colors) and (shapes is None or s in shapes)
+    ]
     names = list(DIRECTIONS)
     videos, caps = [], []
     for _ in range(clips):
         c, s, d = all_combos[int(torch.randint(len(all_combos), (), generator=g))]
         videos.append(render(c, s, d, random_start(d, g, frames, size, speed), frames, size, speed))
-        said = d if torch.rand((), generator=g) >= caption_noise else names[int(torch.randint(4, (), generator=g))]
+        said = (
+            d
+            if torch.rand((), generator=g) >= caption_noise
+            else names[int(torch.randint(4, (), generator=g))]
+        )
         caps.append(caption(c, s, said))
     return Video(torch.stack(videos), FPS), caps

@@ -25,8 +25,10 @@ class Video:
         if self.frames.dim() == 4:
             self.frames = self.frames[None]
         if self.frames.dim() != 5 or self.frames.shape[2] not in (1, 3):
-            raise ValueError(f"Video.frames must be [B, F, C, H, W] (or [F, C, H, W]) with C = 1 or 3, "
-                             f"got shape {tuple(self.frames.shape)}")
+            raise ValueError(
+                f"Video.frames must be [B, F, C, H, W] (or [F, C, H, W]) with C = 1 or 3, "
+                f"got shape {tuple(self.frames.shape)}"
+            )
         if not self.fps > 0:
             raise ValueError(f"Video.fps must be > 0, got {self.fps}")
         self.frames = self.frames.float()

@@ -38,14 +38,27 @@ def _features(out: Any) -> torch.Tensor:
 class CLIPEmbedder:
     """A ``CLIPModel`` + processor: L2-normalised image and text embeddings."""
 
-    def __init__(self, path: str, processor_path: str = "", device: str = "", dtype: str = "float32",
-                 field: str = "reward.path"):
+    def __init__(
+        self,
+        path: str,
+        processor_path: str = "",
+        device: str = "",
+        dtype: str = "float32",
+        field: str = "reward.path",
+    ):
         from transformers import AutoModel, AutoProcessor
 
-        source = pretrained_source(path, field, "config.json", "a folder holding a CLIPModel saved with save_pretrained")
+        source = pretrained_source(
+            path, field, "config.json", "a folder holding a CLIPModel saved with save_pretrained"
+        )
         torch_dtype = resolve_dtype(dtype, "reward.dtype")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = AutoModel.from_pretrained(source, dtype=torch_dtype).to(self.device).eval().requires_grad_(False)
+        self.model = (
+            AutoModel.from_pretrained(source, dtype=torch_dtype)
+            .to(self.device)
+            .eval()
+            .requires_grad_(False)
+        )
         self.processor = AutoProcessor.from_pretrained(processor_path or source)
 
     @torch.no_grad()
@@ -54,28 +67,42 @@ class CLIPEmbedder:
         from alignflow.modalities.image.io import to_uint8
 
         pixels = self.processor(images=list(to_uint8(media)), return_tensors="pt")["pixel_values"]
-        emb = _features(self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype)))
+        emb = _features(
+            self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
+        )
         return nn.functional.normalize(emb.float(), dim=-1)
 
     @torch.no_grad()
     def texts(self, prompts: Sequence[str]) -> torch.Tensor:
         tok = self.processor(text=list(prompts), padding=True, truncation=True, return_tensors="pt")
-        emb = _features(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
-                                                     attention_mask=tok["attention_mask"].to(self.device)))
+        emb = _features(
+            self.model.get_text_features(
+                input_ids=tok["input_ids"].to(self.device),
+                attention_mask=tok["attention_mask"].to(self.device),
+            )
+        )
         return nn.functional.normalize(emb.float(), dim=-1)
 
 
 class PickScoreReward:
     modality = "image"
 
-    def __init__(self, path: str = "yuvalkirstain/PickScore_v1", processor_path: str = "", scale: float = 1 / 26,
-                 device: str = "", dtype: str = "float32"):
+    def __init__(
+        self,
+        path: str = "yuvalkirstain/PickScore_v1",
+        processor_path: str = "",
+        scale: float = 1 / 26,
+        device: str = "",
+        dtype: str = "float32",
+    ):
         """``path``: the PickScore CLIP model; ``processor_path``: its processor
         (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``), default = ``path``."""
         self.clip = CLIPEmbedder(path, processor_path, device, dtype)
         self.scale = scale
 
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> torch.Tensor:
         cos = (self.clip.images(media) * self.clip.texts(prompts)).sum(-1)
         return self.clip.model.logit_scale.exp().float().cpu() * cos.cpu() * self.scale
 
@@ -83,12 +110,20 @@ class PickScoreReward:
 class CLIPScoreReward:
     modality = "image"
 
-    def __init__(self, path: str = "openai/clip-vit-large-patch14", scale: float = 1.0, clamp_negative: bool = False,
-                 device: str = "", dtype: str = "float32"):
+    def __init__(
+        self,
+        path: str = "openai/clip-vit-large-patch14",
+        scale: float = 1.0,
+        clamp_negative: bool = False,
+        device: str = "",
+        dtype: str = "float32",
+    ):
         self.clip = CLIPEmbedder(path, "", device, dtype)
         self.scale, self.clamp_negative = scale, clamp_negative
 
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> torch.Tensor:
         cos = (self.clip.images(media) * self.clip.texts(prompts)).sum(-1).cpu()
         return self.scale * (cos.clamp_min(0) if self.clamp_negative else cos)
 
@@ -100,8 +135,14 @@ class AestheticHead(nn.Module):
     def __init__(self, dim: int = 768):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1),
+            nn.Linear(dim, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
         )
 
     def forward(self, embeds: torch.Tensor) -> torch.Tensor:
@@ -111,7 +152,11 @@ class AestheticHead(nn.Module):
 def load_aesthetic_head(path: str | Path) -> AestheticHead:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError("reward.head_path", str(path), "the aesthetic MLP weights (.safetensors, or the released .pth)")
+        raise ConfigError(
+            "reward.head_path",
+            str(path),
+            "the aesthetic MLP weights (.safetensors, or the released .pth)",
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -126,12 +171,19 @@ def load_aesthetic_head(path: str | Path) -> AestheticHead:
 class AestheticReward:
     modality = "image"
 
-    def __init__(self, head_path: str, clip_path: str = "openai/clip-vit-large-patch14", device: str = "",
-                 dtype: str = "float32"):
+    def __init__(
+        self,
+        head_path: str,
+        clip_path: str = "openai/clip-vit-large-patch14",
+        device: str = "",
+        dtype: str = "float32",
+    ):
         head = load_aesthetic_head(head_path)
         self.clip = CLIPEmbedder(clip_path, "", device, dtype, field="reward.clip_path")
         self.head = head.to(self.clip.device)
 
     @torch.no_grad()
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> torch.Tensor:
         return self.head(self.clip.images(media)).float().cpu()

@@ -32,11 +32,19 @@ class DigitClassifier(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(2 * width * 16, 128), nn.ReLU(),
-                                  nn.Linear(128, 10))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(2 * width * 16, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
         self.width = width
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -47,7 +55,9 @@ def save_classifier(model: DigitClassifier, folder: Path, info: dict[str, Any]) 
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors"
+    )
     (folder / "config.json").write_text(json.dumps({"width": model.width, **info}, indent=2) + "\n")
 
 
@@ -56,15 +66,21 @@ def load_classifier(path: str | Path = "") -> DigitClassifier:
 
     folder = Path(path) if path else DEFAULT_DIR
     if not (folder / "model.safetensors").is_file():
-        raise ConfigError("reward.path", str(folder), "a folder with model.safetensors and config.json "
-                          "(scripts/build_toy_assets.py writes it)")
+        raise ConfigError(
+            "reward.path",
+            str(folder),
+            "a folder with model.safetensors and config.json "
+            "(scripts/build_toy_assets.py writes it)",
+        )
     cfg = json.loads((folder / "config.json").read_text())
     model = DigitClassifier(cfg["width"])
     model.load_state_dict(load_file(folder / "model.safetensors"))
     return model.eval().requires_grad_(False)
 
 
-def train_digit_classifier(seed: int = 0, epochs: int = 60, width: int = 32) -> tuple[DigitClassifier, float]:
+def train_digit_classifier(
+    seed: int = 0, epochs: int = 60, width: int = 32
+) -> tuple[DigitClassifier, float]:
     """Train on the digits' training split; returns the model and its test accuracy."""
     from alignflow.modalities.image.digits import load_digits
 
@@ -99,15 +115,21 @@ class DigitClassifierReward:
         self.target_key = target_key
 
     @torch.no_grad()
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
         try:
             target = torch.tensor([int(m[self.target_key]) for m in metadata])
         except (KeyError, TypeError, ValueError) as e:
-            raise RewardError(f"digit_classifier: every prompt needs an integer {self.target_key!r} column "
-                              f"(got metadata {list(metadata[:1])})") from e
+            raise RewardError(
+                f"digit_classifier: every prompt needs an integer {self.target_key!r} column "
+                f"(got metadata {list(metadata[:1])})"
+            ) from e
         images = media.float().cpu()
         if images.shape[1:] != (1, 8, 8):
-            raise RewardError(f"digit_classifier: expects images [B, 1, 8, 8], got {tuple(images.shape)}")
+            raise RewardError(
+                f"digit_classifier: expects images [B, 1, 8, 8], got {tuple(images.shape)}"
+            )
         probs = self.model(images).softmax(-1)
         score = probs.gather(1, target[:, None]).squeeze(1)
         return RewardOutput(score, {"accuracy": (probs.argmax(1) == target).float()})

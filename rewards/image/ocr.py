@@ -78,8 +78,15 @@ def target_of(prompt: str, metadata: Mapping[str, Any], key: str) -> str:
 class OCRReward:
     modality = "image"
 
-    def __init__(self, engine: str = "rapidocr", detect: bool = False, target_key: str = "target_text",
-                 min_height: int = 32, scoring: str = "edit", pad_lines: bool = True):
+    def __init__(
+        self,
+        engine: str = "rapidocr",
+        detect: bool = False,
+        target_key: str = "target_text",
+        min_height: int = 32,
+        scoring: str = "edit",
+        pad_lines: bool = True,
+    ):
         """``min_height``: smaller images are upscaled (bicubic) to this many pixels high
         before recognition; engines are tuned for text lines of ~32-48 px.
         ``pad_lines`` (rapidocr line mode): pad every line to the recogniser's 320:48
@@ -93,21 +100,38 @@ class OCRReward:
         # character probabilities the likelihood needs
         self.line_mode = engine == "rapidocr" and not detect
         if scoring == "likelihood" and not self.line_mode:
-            raise ConfigError("reward.scoring", scoring, "'edit' unless engine=rapidocr and detect=false (the "
-                              "likelihood needs the recogniser's character probabilities of one text line)")
+            raise ConfigError(
+                "reward.scoring",
+                scoring,
+                "'edit' unless engine=rapidocr and detect=false (the "
+                "likelihood needs the recogniser's character probabilities of one text line)",
+            )
         if not pad_lines and not self.line_mode:
-            raise ConfigError("reward.pad_lines", pad_lines, "true unless engine=rapidocr and detect=false")
-        self.engine, self.detect, self.target_key, self.min_height = engine, detect, target_key, min_height
+            raise ConfigError(
+                "reward.pad_lines", pad_lines, "true unless engine=rapidocr and detect=false"
+            )
+        self.engine, self.detect, self.target_key, self.min_height = (
+            engine,
+            detect,
+            target_key,
+            min_height,
+        )
         self.scoring, self.pad_lines = scoring, pad_lines
         if engine == "rapidocr":
-            RapidOCR = require("rapidocr", "reward.engine", engine, "the offline OCR engine").RapidOCR
+            RapidOCR = require(
+                "rapidocr", "reward.engine", engine, "the offline OCR engine"
+            ).RapidOCR
             self._rapid = RapidOCR(params={"Global.log_level": "error"})
         else:
             import shutil
 
             if shutil.which("tesseract") is None:
-                raise ConfigError("reward.engine", engine, "the tesseract binary (apt-get install tesseract-ocr "
-                                  "tesseract-ocr-eng) and pytesseract")
+                raise ConfigError(
+                    "reward.engine",
+                    engine,
+                    "the tesseract binary (apt-get install tesseract-ocr "
+                    "tesseract-ocr-eng) and pytesseract",
+                )
 
     def upscale(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
@@ -128,7 +152,9 @@ class OCRReward:
 
         return pytesseract.image_to_string(image, config="" if self.detect else "--psm 7").strip()
 
-    def recognise_lines(self, images: Sequence[np.ndarray], chunk: int = 64) -> tuple[list[str], torch.Tensor]:
+    def recognise_lines(
+        self, images: Sequence[np.ndarray], chunk: int = 64
+    ) -> tuple[list[str], torch.Tensor]:
         """rapidocr's recogniser on whole images as text lines, batched: the greedy CTC
         texts and the per-frame character probabilities [N, T, C] (column 0 = blank).
         Preprocessing as rapidocr's own (RGB -> BGR, height 48, right-padded width)."""
@@ -138,7 +164,9 @@ class OCRReward:
         ratio = max([width / height] * self.pad_lines + [im.shape[1] / im.shape[0] for im in lines])
         texts, probs = [], []
         for start in range(0, len(lines), chunk):
-            batch = np.stack([rec.resize_norm_img(im, ratio) for im in lines[start:start + chunk]]).astype(np.float32)
+            batch = np.stack(
+                [rec.resize_norm_img(im, ratio) for im in lines[start : start + chunk]]
+            ).astype(np.float32)
             preds = rec.session(batch)
             texts += [text for text, _ in rec.postprocess_op(preds)[0]]
             probs.append(torch.from_numpy(np.asarray(preds, dtype=np.float32)))
@@ -152,15 +180,25 @@ class OCRReward:
         labels = sorted(set(chars))
         # One class per distinct target letter, its probability summed over both cases;
         # the other characters drop out (CTC needs no normalised rows).
-        cols = [probs[:, 0]] + [sum((probs[:, index[v]] for v in {c, c.upper()} if v in index),
-                                    torch.zeros(len(probs))) for c in labels]
+        cols = [probs[:, 0]] + [
+            sum((probs[:, index[v]] for v in {c, c.upper()} if v in index), torch.zeros(len(probs)))
+            for c in labels
+        ]
         log_probs = torch.stack(cols, 1).clamp_min(1e-30).log()[:, None]
         targets = torch.tensor([[labels.index(c) + 1 for c in chars]])
-        nll = torch.nn.functional.ctc_loss(log_probs, targets, torch.tensor([len(probs)]), torch.tensor([len(chars)]),
-                                           blank=0, reduction="sum")
+        nll = torch.nn.functional.ctc_loss(
+            log_probs,
+            targets,
+            torch.tensor([len(probs)]),
+            torch.tensor([len(chars)]),
+            blank=0,
+            reduction="sum",
+        )
         return float(torch.exp(-nll / len(chars)))
 
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
         from alignflow.modalities.image.io import to_uint8
 
         images = list(to_uint8(media))
@@ -168,7 +206,9 @@ class OCRReward:
         nan = float("nan")
         if self.line_mode:
             texts, probs = self.recognise_lines(images)
-            likelihood = torch.tensor([self.likelihood(p, t) if t else nan for p, t in zip(probs, targets)])
+            likelihood = torch.tensor(
+                [self.likelihood(p, t) if t else nan for p, t in zip(probs, targets)]
+            )
         else:
             texts, likelihood = [self.read(im) for im in images], None
         edit = torch.tensor([ocr_score(text, t) if t else nan for text, t in zip(texts, targets)])

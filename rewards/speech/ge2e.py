@@ -69,15 +69,20 @@ def trim_silences(wav: np.ndarray) -> np.ndarray:
     import webrtcvad
     from scipy.ndimage import binary_dilation
 
-    wav = wav[:len(wav) - len(wav) % VAD_WINDOW]
+    wav = wav[: len(wav) - len(wav) % VAD_WINDOW]
     pcm = np.round(wav * 32767).astype(np.int16).tobytes()
     vad = webrtcvad.Vad(3)
-    voiced = np.array([vad.is_speech(pcm[2 * s:2 * (s + VAD_WINDOW)], RATE) for s in range(0, len(wav), VAD_WINDOW)])
+    voiced = np.array(
+        [
+            vad.is_speech(pcm[2 * s : 2 * (s + VAD_WINDOW)], RATE)
+            for s in range(0, len(wav), VAD_WINDOW)
+        ]
+    )
     width = 8
     padded = np.concatenate((np.zeros((width - 1) // 2), voiced, np.zeros(width // 2)))
     sums = np.cumsum(padded, dtype=float)
     sums[width:] = sums[width:] - sums[:-width]
-    mask = np.round(sums[width - 1:] / width).astype(bool)
+    mask = np.round(sums[width - 1 :] / width).astype(bool)
     mask = binary_dilation(mask, np.ones(7))
     return wav[np.repeat(mask, VAD_WINDOW)]
 
@@ -86,8 +91,13 @@ def mel_frames(wav: np.ndarray) -> np.ndarray:
     """Power mel spectrogram (not log), 25 ms windows, 10 ms hop, 40 bands: [T, 40]."""
     import librosa
 
-    return librosa.feature.melspectrogram(y=wav, sr=RATE, n_fft=RATE * 25 // 1000, hop_length=HOP,
-                                          n_mels=40).astype(np.float32).T
+    return (
+        librosa.feature.melspectrogram(
+            y=wav, sr=RATE, n_fft=RATE * 25 // 1000, hop_length=HOP, n_mels=40
+        )
+        .astype(np.float32)
+        .T
+    )
 
 
 def windows(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75) -> list[int]:
@@ -109,7 +119,7 @@ def embed_utterance(model: GE2E, wav: np.ndarray) -> torch.Tensor:
     if end >= len(wav):
         wav = np.pad(wav, (0, end - len(wav)))
     mel = mel_frames(wav)
-    batch = torch.from_numpy(np.stack([mel[s:s + WINDOW] for s in starts]))
+    batch = torch.from_numpy(np.stack([mel[s : s + WINDOW] for s in starts]))
     device = next(model.parameters()).device
     partial = model(batch.to(device)).cpu().numpy()
     mean = partial.mean(axis=0)

@@ -31,7 +31,11 @@ class DNSMOSReward:
         self.dnsmos = require("speechmos.dnsmos", "reward.name", "dnsmos", "the DNSMOS reward")
         self.score = score
 
-    def __call__(self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
-        rows = [self.dnsmos.run(x.clamp(-1, 1).numpy(), sr=16000) for x in media.resample(16000).items()]
+    def __call__(
+        self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
+        rows = [
+            self.dnsmos.run(x.clamp(-1, 1).numpy(), sr=16000) for x in media.resample(16000).items()
+        ]
         comps = {short: torch.tensor([float(r[key]) for r in rows]) for key, short in KEYS.items()}
         return RewardOutput(comps[KEYS[self.score]].clone(), comps)

@@ -35,7 +35,11 @@ class ResemblyzerEmbedder:
     def __init__(self, device: str = "cpu"):
         from alignflow.rewards.speech import ge2e
 
-        for module in ("webrtcvad", "librosa", "scipy.ndimage"):  # imported when it embeds: checked now
+        for module in (
+            "webrtcvad",
+            "librosa",
+            "scipy.ndimage",
+        ):  # imported when it embeds: checked now
             require(module, "reward.backend", "resemblyzer", "the offline speaker embedder")
         self.ge2e, self.model = ge2e, ge2e.load_ge2e(device)
 
@@ -56,15 +60,22 @@ class WavLMEmbedder:
 
         from alignflow.sdk.weights import pretrained_source
 
-        source = pretrained_source(path, "reward.path", "config.json", "a local WavLMForXVector folder")
+        source = pretrained_source(
+            path, "reward.path", "config.json", "a local WavLMForXVector folder"
+        )
         self.extractor = AutoFeatureExtractor.from_pretrained(source)
         self.model = WavLMForXVector.from_pretrained(source).to(device).eval()
         self.device = device
 
     @torch.no_grad()
     def __call__(self, audio: Sequence[np.ndarray]) -> torch.Tensor:
-        inputs = self.extractor([a.astype(np.float32) for a in audio], sampling_rate=EMBED_RATE, padding=True,
-                                return_tensors="pt", return_attention_mask=True)
+        inputs = self.extractor(
+            [a.astype(np.float32) for a in audio],
+            sampling_rate=EMBED_RATE,
+            padding=True,
+            return_tensors="pt",
+            return_attention_mask=True,
+        )
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         return F.normalize(self.model(**inputs).embeddings.float().cpu(), dim=-1)
 
@@ -78,12 +89,24 @@ class SpeakerSimilarity:
 
     modality = "speech"
 
-    def __init__(self, backend: str = "resemblyzer", path: str = "", audio_root: str = "", device: str = "cpu"):
+    def __init__(
+        self,
+        backend: str = "resemblyzer",
+        path: str = "",
+        audio_root: str = "",
+        device: str = "cpu",
+    ):
         if backend not in BACKENDS:
             raise ConfigError("reward.backend", backend, f"one of {sorted(BACKENDS)}")
         if backend == "wavlm" and not path:
-            raise ConfigError("reward.path", path, "a local WavLMForXVector folder or hub id for the wavlm backend")
-        self.embed = BACKENDS[backend](path, device) if backend == "wavlm" else BACKENDS[backend](device)
+            raise ConfigError(
+                "reward.path",
+                path,
+                "a local WavLMForXVector folder or hub id for the wavlm backend",
+            )
+        self.embed = (
+            BACKENDS[backend](path, device) if backend == "wavlm" else BACKENDS[backend](device)
+        )
         self.references = ReferenceAudio(audio_root, EMBED_RATE)
         self._ref_cache: dict[Any, torch.Tensor] = {}
 
@@ -93,7 +116,9 @@ class SpeakerSimilarity:
             self._ref_cache[path] = self.embed([self.references(meta).samples[0].numpy()])[0]
         return self._ref_cache[path]
 
-    def __call__(self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(
+        self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
         generated = self.embed([x.numpy() for x in media.resample(EMBED_RATE).items()])
         refs = torch.stack([self.reference_embedding(m) for m in metadata])
         sim = (generated * refs).sum(-1)

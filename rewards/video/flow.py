@@ -52,7 +52,10 @@ def direction_vector(value: Any) -> np.ndarray:
         v = np.zeros(2)
     n = float(np.hypot(*v))
     if not n > 0 or not math.isfinite(n):
-        raise RewardError(f"video reward: direction={value!r}; expected one of {sorted(UNIT)} or [dx, dy] (y down)")
+        raise RewardError(
+            f"video reward: direction={value!r}; expected one of {sorted(UNIT)} or [dx, dy] (y "
+            "down)"
+        )
     return v / n
 
 
@@ -66,18 +69,34 @@ class OpticalFlow:
         import cv2
 
         self.cv2, self.method = cv2, method
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) if method == "dis" else None
+        self.dis = (
+            cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+            if method == "dis"
+            else None
+        )
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if self.dis is not None:
             return self.dis.calc(a, b, None)
-        return self.cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=3, winsize=9, iterations=3,
-                                                 poly_n=5, poly_sigma=1.1, flags=0)
+        return self.cv2.calcOpticalFlowFarneback(
+            a,
+            b,
+            None,
+            pyr_scale=0.5,
+            levels=3,
+            winsize=9,
+            iterations=3,
+            poly_n=5,
+            poly_sigma=1.1,
+            flags=0,
+        )
 
     def warp(self, image: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """image(p + flow(p)): backward warping, bilinear, borders replicated."""
         m = _pixel_grid(*flow.shape[:2]) + flow
-        return self.cv2.remap(image, m[..., 0], m[..., 1], self.cv2.INTER_LINEAR, borderMode=self.cv2.BORDER_REPLICATE)
+        return self.cv2.remap(
+            image, m[..., 0], m[..., 1], self.cv2.INTER_LINEAR, borderMode=self.cv2.BORDER_REPLICATE
+        )
 
 
 @lru_cache(maxsize=8)
@@ -88,7 +107,9 @@ def _pixel_grid(h: int, w: int) -> np.ndarray:
     return grid
 
 
-def clip_heads(frames: np.ndarray, flow: OpticalFlow, top: float, min_side: int = 64) -> dict[str, Any]:
+def clip_heads(
+    frames: np.ndarray, flow: OpticalFlow, top: float, min_side: int = 64
+) -> dict[str, Any]:
     """The raw per-clip measurements of one clip ``frames`` [F, H, W, 3] float32 in [0, 1]:
     warp error, interpolation error, speed and mean motion vector (pixels per frame)."""
     cv2 = flow.cv2
@@ -96,13 +117,20 @@ def clip_heads(frames: np.ndarray, flow: OpticalFlow, top: float, min_side: int 
     if F_ < 3:
         raise RewardError(f"video reward: clips need at least 3 frames for flow heads, got {F_}")
     scale = max(1, math.ceil(min_side / min(H, W)))
-    big = np.stack([cv2.resize(f, (W * scale, H * scale), interpolation=cv2.INTER_LINEAR) for f in frames])
-    grey = [np.ascontiguousarray((cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) * 255).round().astype(np.uint8)) for f in big]
+    big = np.stack(
+        [cv2.resize(f, (W * scale, H * scale), interpolation=cv2.INTER_LINEAR) for f in frames]
+    )
+    grey = [
+        np.ascontiguousarray((cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) * 255).round().astype(np.uint8))
+        for f in big
+    ]
     warp_err, vectors, speeds = [], [], []
     for t in range(F_ - 1):
         back = flow(grey[t + 1], grey[t])  # f_{t+1}(p) ~ f_t(p + back(p))
         warp_err.append(float(np.abs(flow.warp(big[t], back) - big[t + 1]).mean()))
-        motion = -back.reshape(-1, 2) / scale  # where each pixel of f_{t+1} came from, reversed, in clip pixels
+        motion = (
+            -back.reshape(-1, 2) / scale
+        )  # where each pixel of f_{t+1} came from, reversed, in clip pixels
         mag = np.hypot(motion[:, 0], motion[:, 1])
         k = max(1, int(round(top * len(mag))))
         fastest = np.argpartition(mag, -k)[-k:]
@@ -113,8 +141,12 @@ def clip_heads(frames: np.ndarray, flow: OpticalFlow, top: float, min_side: int 
         skip = flow(grey[t + 1], grey[t - 1])  # f_{t+1}(p) ~ f_{t-1}(p + skip(p))
         middle = 0.5 * (flow.warp(big[t - 1], 0.5 * skip) + flow.warp(big[t + 1], -0.5 * skip))
         interp_err.append(float(np.abs(middle - big[t]).mean()))
-    return {"warp_error": float(np.mean(warp_err)), "interp_error": float(np.mean(interp_err)),
-            "speed": float(np.mean(speeds)), "vector": np.mean(vectors, 0)}
+    return {
+        "warp_error": float(np.mean(warp_err)),
+        "interp_error": float(np.mean(interp_err)),
+        "speed": float(np.mean(speeds)),
+        "vector": np.mean(vectors, 0),
+    }
 
 
 class VideoFlowReward:
@@ -133,11 +165,26 @@ class VideoFlowReward:
 
     modality = "video"
 
-    def __init__(self, direction: float = 0.0, consistency: float = 0.0, smoothness: float = 0.0,
-                 motion: float = 0.0, method: str = "farneback", motion_target: float = 0.5, top: float = 0.1):
-        weights = {"direction": direction, "consistency": consistency, "smoothness": smoothness, "motion": motion}
+    def __init__(
+        self,
+        direction: float = 0.0,
+        consistency: float = 0.0,
+        smoothness: float = 0.0,
+        motion: float = 0.0,
+        method: str = "farneback",
+        motion_target: float = 0.5,
+        top: float = 0.1,
+    ):
+        weights = {
+            "direction": direction,
+            "consistency": consistency,
+            "smoothness": smoothness,
+            "motion": motion,
+        }
         if not any(weights.values()):
-            raise ConfigError("reward", weights, f"a non-zero weight for at least one head of {HEADS}")
+            raise ConfigError(
+                "reward", weights, f"a non-zero weight for at least one head of {HEADS}"
+            )
         if not motion_target > 0:
             raise ConfigError("reward.motion_target", motion_target, "pixels per frame > 0")
         if not 0 < top <= 1:
@@ -145,18 +192,25 @@ class VideoFlowReward:
         self.heads = {h: float(w) for h, w in weights.items() if w}
         self.flow, self.motion_target, self.top = OpticalFlow(method), motion_target, top
 
-    def __call__(self, media: Video, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(
+        self, media: Video, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
         if not isinstance(media, Video):
             raise RewardError(f"video reward: expected a Video batch, got {type(media).__name__}")
         if "direction" in self.heads:
             missing = [i for i, m in enumerate(metadata) if "direction" not in m]
             if missing:
-                raise RewardError(f"video reward: the direction head needs a 'direction' metadata column; "
-                                  f"samples {missing[:8]} have none")
+                raise RewardError(
+                    f"video reward: the direction head needs a 'direction' metadata column; "
+                    f"samples {missing[:8]} have none"
+                )
         frames = media.frames.permute(0, 1, 3, 4, 2).cpu().numpy()  # [B, F, H, W, C]
         if frames.shape[-1] == 1:
             frames = np.repeat(frames, 3, -1)
-        rows = [clip_heads(np.ascontiguousarray(f, dtype=np.float32), self.flow, self.top) for f in frames]
+        rows = [
+            clip_heads(np.ascontiguousarray(f, dtype=np.float32), self.flow, self.top)
+            for f in frames
+        ]
         speed = torch.tensor([r["speed"] for r in rows])
         out = {
             "consistency": 1 - torch.tensor([r["warp_error"] for r in rows]),
@@ -171,7 +225,9 @@ class VideoFlowReward:
             out["direction"] = torch.tensor((vec * target).sum(1) / norm, dtype=torch.float32)
             units = np.array(list(UNIT.values()))
             best = units[(vec @ units.T).argmax(1)]
-            out["accuracy"] = torch.tensor(((best * target).sum(1) > 0.99) & (np.hypot(*vec.T) >= self.motion_target / 2),
-                                           dtype=torch.float32)
+            out["accuracy"] = torch.tensor(
+                ((best * target).sum(1) > 0.99) & (np.hypot(*vec.T) >= self.motion_target / 2),
+                dtype=torch.float32,
+            )
         scores = sum(w * out[h] for h, w in self.heads.items())
         return RewardOutput(scores.float(), {k: v.float() for k, v in out.items()})

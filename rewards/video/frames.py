@@ -39,8 +39,14 @@ class CLIPFrameConsistency:
 
     modality = "video"
 
-    def __init__(self, path: str = "openai/clip-vit-base-patch32", frames: int = 8, anchor_weight: float = 0.0,
-                 device: str = "", dtype: str = "float32"):
+    def __init__(
+        self,
+        path: str = "openai/clip-vit-base-patch32",
+        frames: int = 8,
+        anchor_weight: float = 0.0,
+        device: str = "",
+        dtype: str = "float32",
+    ):
         from alignflow.rewards.image.clip import CLIPEmbedder
 
         if frames < 2:
@@ -50,7 +56,9 @@ class CLIPFrameConsistency:
         self.clip = CLIPEmbedder(path, "", device, dtype)
         self.frames, self.anchor_weight = frames, anchor_weight
 
-    def __call__(self, media: Video, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(
+        self, media: Video, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
         video = _check(media, "clip_frame_consistency")
         idx = sample_frames(video.num_frames, self.frames)
         x = video.frames[:, idx]  # [B, K, C, H, W]
@@ -71,7 +79,13 @@ class PerFrame:
 
     modality = "video"
 
-    def __init__(self, reward: Mapping[str, Any], frames: int = 4, how: str = "uniform", aggregate: str = "mean"):
+    def __init__(
+        self,
+        reward: Mapping[str, Any],
+        frames: int = 4,
+        how: str = "uniform",
+        aggregate: str = "mean",
+    ):
         from alignflow.sdk.components import builder
         from alignflow.sdk.config import split_component
 
@@ -95,12 +109,21 @@ class PerFrame:
             return x.median(1).values
         return x[:, -1]
 
-    def __call__(self, media: Video, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> RewardOutput:
+    def __call__(
+        self, media: Video, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> RewardOutput:
         video = _check(media, f"per_frame({self.name})")
         idx = sample_frames(video.num_frames, self.frames, self.how)
         B, K = len(video), len(idx)
         images = video.frames[:, idx].flatten(0, 1)
-        out = check_output(self.inner(images, [p for p in prompts for _ in idx], [m for m in metadata for _ in idx]),
-                           B * K, self.name)
-        return RewardOutput(self._reduce(out.scores.view(B, K)),
-                            {k: self._reduce(v.view(B, K)) for k, v in out.components.items()})
+        out = check_output(
+            self.inner(
+                images, [p for p in prompts for _ in idx], [m for m in metadata for _ in idx]
+            ),
+            B * K,
+            self.name,
+        )
+        return RewardOutput(
+            self._reduce(out.scores.view(B, K)),
+            {k: self._reduce(v.view(B, K)) for k, v in out.components.items()},
+        )

@@ -113,8 +113,18 @@ class Algorithm:
         """Raise ConfigError if this recipe cannot run with ``sample.num_steps`` and
         ``sample.group_size`` (checked when the trainer is built, not at iteration 0)."""
 
-    def rollout(self, policy: FlowPolicy, cond: Any, sigmas: torch.Tensor, *, guidance: float, group_size: int,
-                seed: int, iteration: int, slots: list[int]) -> Any:
+    def rollout(
+        self,
+        policy: FlowPolicy,
+        cond: Any,
+        sigmas: torch.Tensor,
+        *,
+        guidance: float,
+        group_size: int,
+        seed: int,
+        iteration: int,
+        slots: list[int],
+    ) -> Any:
         """G = ``group_size`` samples for each of the P prompts encoded in ``cond`` (not
         repeated), over the schedule ``sigmas`` [N+1]. ``slots`` [P] are the prompts'
         global slots: every random draw must be keyed by (seed, iteration, slot, member),
@@ -127,15 +137,27 @@ class Algorithm:
         column, without gold rewards) and hands back as ``peek_rewards``."""
         raise NotImplementedError(f"{type(self).__name__}.rollout")
 
-    def advantages(self, rewards: torch.Tensor, group: torch.Tensor,
-                   terms: dict[str, tuple[torch.Tensor, float]] | None = None) -> GroupAdvantages:
+    def advantages(
+        self,
+        rewards: torch.Tensor,
+        group: torch.Tensor,
+        terms: dict[str, tuple[torch.Tensor, float]] | None = None,
+    ) -> GroupAdvantages:
         """Per-sample advantages from the rewards [B_all] and prompt slots [B_all] of
         every process (``terms``: each reward term's scores [B_all] and weight, when
         there are several). NaN rewards leave their group and get 0."""
         raise NotImplementedError(f"{type(self).__name__}.advantages")
 
-    def training_items(self, rollout: Any, advantages: torch.Tensor, *, rewards: torch.Tensor,
-                       peek_rewards: torch.Tensor | None, seed: int, iteration: int) -> Any:
+    def training_items(
+        self,
+        rollout: Any,
+        advantages: torch.Tensor,
+        *,
+        rewards: torch.Tensor,
+        peek_rewards: torch.Tensor | None,
+        seed: int,
+        iteration: int,
+    ) -> Any:
         """E training items from this process's rollout, advantages [B], rewards [B]
         and peek rewards [B, M]: a dataclass whose batched tensors have E first,
         including ``sample`` [E] (the rollout sample, hence the condition, of an item)
@@ -158,7 +180,9 @@ class Algorithm:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore ``state_dict()``'s output (an empty dict for a stateless recipe)."""
         if state:
-            raise ValueError(f"algorithm {self.name} keeps no state, but the checkpoint has {sorted(state)}")
+            raise ValueError(
+                f"algorithm {self.name} keeps no state, but the checkpoint has {sorted(state)}"
+            )
 
 
 def algorithm_config(cls: type[Algorithm], args: dict[str, Any]) -> Any:
@@ -179,8 +203,11 @@ def algorithm_config(cls: type[Algorithm], args: dict[str, Any]) -> Any:
         elsewhere |= {f.name for f in dataclasses.fields(other.Config)}
     foreign = sorted(k for k in args if k not in known and k in elsewhere)
     if foreign:
-        logging.getLogger(__name__).warning("algorithm %s does not use %s (set for another algorithm): ignored",
-                                            cls.name, foreign)
-    cfg = dataclass_from(cls.Config, {k: v for k, v in args.items() if k not in foreign}, "algorithm")
+        logging.getLogger(__name__).warning(
+            "algorithm %s does not use %s (set for another algorithm): ignored", cls.name, foreign
+        )
+    cfg = dataclass_from(
+        cls.Config, {k: v for k, v in args.items() if k not in foreign}, "algorithm"
+    )
     cfg.validate()
     return cfg

@@ -57,13 +57,20 @@ class BranchGRPOConfig(FlowGRPOConfig):
         try:
             TreeSpec(tuple(self.branch_steps), tuple(self.widths))
         except ValueError as e:
-            raise ConfigError("algorithm.branch_steps", list(self.branch_steps),
-                              f"increasing step indices, one per width {list(self.widths)}") from e
+            raise ConfigError(
+                "algorithm.branch_steps",
+                list(self.branch_steps),
+                f"increasing step indices, one per width {list(self.widths)}",
+            ) from e
         if self.keep_per_depth < 0:
             raise ConfigError("algorithm.keep_per_depth", self.keep_per_depth, "an int >= 0")
         bad = [d for d in self.train_depths if not 0 <= d < len(self.widths)]
         if bad:
-            raise ConfigError("algorithm.train_depths", list(self.train_depths), f"depths in 0..{len(self.widths) - 1}")
+            raise ConfigError(
+                "algorithm.train_depths",
+                list(self.train_depths),
+                f"depths in 0..{len(self.widths) - 1}",
+            )
 
 
 @dataclass
@@ -74,35 +81,80 @@ class TreeGRPOConfig(BranchGRPOConfig):
 
 def check_tree(spec: TreeSpec, num_steps: int, group_size: int) -> None:
     if spec.leaves != group_size:
-        raise ConfigError("algorithm.widths", list(spec.widths),
-                          f"widths whose product is sample.group_size ({group_size}); theirs is {spec.leaves}")
+        raise ConfigError(
+            "algorithm.widths",
+            list(spec.widths),
+            f"widths whose product is sample.group_size ({group_size}); theirs is {spec.leaves}",
+        )
     if spec.steps[-1] >= num_steps:
-        raise ConfigError("algorithm.branch_steps", list(spec.steps), f"steps below sample.num_steps ({num_steps})")
+        raise ConfigError(
+            "algorithm.branch_steps",
+            list(spec.steps),
+            f"steps below sample.num_steps ({num_steps})",
+        )
 
 
-def seeded_tree_rollout(cfg: FlowGRPOConfig, kernel, spec: TreeSpec, policy, cond, sigmas, *, guidance: float,
-                        group_size: int, seed: int, iteration: int, slots: list[int]) -> Tree:
+def seeded_tree_rollout(
+    cfg: FlowGRPOConfig,
+    kernel,
+    spec: TreeSpec,
+    policy,
+    cond,
+    sigmas,
+    *,
+    guidance: float,
+    group_size: int,
+    seed: int,
+    iteration: int,
+    slots: list[int],
+) -> Tree:
     """One tree per prompt: its initial noise keyed by (seed, iteration, slot), each
     edge's draw by (seed, iteration, slot, depth, node)."""
     check_tree(spec, len(sigmas) - 1, group_size)
-    return tree_rollout(policy, cond, sigmas, spec, kernel, noise_level=cfg.noise_level, guidance=guidance,
-                        noise_generators=[generator(seed, "noise", iteration, s) for s in slots],
-                        edge_generator=lambda s, d, n: generator(seed, "tree", iteration, s, d, n), slots=slots)
+    return tree_rollout(
+        policy,
+        cond,
+        sigmas,
+        spec,
+        kernel,
+        noise_level=cfg.noise_level,
+        guidance=guidance,
+        noise_generators=[generator(seed, "noise", iteration, s) for s in slots],
+        edge_generator=lambda s, d, n: generator(seed, "tree", iteration, s, d, n),
+        slots=slots,
+    )
 
 
-def edge_transitions(traj: Tree, rewards: torch.Tensor, *, clip: float, keep_per_depth: int = 0,
-                     depths: tuple[int, ...] = (), weight: torch.Tensor | None = None) -> Transitions:
+def edge_transitions(
+    traj: Tree,
+    rewards: torch.Tensor,
+    *,
+    clip: float,
+    keep_per_depth: int = 0,
+    depths: tuple[int, ...] = (),
+    weight: torch.Tensor | None = None,
+) -> Transitions:
     """The kept edges of the trees, each with the depth-normalised advantage of the node
     it leads to (``weight``: one loss weight for every edge, or None)."""
     adv = tree_advantages(rewards.to(traj.x0.device), traj.group, traj, clip=clip)
-    keep = prune_edges(adv, traj.depth.cpu(), traj.tree.cpu(), keep_per_depth=keep_per_depth,
-                       depths=depths).to(traj.x.device)
-    first_leaf = {s: i for i, s in reversed(list(enumerate(traj.group.tolist())))}  # a condition row per tree
+    keep = prune_edges(
+        adv, traj.depth.cpu(), traj.tree.cpu(), keep_per_depth=keep_per_depth, depths=depths
+    ).to(traj.x.device)
+    first_leaf = {
+        s: i for i, s in reversed(list(enumerate(traj.group.tolist())))
+    }  # a condition row per tree
     return Transitions(
-        x=traj.x[keep], x_next=traj.x_next[keep], log_prob=traj.log_prob[keep], step=traj.step[keep],
-        sample=torch.tensor([first_leaf[s] for s in traj.tree[keep].tolist()], dtype=torch.long,
-                            device=traj.x.device),
-        advantage=adv.to(traj.x.device)[keep], sigmas=traj.sigmas,
+        x=traj.x[keep],
+        x_next=traj.x_next[keep],
+        log_prob=traj.log_prob[keep],
+        step=traj.step[keep],
+        sample=torch.tensor(
+            [first_leaf[s] for s in traj.tree[keep].tolist()],
+            dtype=torch.long,
+            device=traj.x.device,
+        ),
+        advantage=adv.to(traj.x.device)[keep],
+        sigmas=traj.sigmas,
         weight=None if weight is None else weight.expand(len(keep)).to(traj.x.device),
     )
 
@@ -128,11 +180,18 @@ class BranchGRPO(Algorithm):
         return seeded_tree_rollout(self.cfg, self.kernel, self.spec, policy, cond, sigmas, **run)
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return credit(self.cfg, rewards, group, terms)  # logged only: the edges get the tree's credit
+        return credit(
+            self.cfg, rewards, group, terms
+        )  # logged only: the edges get the tree's credit
 
     def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
-        return edge_transitions(traj, rewards, clip=self.cfg.adv_clip, keep_per_depth=self.cfg.keep_per_depth,
-                                depths=tuple(self.cfg.train_depths))
+        return edge_transitions(
+            traj,
+            rewards,
+            clip=self.cfg.adv_clip,
+            keep_per_depth=self.cfg.keep_per_depth,
+            depths=tuple(self.cfg.train_depths),
+        )
 
     def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
         return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)
@@ -161,11 +220,18 @@ class TreeGRPO(Algorithm):
         return seeded_tree_rollout(self.cfg, self.kernel, self.spec, policy, cond, sigmas, **run)
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return credit(self.cfg, rewards, group, terms)  # logged only: the edges get the tree's credit
+        return credit(
+            self.cfg, rewards, group, terms
+        )  # logged only: the edges get the tree's credit
 
     def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
-        return edge_transitions(traj, rewards, clip=self.cfg.adv_clip, keep_per_depth=self.cfg.keep_per_depth,
-                                depths=tuple(self.cfg.train_depths))
+        return edge_transitions(
+            traj,
+            rewards,
+            clip=self.cfg.adv_clip,
+            keep_per_depth=self.cfg.keep_per_depth,
+            depths=tuple(self.cfg.train_depths),
+        )
 
     def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
         return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)
@@ -211,16 +277,32 @@ class TempFlowGRPO(Algorithm):
         k = steps[int(torch.randint(len(steps), (), generator=generator(seed, "plan", iteration)))]
         return TreeSpec((k,), (group_size,))
 
-    def rollout(self, policy, cond, sigmas, *, seed: int, iteration: int, group_size: int, **run) -> Tree:
+    def rollout(
+        self, policy, cond, sigmas, *, seed: int, iteration: int, group_size: int, **run
+    ) -> Tree:
         spec = self.tree_spec(len(sigmas) - 1, iteration, seed, group_size)
-        return seeded_tree_rollout(self.cfg, self.kernel, spec, policy, cond, sigmas, seed=seed,
-                                   iteration=iteration, group_size=group_size, **run)
+        return seeded_tree_rollout(
+            self.cfg,
+            self.kernel,
+            spec,
+            policy,
+            cond,
+            sigmas,
+            seed=seed,
+            iteration=iteration,
+            group_size=group_size,
+            **run,
+        )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return credit(self.cfg, rewards, group, terms)  # logged only: the edges get the tree's credit
+        return credit(
+            self.cfg, rewards, group, terms
+        )  # logged only: the edges get the tree's credit
 
     def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
-        return edge_transitions(traj, rewards, clip=self.cfg.adv_clip, weight=self.noise_weight(traj))
+        return edge_transitions(
+            traj, rewards, clip=self.cfg.adv_clip, weight=self.noise_weight(traj)
+        )
 
     def noise_weight(self, traj: Tree) -> torch.Tensor | None:
         """The branching step's noise std over the mean std of the candidate steps."""
@@ -228,8 +310,14 @@ class TempFlowGRPO(Algorithm):
             return None
         sigmas, N = traj.sigmas, len(traj.sigmas) - 1
         x = traj.x[:1]
-        std = torch.stack([self.kernel(x, torch.zeros_like(x), sigmas, i, noise_level=self.noise_level,
-                                       prev_sample=x).std.flatten()[0] for i in self.candidates(N)])
+        std = torch.stack(
+            [
+                self.kernel(
+                    x, torch.zeros_like(x), sigmas, i, noise_level=self.noise_level, x_next=x
+                ).std.flatten()[0]
+                for i in self.candidates(N)
+            ]
+        )
         k = int(traj.step[0])
         return (std[self.candidates(N).index(k)] / std.mean()).float().reshape(1)
 

@@ -57,15 +57,18 @@ class DanceGRPOConfig(FlowGRPOConfig):
             raise ConfigError("algorithm.step_fraction", self.step_fraction, "a float in (0, 1]")
 
 
-def random_steps(items: Transitions, traj: Trajectories, fraction: float, *, seed: int,
-                 iteration: int) -> Transitions:
+def random_steps(
+    items: Transitions, traj: Trajectories, fraction: float, *, seed: int, iteration: int
+) -> Transitions:
     """floor(fraction x K) of each sample's K transitions, drawn per (slot, member)."""
     B, K = traj.log_prob.shape
     keep = max(1, int(fraction * K))
     groups, member = traj.group.tolist(), members(traj.group)
     chosen = []
     for b in range(B):
-        order = torch.randperm(K, generator=generator(seed, "dance_steps", iteration, groups[b], member[b]))
+        order = torch.randperm(
+            K, generator=generator(seed, "dance_steps", iteration, groups[b], member[b])
+        )
         chosen.append(b * K + order[:keep].sort().values)
     return select(items, torch.cat(chosen).to(items.x.device))
 
@@ -89,14 +92,23 @@ class DanceGRPO(Algorithm):
 
     def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
         # one initial noise per group: the members differ by the SDE alone
-        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run)
+        return sde_rollout(
+            self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run
+        )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
         return credit(self.cfg, rewards, group, terms)
 
-    def training_items(self, traj: Trajectories, advantages, *, seed: int, iteration: int, **_) -> Transitions:
-        return random_steps(transitions(traj, advantages), traj, self.cfg.step_fraction, seed=seed,
-                            iteration=iteration)
+    def training_items(
+        self, traj: Trajectories, advantages, *, seed: int, iteration: int, **_
+    ) -> Transitions:
+        return random_steps(
+            transitions(traj, advantages),
+            traj,
+            self.cfg.step_fraction,
+            seed=seed,
+            iteration=iteration,
+        )
 
     def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
         return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)

@@ -81,11 +81,23 @@ class DenseGRPO(Algorithm):
     def check(self, num_steps: int, group_size: int) -> None:
         check_plan(self.plan, num_steps, self.name)
 
-    def rollout(self, policy, cond, sigmas, *, guidance: float, group_size: int, **run) -> Trajectories:
+    def rollout(
+        self, policy, cond, sigmas, *, guidance: float, group_size: int, **run
+    ) -> Trajectories:
         """Flow-GRPO's rollout, with ``peeks`` [B, M, ...]: the clean sample the ODE
         reaches from each state of :func:`peeked_steps` (M of them)."""
-        traj = sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, guidance=guidance,
-                           group_size=group_size, share_noise=False, **run)
+        traj = sde_rollout(
+            self.cfg,
+            self.kernel,
+            self.plan,
+            policy,
+            cond,
+            sigmas,
+            guidance=guidance,
+            group_size=group_size,
+            share_noise=False,
+            **run,
+        )
         cond = repeat_interleave(cond, group_size)
         states = {}  # step index -> x at that step, [B, ...]
         for j, i in enumerate(traj.steps.tolist()):
@@ -95,32 +107,55 @@ class DenseGRPO(Algorithm):
         peeks = [self.peek(policy, states[i], cond, sigmas[i:], guidance) for i in at]
         return dataclasses.replace(traj, peeks=torch.stack(peeks, 1) if peeks else None)
 
-    def peek(self, policy, x: torch.Tensor, cond, sigmas: torch.Tensor, guidance: float) -> torch.Tensor:
+    def peek(
+        self, policy, x: torch.Tensor, cond, sigmas: torch.Tensor, guidance: float
+    ) -> torch.Tensor:
         """The clean sample the ODE reaches from x at sigmas[0]."""
         if self.cfg.peek_steps:
             steps = min(self.cfg.peek_steps, len(sigmas) - 1)
-            return dpm_solver_2m(policy, x, cond, compress(sigmas, steps / (len(sigmas) - 1)), guidance)
+            return dpm_solver_2m(
+                policy, x, cond, compress(sigmas, steps / (len(sigmas) - 1)), guidance
+            )
         ode = KERNELS["ode"]
         with torch.no_grad():
             for i in range(len(sigmas) - 1):
                 v = policy.velocity(x, sigmas[i].to(x.device).expand(x.shape[0]), cond, guidance)
-                x = ode(x, v, sigmas, i).prev_sample
+                x = ode(x, v, sigmas, i).x_next
         return x
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
         return credit(self.cfg, rewards, group, terms)  # logged only: each step gets its own below
 
-    def training_items(self, traj: Trajectories, advantages, *, rewards: torch.Tensor,
-                       peek_rewards: torch.Tensor | None, **_) -> Transitions:
+    def training_items(
+        self,
+        traj: Trajectories,
+        advantages,
+        *,
+        rewards: torch.Tensor,
+        peek_rewards: torch.Tensor | None,
+        **_,
+    ) -> Transitions:
         steps, N = traj.steps.tolist(), len(traj.sigmas) - 1
         column = {i: m for m, i in enumerate(peeked_steps(steps, N))}
-        value = {i: peek_rewards[:, m] for i, m in column.items()} | {N: rewards}  # V at step index -> [B]
-        gains = torch.stack([value[i + 1] - value[i] for i in steps], 1).cpu() if steps else torch.zeros(len(rewards), 0)
+        value = {i: peek_rewards[:, m] for i, m in column.items()} | {
+            N: rewards
+        }  # V at step index -> [B]
+        gains = (
+            torch.stack([value[i + 1] - value[i] for i in steps], 1).cpu()
+            if steps
+            else torch.zeros(len(rewards), 0)
+        )
         group = traj.group.cpu()
-        per_step = [group_advantages(gains[:, j], group, std=self.cfg.adv_std, clip=self.cfg.adv_clip).advantages
-                    for j in range(gains.shape[1])]
+        per_step = [
+            group_advantages(
+                gains[:, j], group, std=self.cfg.adv_std, clip=self.cfg.adv_clip
+            ).advantages
+            for j in range(gains.shape[1])
+        ]
         adv = torch.stack(per_step, 1) if per_step else gains
-        return dataclasses.replace(transitions(traj, advantages), advantage=adv.flatten().to(traj.x.device))
+        return dataclasses.replace(
+            transitions(traj, advantages), advantage=adv.flatten().to(traj.x.device)
+        )
 
     def loss(self, policy, items: Transitions, cond, ctx: StepContext) -> LossOutput:
         return ratio_loss(self.cfg, self.kernel, policy, items, cond, ctx)

@@ -48,7 +48,8 @@ class DiffusionNFTConfig:
     adv_std: str = "global"
     """z-score with the iteration's std ('global', the reference) or the group's"""
     aggregate: str = "reward"
-    """several reward terms: z-score the weighted sum ('reward') or sum weighted z-scores ('advantage')"""
+    """several reward terms: z-score the weighted sum ('reward') or sum weighted z-scores
+    ('advantage')"""
     kl_beta: float = 1e-4
     """weight of mean ||v_theta - v_ref||^2 (0 = no reference forward)"""
     old_decay_rate: float = 1e-3
@@ -105,7 +106,9 @@ class DiffusionNFT(Algorithm):
     name = "diffusion_nft"
     Config = DiffusionNFTConfig
 
-    def __init__(self, config: DiffusionNFTConfig | None = None, params: list[torch.nn.Parameter] = ()):
+    def __init__(
+        self, config: DiffusionNFTConfig | None = None, params: list[torch.nn.Parameter] = ()
+    ):
         """``params``: the trained parameters (LoRA or full); the old policy starts as them."""
         super().__init__(config, params)
         self.kernel, self.noise_level = KERNELS["ode"], 0.0  # ODE rollouts: no SDE, no log-probs
@@ -117,15 +120,31 @@ class DiffusionNFT(Algorithm):
         return config.kl_beta > 0
 
     def rollout(self, policy, cond, sigmas, *, group_size: int, **run) -> Trajectories:
-        return seeded_rollout(policy, cond, sigmas, StepPlan.deterministic(len(sigmas) - 1), self.kernel,
-                              noise_level=0.0, group_size=group_size, share_noise=False, **run)
+        return seeded_rollout(
+            policy,
+            cond,
+            sigmas,
+            StepPlan.deterministic(len(sigmas) - 1),
+            self.kernel,
+            noise_level=0.0,
+            group_size=group_size,
+            share_noise=False,
+            **run,
+        )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return group_credit(rewards, group, terms, aggregate=self.cfg.aggregate, std=self.cfg.adv_std,
-                            clip=self.cfg.adv_clip)
+        return group_credit(
+            rewards,
+            group,
+            terms,
+            aggregate=self.cfg.aggregate,
+            std=self.cfg.adv_std,
+            clip=self.cfg.adv_clip,
+        )
 
-    def training_items(self, traj: Trajectories, advantages: torch.Tensor, *, seed: int, iteration: int,
-                       **_) -> CleanSamples:
+    def training_items(
+        self, traj: Trajectories, advantages: torch.Tensor, *, seed: int, iteration: int, **_
+    ) -> CleanSamples:
         B, N = len(traj.x0), len(traj.sigmas) - 1
         K = max(1, int(self.cfg.timestep_fraction * N))
         groups, member = traj.group.tolist(), members(traj.group)
@@ -138,9 +157,12 @@ class DiffusionNFT(Algorithm):
         A = advantages.to(traj.x0.device).clamp(-self.cfg.adv_clip, self.cfg.adv_clip)
         sample, step = torch.cat(rows).to(traj.x0.device), torch.cat(steps)
         return CleanSamples(
-            x0=traj.x0[sample], eps=torch.cat(eps).to(traj.x0.dtype), step=step.to(traj.x0.device),
+            x0=traj.x0[sample],
+            eps=torch.cat(eps).to(traj.x0.dtype),
+            step=step.to(traj.x0.device),
             sigma=traj.sigmas[step.to(traj.sigmas.device)].float().to(traj.x0.device),
-            r=(A / (2 * self.cfg.adv_clip) + 0.5).clamp(0, 1)[sample], sample=sample,
+            r=(A / (2 * self.cfg.adv_clip) + 0.5).clamp(0, 1)[sample],
+            sample=sample,
         )
 
     def loss(self, policy, items: CleanSamples, cond, ctx: StepContext) -> LossOutput:
@@ -156,11 +178,17 @@ class DiffusionNFT(Algorithm):
         v = policy.velocity(x_t, items.sigma, cond, 1.0).float()
         v_pos = cfg.beta * v + (1 - cfg.beta) * v_old
         v_neg = (1 + cfg.beta) * v_old - cfg.beta * v
-        pos, neg = self._x0_error(x_t.float() - t * v_pos, x0), self._x0_error(x_t.float() - t * v_neg, x0)
+        pos, neg = (
+            self._x0_error(x_t.float() - t * v_pos, x0),
+            self._x0_error(x_t.float() - t * v_neg, x0),
+        )
         per = cfg.adv_clip / cfg.beta * (items.r * pos + (1 - items.r) * neg)
         loss = per.mean()
-        stats = {"policy_loss": per.detach(), "r": items.r,
-                 "old_deviation": (v - v_old).detach().pow(2).flatten(1).mean(1)}
+        stats = {
+            "policy_loss": per.detach(),
+            "r": items.r,
+            "old_deviation": (v - v_old).detach().pow(2).flatten(1).mean(1),
+        }
         if self.needs_reference:
             with torch.no_grad(), ctx.reference():
                 v_ref = policy.velocity(x_t, items.sigma, cond, 1.0).float()

@@ -49,7 +49,8 @@ class FlowGRPOConfig:
     train_fraction: float = 0.99
     """train the first floor(train_fraction * N) steps"""
     ode_first: int = 0
-    """the first K steps are deterministic and untrained (sway-type schedules, see docs/speech.md)"""
+    """the first K steps are deterministic and untrained (sway-type schedules, see
+    docs/speech.md)"""
     clip_range: float = 1e-4
     """PPO clip eps on the ratio (1e-4 for flow_sde's mean log-prob convention)"""
     adv_clip: float = 5.0
@@ -57,7 +58,8 @@ class FlowGRPOConfig:
     adv_std: str = "group"
     """z-score with the group's own std ('group') or the iteration's ('global')"""
     aggregate: str = "reward"
-    """several reward terms: z-score their weighted sum ('reward') or sum their weighted z-scores ('advantage')"""
+    """several reward terms: z-score their weighted sum ('reward') or sum their weighted
+    z-scores ('advantage')"""
     kl_beta: float = 0.04
     """weight of the KL to the reference (0 = no KL, no reference forward)"""
     kl_convention: str = "reference"
@@ -67,7 +69,11 @@ class FlowGRPOConfig:
         stochastic = [k for k, v in KERNELS.items() if v.stochastic]
         checks = [
             ("kernel", self.kernel in stochastic, f"one of {stochastic}"),
-            ("noise_level", self.noise_level > 0, "a float > 0 (0 makes the SDE deterministic: nothing to train)"),
+            (
+                "noise_level",
+                self.noise_level > 0,
+                "a float > 0 (0 makes the SDE deterministic: nothing to train)",
+            ),
             ("train_fraction", 0 < self.train_fraction <= 1, "a float in (0, 1]"),
             ("ode_first", self.ode_first >= 0, "an int >= 0"),
             ("clip_range", self.clip_range > 0, "a float > 0"),
@@ -97,10 +103,16 @@ class FlowGRPOFastConfig(FlowGRPOConfig):
             raise ConfigError("algorithm.window", self.window, "an int >= 1")
 
 
-def credit(cfg: FlowGRPOConfig, rewards: torch.Tensor, group: torch.Tensor,
-           terms: dict[str, tuple[torch.Tensor, float]] | None) -> GroupAdvantages:
+def credit(
+    cfg: FlowGRPOConfig,
+    rewards: torch.Tensor,
+    group: torch.Tensor,
+    terms: dict[str, tuple[torch.Tensor, float]] | None,
+) -> GroupAdvantages:
     """Group-relative advantages with the config's aggregation, std and clip."""
-    return group_credit(rewards, group, terms, aggregate=cfg.aggregate, std=cfg.adv_std, clip=cfg.adv_clip)
+    return group_credit(
+        rewards, group, terms, aggregate=cfg.aggregate, std=cfg.adv_std, clip=cfg.adv_clip
+    )
 
 
 @dataclass
@@ -144,13 +156,20 @@ Surrogate = Callable[[StepOutput, torch.Tensor, Transitions, StepContext], Polic
 """(the policy's step output, the old log-prob [E], the items, ctx) -> the policy loss."""
 
 
-def ratio_loss(cfg: FlowGRPOConfig, kernel, policy, items: Transitions, cond, ctx: StepContext,
-               surrogate: Surrogate | None = None) -> LossOutput:
+def ratio_loss(
+    cfg: FlowGRPOConfig,
+    kernel,
+    policy,
+    items: Transitions,
+    cond,
+    ctx: StepContext,
+    surrogate: Surrogate | None = None,
+) -> LossOutput:
     """Flow-GRPO's loss on transitions: the policy's log-prob of each stored step, a
     policy-gradient surrogate on its ratio to the rollout's (PPO's clip by default), and
     ``kl_beta`` times the KL of the step's Gaussian to the reference's."""
     sigmas = items.sigmas
-    step_args = dict(noise_level=cfg.noise_level, prev_sample=items.x_next)
+    step_args = dict(noise_level=cfg.noise_level, x_next=items.x_next)
     v = policy.velocity(items.x, sigmas[items.step].to(items.x.device), cond, ctx.guidance)
     out = kernel(items.x, v, sigmas, items.step, **step_args)
     # On-policy, the stored rollout log-prob and this one differ only by numerics
@@ -158,31 +177,65 @@ def ratio_loss(cfg: FlowGRPOConfig, kernel, policy, items: Transitions, cond, ct
     # and the mismatch is reported so that a real discrepancy cannot hide.
     old = out.log_prob.detach() if ctx.on_policy else items.log_prob
     if surrogate is None:
-        pg = clipped_policy_loss(out.log_prob, old, items.advantage, cfg.clip_range, weights=items.weight)
+        pg = clipped_policy_loss(
+            out.log_prob, old, items.advantage, cfg.clip_range, weights=items.weight
+        )
     else:
         pg = surrogate(out, old, items, ctx)
-    stats = {"ratio": pg.ratio, "clipfrac": pg.clipped.float(), "approx_kl": pg.approx_kl.expand(len(old)),
-             "policy_loss": pg.loss.detach().expand(len(old))}
+    stats = {
+        "ratio": pg.ratio,
+        "clipfrac": pg.clipped.float(),
+        "approx_kl": pg.approx_kl.expand(len(old)),
+        "policy_loss": pg.loss.detach().expand(len(old)),
+    }
     if ctx.on_policy:
         stats["logprob_mismatch"] = (out.log_prob.detach() - items.log_prob).abs()
     loss = pg.loss
     if cfg.kl_beta > 0:
         with torch.no_grad(), ctx.reference():
-            v_ref = policy.velocity(items.x, sigmas[items.step].to(items.x.device), cond, ctx.guidance)
+            v_ref = policy.velocity(
+                items.x, sigmas[items.step].to(items.x.device), cond, ctx.guidance
+            )
             ref = kernel(items.x, v_ref, sigmas, items.step, **step_args)
         g = kernel.diffusion(sigmas, items.step, items.x, cfg.noise_level)
-        kl = kl_to_reference(out.mean, ref.mean, std=out.std, diffusion=g, convention=cfg.kl_convention)
+        kl = kl_to_reference(
+            out.mean, ref.mean, std=out.std, diffusion=g, convention=cfg.kl_convention
+        )
         loss = loss + cfg.kl_beta * kl.mean()
         stats["kl_ref"] = kl.detach()
     return LossOutput(loss, stats)
 
 
-def sde_rollout(cfg: FlowGRPOConfig, kernel, plan: Plan, policy, cond, sigmas: torch.Tensor, *, guidance: float,
-                group_size: int, seed: int, iteration: int, slots: list[int], share_noise: bool) -> Trajectories:
+def sde_rollout(
+    cfg: FlowGRPOConfig,
+    kernel,
+    plan: Plan,
+    policy,
+    cond,
+    sigmas: torch.Tensor,
+    *,
+    guidance: float,
+    group_size: int,
+    seed: int,
+    iteration: int,
+    slots: list[int],
+    share_noise: bool,
+) -> Trajectories:
     """The rollout of this iteration's plan with the recipe's kernel and noise level."""
-    return seeded_rollout(policy, cond, sigmas, plan(len(sigmas) - 1, iteration, seed), kernel,
-                          noise_level=cfg.noise_level, guidance=guidance, group_size=group_size, seed=seed,
-                          iteration=iteration, slots=slots, share_noise=share_noise)
+    return seeded_rollout(
+        policy,
+        cond,
+        sigmas,
+        plan(len(sigmas) - 1, iteration, seed),
+        kernel,
+        noise_level=cfg.noise_level,
+        guidance=guidance,
+        group_size=group_size,
+        seed=seed,
+        iteration=iteration,
+        slots=slots,
+        share_noise=share_noise,
+    )
 
 
 class FlowGRPO(Algorithm):
@@ -205,7 +258,9 @@ class FlowGRPO(Algorithm):
         check_plan(self.plan, num_steps, self.name)
 
     def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
-        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=False, **run)
+        return sde_rollout(
+            self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=False, **run
+        )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
         return credit(self.cfg, rewards, group, terms)
@@ -239,7 +294,9 @@ class FlowGRPOFast(Algorithm):
         check_plan(self.plan, num_steps, self.name)
 
     def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
-        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run)
+        return sde_rollout(
+            self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run
+        )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
         return credit(self.cfg, rewards, group, terms)

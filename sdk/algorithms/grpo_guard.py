@@ -42,9 +42,16 @@ from alignflow.sdk.rollout import Trajectories
 class GRPOGuardConfig(FlowGRPOConfig):
     def validate(self) -> None:
         super().validate()
-        if self.kernel not in ("flow_sde", "dance_sde"):  # the bias b assumes a normalised Gaussian log-prob
-            raise ConfigError("algorithm.kernel", self.kernel, "flow_sde or dance_sde (RatioNorm's centring term "
-                              "assumes their Gaussian log-probs; cps drops the 1 / (2 s^2) scale)")
+        if self.kernel not in (
+            "flow_sde",
+            "dance_sde",
+        ):  # the bias b assumes a normalised Gaussian log-prob
+            raise ConfigError(
+                "algorithm.kernel",
+                self.kernel,
+                "flow_sde or dance_sde (RatioNorm's centring term "
+                "assumes their Gaussian log-probs; cps drops the 1 / (2 s^2) scale)",
+            )
 
 
 @dataclass
@@ -54,8 +61,13 @@ class GuardTransitions(Transitions):
     mean: torch.Tensor | None = None
 
 
-def ratio_norm_loss(out: StepOutput, old_log_prob: torch.Tensor, items: GuardTransitions, clip_range: float,
-                    on_policy: bool) -> PolicyLossOutput:
+def ratio_norm_loss(
+    out: StepOutput,
+    old_log_prob: torch.Tensor,
+    items: GuardTransitions,
+    clip_range: float,
+    on_policy: bool,
+) -> PolicyLossOutput:
     """RatioNorm: the log-ratio centred by b and scaled by the step's std, clipped, each
     transition weighted by 1 / |dt|."""
     mu_old = out.mean.detach() if on_policy else items.mean
@@ -64,7 +76,9 @@ def ratio_norm_loss(out: StepOutput, old_log_prob: torch.Tensor, items: GuardTra
     log_ratio = (out.log_prob - old_log_prob + bias) * s
     sigmas = items.sigmas.to(s.device)
     dt = (sigmas[items.step] - sigmas[items.step + 1]).float()
-    return clipped_policy_loss(log_ratio, torch.zeros_like(log_ratio), items.advantage, clip_range, weights=1 / dt)
+    return clipped_policy_loss(
+        log_ratio, torch.zeros_like(log_ratio), items.advantage, clip_range, weights=1 / dt
+    )
 
 
 class GRPOGuard(Algorithm):
@@ -85,7 +99,9 @@ class GRPOGuard(Algorithm):
         check_plan(self.plan, num_steps, self.name)
 
     def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
-        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=False, **run)
+        return sde_rollout(
+            self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=False, **run
+        )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
         return credit(self.cfg, rewards, group, terms)

@@ -58,17 +58,26 @@ class MixGRPOConfig(FlowGRPOConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name, ok, accepted in (("window", self.window >= 1, "an int >= 1"),
-                                   ("every", self.every >= 1, "an int >= 1"),
-                                   ("stride", self.stride >= 1, "an int >= 1"),
-                                   ("slide", self.slide in SLIDE_MODES, f"one of {SLIDE_MODES}")):
+        for name, ok, accepted in (
+            ("window", self.window >= 1, "an int >= 1"),
+            ("every", self.every >= 1, "an int >= 1"),
+            ("stride", self.stride >= 1, "an int >= 1"),
+            ("slide", self.slide in SLIDE_MODES, f"one of {SLIDE_MODES}"),
+        ):
             if not ok:
                 raise ConfigError(f"algorithm.{name}", getattr(self, name), accepted)
 
 
 def sliding_window(c: MixGRPOConfig) -> SlidingWindow:
-    return SlidingWindow(c.window, c.every, c.stride, c.slide, c.roll_back, start=c.ode_first,
-                         max_start=None if c.max_start < 0 else c.max_start)
+    return SlidingWindow(
+        c.window,
+        c.every,
+        c.stride,
+        c.slide,
+        c.roll_back,
+        start=c.ode_first,
+        max_start=None if c.max_start < 0 else c.max_start,
+    )
 
 
 class MixGRPO(Algorithm):
@@ -90,7 +99,9 @@ class MixGRPO(Algorithm):
 
     def rollout(self, policy, cond, sigmas, **run) -> Trajectories:
         # the group shares its initial noise: the ODE prefix before the window runs once per prompt
-        return sde_rollout(self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run)
+        return sde_rollout(
+            self.cfg, self.kernel, self.plan, policy, cond, sigmas, share_noise=True, **run
+        )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
         return credit(self.cfg, rewards, group, terms)

@@ -34,7 +34,8 @@ from alignflow.sdk.solvers import compress, dpm_solver_2m
 @dataclass
 class MixGRPOFlashConfig(MixGRPOConfig):
     tail_ratio: float = 0.4
-    """steps of the tail after the window, as a fraction of the original tail (post_compress_ratio)"""
+    """steps of the tail after the window, as a fraction of the original tail
+    (post_compress_ratio)"""
 
     def validate(self) -> None:
         super().validate()
@@ -59,17 +60,43 @@ class MixGRPOFlash(Algorithm):
     def check(self, num_steps: int, group_size: int) -> None:
         check_plan(self.plan, num_steps, self.name)
 
-    def rollout(self, policy, cond, sigmas, *, guidance: float, group_size: int, seed: int, iteration: int,
-                slots: list[int]) -> Trajectories:
+    def rollout(
+        self,
+        policy,
+        cond,
+        sigmas,
+        *,
+        guidance: float,
+        group_size: int,
+        seed: int,
+        iteration: int,
+        slots: list[int],
+    ) -> Trajectories:
         """MixGRPO's rollout up to the end e of the window, then DPM-Solver++(2M) to 0."""
         plan = self.plan(len(sigmas) - 1, iteration, seed)
         end = plan.trained_steps[-1] + 1
         head = StepPlan(plan.sde[:end], plan.train[:end], plan.shared_prefix)
-        traj = seeded_rollout(policy, cond, sigmas[:end + 1], head, self.kernel, noise_level=self.noise_level,
-                              guidance=guidance, group_size=group_size, seed=seed, iteration=iteration, slots=slots,
-                              share_noise=True)
-        x0 = dpm_solver_2m(policy, traj.x0, repeat_interleave(cond, group_size),
-                           compress(sigmas[end:], self.cfg.tail_ratio), guidance)
+        traj = seeded_rollout(
+            policy,
+            cond,
+            sigmas[: end + 1],
+            head,
+            self.kernel,
+            noise_level=self.noise_level,
+            guidance=guidance,
+            group_size=group_size,
+            seed=seed,
+            iteration=iteration,
+            slots=slots,
+            share_noise=True,
+        )
+        x0 = dpm_solver_2m(
+            policy,
+            traj.x0,
+            repeat_interleave(cond, group_size),
+            compress(sigmas[end:], self.cfg.tail_ratio),
+            guidance,
+        )
         return dataclasses.replace(traj, x0=x0, sigmas=sigmas)
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:

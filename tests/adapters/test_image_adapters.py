@@ -15,8 +15,11 @@ from alignflow.sdk.rollout import rollout
 from alignflow.sdk.trainer import Trainer
 from tests.adapters import image_rewards_for_tests  # noqa: F401  (declares the Redness reward)
 
-PROMPTS = ["a red cat", "a sign that says \"hello\""]
-LOADERS = {"sd3": (tiny_sd3_pipeline, load_sd3_policy), "flux": (tiny_flux_pipeline, load_flux_policy)}
+PROMPTS = ["a red cat", 'a sign that says "hello"']
+LOADERS = {
+    "sd3": (tiny_sd3_pipeline, load_sd3_policy),
+    "flux": (tiny_flux_pipeline, load_flux_policy),
+}
 
 
 @pytest.fixture(scope="module", params=["sd3", "flux"])
@@ -37,8 +40,18 @@ def test_noise_level_zero_rollout_is_the_pipelines_own_sampler(saved):
     N, w = 5, (4.5 if kind == "sd3" else 3.5)
     cond = policy.encode(PROMPTS)
     gens = [generator("t", i) for i in range(len(PROMPTS))]
-    traj = rollout(policy, cond, policy.sigmas(N), AllSDE()(N, 0, 0), KERNELS["flow_sde"], noise_level=0.0,
-                   guidance=w, group_size=1, noise_generators=gens, sde_generators=gens)
+    traj = rollout(
+        policy,
+        cond,
+        policy.sigmas(N),
+        AllSDE()(N, 0, 0),
+        KERNELS["flow_sde"],
+        noise_level=0.0,
+        guidance=w,
+        group_size=1,
+        noise_generators=gens,
+        sde_generators=gens,
+    )
     noise = policy.noise(len(PROMPTS), [generator("t", i) for i in range(len(PROMPTS))])
     common = dict(num_inference_steps=N, guidance_scale=w, height=32, width=32, latents=noise)
     ref_latents = policy.pipeline(PROMPTS, output_type="latent", **common).images
@@ -52,8 +65,9 @@ def test_prompt_embeddings_are_the_pipelines(saved):
     policy = load(kind, folder)
     cond = policy.encode(PROMPTS)
     if kind == "sd3":
-        embeds, neg, pooled, neg_pooled = policy.pipeline.encode_prompt(PROMPTS, None, None,
-                                                                        do_classifier_free_guidance=True)
+        embeds, neg, pooled, neg_pooled = policy.pipeline.encode_prompt(
+            PROMPTS, None, None, do_classifier_free_guidance=True
+        )
         torch.testing.assert_close(cond.null_embeds, neg)
     else:
         embeds, pooled, _ = policy.pipeline.encode_prompt(PROMPTS, None)
@@ -69,20 +83,43 @@ def test_decode_of_to_latents_is_close_to_the_image(saved):
 
 
 def digits_like_cfg(out, kind, folder, prompts_file, *extra):
-    return compose("train", [
-        f"policy.name={kind}", f"+policy.path={folder}", "+policy.resolution=32", "+policy.dtype=float32",
-        "+policy.attention=sdpa", "+reward.red.name=tests.adapters.image_rewards_for_tests:Redness",
-        f"data.train={prompts_file}", "sample.num_steps=4", "sample.group_size=2", "sample.prompts_per_iteration=2",
-        "sample.batch_size=4", f"sample.guidance={4.5 if kind == 'sd3' else 3.5}", "train.micro_batch_size=4",
-        "train.iterations=1", "train.lora_rank=4", "train.lora_alpha=8", "logging.progress_bar=false",
-        "logging.tensorboard=false", "logging.media=false", f"output_dir={out}", *extra])
+    return compose(
+        "train",
+        [
+            f"policy.name={kind}",
+            f"+policy.path={folder}",
+            "+policy.resolution=32",
+            "+policy.dtype=float32",
+            "+policy.attention=sdpa",
+            "+reward.red.name=tests.adapters.image_rewards_for_tests:Redness",
+            f"data.train={prompts_file}",
+            "sample.num_steps=4",
+            "sample.group_size=2",
+            "sample.prompts_per_iteration=2",
+            "sample.batch_size=4",
+            f"sample.guidance={4.5 if kind == 'sd3' else 3.5}",
+            "train.micro_batch_size=4",
+            "train.iterations=1",
+            "train.lora_rank=4",
+            "train.lora_alpha=8",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            "logging.media=false",
+            f"output_dir={out}",
+            *extra,
+        ],
+    )
 
 
 def test_a_grpo_iteration_runs_and_lora_reloads_to_the_same_log_probs(saved, tmp_path):
     kind, folder = saved
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    tr = Trainer(digits_like_cfg(tmp_path / "run", kind, folder, prompts, "train.optimizer_steps=1", "train.lr=1e-2"))
+    tr = Trainer(
+        digits_like_cfg(
+            tmp_path / "run", kind, folder, prompts, "train.optimizer_steps=1", "train.lr=1e-2"
+        )
+    )
     encoded = []
     real_encode = tr.policy.encode
     tr.policy.encode = lambda p, m=None: encoded.append(len(p)) or real_encode(p, m)
@@ -103,14 +140,32 @@ def test_a_grpo_iteration_runs_and_lora_reloads_to_the_same_log_probs(saved, tmp
         x = pol.noise(2, [generator("lp", 0), generator("lp", 1)])
         with torch.no_grad():
             v = pol.velocity(x, sig[1].expand(2), cond, 1.0)
-            out = KERNELS["flow_sde"](x, v, sig, 1, noise_level=0.7, prev_sample=x_next,
-                                      generator=[generator("e", 0), generator("e", 1)])
-        x_next = out.prev_sample
+            out = KERNELS["flow_sde"](
+                x,
+                v,
+                sig,
+                1,
+                noise_level=0.7,
+                x_next=x_next,
+                generator=[generator("e", 0), generator("e", 1)],
+            )
+        x_next = out.x_next
         return out.log_prob
 
     trained = log_prob(tr)
-    reloaded = log_prob(Trainer(digits_like_cfg(tmp_path / "run", kind, folder, prompts, "train.optimizer_steps=1",
-                                                "train.lr=1e-2", "checkpoint.resume=latest")))
+    reloaded = log_prob(
+        Trainer(
+            digits_like_cfg(
+                tmp_path / "run",
+                kind,
+                folder,
+                prompts,
+                "train.optimizer_steps=1",
+                "train.lr=1e-2",
+                "checkpoint.resume=latest",
+            )
+        )
+    )
     assert torch.equal(trained, reloaded)
     base = log_prob(Trainer(digits_like_cfg(tmp_path / "other", kind, folder, prompts)))
     assert (trained - base).abs().max() > 1e-6  # the LoRA did change the policy
@@ -125,8 +180,11 @@ def test_bad_adapter_arguments(tmp_path, kind):
         loader(str(tmp_path))
     with pytest.raises(ConfigError, match="policy.dtype = 'fp8'"):
         loader(str(tmp_path), dtype="fp8")
-    # a hub id that cannot be reached (HF_HUB_OFFLINE here, and nothing cached): one line, no weights tried
-    with pytest.raises(ConfigError, match="policy.path = 'no-such-org/no-such-model': .*reachable") as e:
+    # a hub id that cannot be reached (HF_HUB_OFFLINE here, and nothing cached): one line,
+    # no weights tried
+    with pytest.raises(
+        ConfigError, match="policy.path = 'no-such-org/no-such-model': .*reachable"
+    ) as e:
         loader("no-such-org/no-such-model")
     assert "\n" not in str(e.value)
 
@@ -138,7 +196,9 @@ def test_bad_resolution_and_attention(saved, monkeypatch):
     kind, folder = saved
     with monkeypatch.context() as m:  # refused from the configs, before any weights load
         m.setattr(common, "load_pipeline", None)
-        with pytest.raises(ConfigError, match="policy.resolution = 30: expected a positive multiple of"):
+        with pytest.raises(
+            ConfigError, match="policy.resolution = 30: expected a positive multiple of"
+        ):
             LOADERS[kind][1](str(folder), resolution=30, dtype="float32")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="policy.attention = 'xformers'"):

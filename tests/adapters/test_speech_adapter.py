@@ -21,7 +21,9 @@ from alignflow.modalities.speech.mel import MelCodec
 from alignflow.sdk.errors import ConfigError, DataError
 from alignflow.sdk.kernels import KERNELS
 
-TINY = DiTConfig(dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_num_embeds=40, text_dim=32, conv_layers=2)
+TINY = DiTConfig(
+    dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_num_embeds=40, text_dim=32, conv_layers=2
+)
 
 
 def f5_layout(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
@@ -30,28 +32,49 @@ def f5_layout(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
     d, td, m, ff = cfg.dim, cfg.text_dim, cfg.mel_dim, cfg.dim * cfg.ff_mult
     inner = cfg.heads * cfg.dim_head
     keys = {
-        "time_embed.time_mlp.0.weight": (d, 256), "time_embed.time_mlp.0.bias": (d,),
-        "time_embed.time_mlp.2.weight": (d, d), "time_embed.time_mlp.2.bias": (d,),
+        "time_embed.time_mlp.0.weight": (d, 256),
+        "time_embed.time_mlp.0.bias": (d,),
+        "time_embed.time_mlp.2.weight": (d, d),
+        "time_embed.time_mlp.2.bias": (d,),
         "text_embed.text_embed.weight": (cfg.text_num_embeds + 1, td),
-        "input_embed.proj.weight": (d, 2 * m + td), "input_embed.proj.bias": (d,),
-        "input_embed.conv_pos_embed.conv1d.0.weight": (d, d // 16, 31), "input_embed.conv_pos_embed.conv1d.0.bias": (d,),
-        "input_embed.conv_pos_embed.conv1d.2.weight": (d, d // 16, 31), "input_embed.conv_pos_embed.conv1d.2.bias": (d,),
+        "input_embed.proj.weight": (d, 2 * m + td),
+        "input_embed.proj.bias": (d,),
+        "input_embed.conv_pos_embed.conv1d.0.weight": (d, d // 16, 31),
+        "input_embed.conv_pos_embed.conv1d.0.bias": (d,),
+        "input_embed.conv_pos_embed.conv1d.2.weight": (d, d // 16, 31),
+        "input_embed.conv_pos_embed.conv1d.2.bias": (d,),
         "rotary_embed.inv_freq": (cfg.dim_head // 2,),
-        "norm_out.linear.weight": (2 * d, d), "norm_out.linear.bias": (2 * d,),
-        "proj_out.weight": (m, d), "proj_out.bias": (m,),
+        "norm_out.linear.weight": (2 * d, d),
+        "norm_out.linear.bias": (2 * d,),
+        "proj_out.weight": (m, d),
+        "proj_out.bias": (m,),
     }
     for i in range(cfg.conv_layers):
         p = f"text_embed.text_blocks.{i}."
-        keys |= {p + "dwconv.weight": (td, 1, 7), p + "dwconv.bias": (td,), p + "norm.weight": (td,),
-                 p + "norm.bias": (td,), p + "pwconv1.weight": (2 * td, td), p + "pwconv1.bias": (2 * td,),
-                 p + "grn.gamma": (1, 1, 2 * td), p + "grn.beta": (1, 1, 2 * td),
-                 p + "pwconv2.weight": (td, 2 * td), p + "pwconv2.bias": (td,)}
+        keys |= {
+            p + "dwconv.weight": (td, 1, 7),
+            p + "dwconv.bias": (td,),
+            p + "norm.weight": (td,),
+            p + "norm.bias": (td,),
+            p + "pwconv1.weight": (2 * td, td),
+            p + "pwconv1.bias": (2 * td,),
+            p + "grn.gamma": (1, 1, 2 * td),
+            p + "grn.beta": (1, 1, 2 * td),
+            p + "pwconv2.weight": (td, 2 * td),
+            p + "pwconv2.bias": (td,),
+        }
     for i in range(cfg.depth):
         p = f"transformer_blocks.{i}."
-        keys |= {p + "attn_norm.linear.weight": (6 * d, d), p + "attn_norm.linear.bias": (6 * d,),
-                 p + "attn.to_out.0.weight": (d, inner), p + "attn.to_out.0.bias": (d,),
-                 p + "ff.ff.0.0.weight": (ff, d), p + "ff.ff.0.0.bias": (ff,),
-                 p + "ff.ff.2.weight": (d, ff), p + "ff.ff.2.bias": (d,)}
+        keys |= {
+            p + "attn_norm.linear.weight": (6 * d, d),
+            p + "attn_norm.linear.bias": (6 * d,),
+            p + "attn.to_out.0.weight": (d, inner),
+            p + "attn.to_out.0.bias": (d,),
+            p + "ff.ff.0.0.weight": (ff, d),
+            p + "ff.ff.0.0.bias": (ff,),
+            p + "ff.ff.2.weight": (d, ff),
+            p + "ff.ff.2.bias": (d,),
+        }
         for proj in ("to_q", "to_k", "to_v"):
             keys |= {p + f"attn.{proj}.weight": (inner, d), p + f"attn.{proj}.bias": (inner,)}
     return keys
@@ -72,10 +95,15 @@ def write_release(folder, cfg: DiTConfig, vocab: CharVocab) -> dict[str, torch.T
 
     g = torch.Generator().manual_seed(3)
     weights = {k: torch.randn(shape, generator=g) * 0.05 for k, shape in f5_layout(cfg).items()}
-    weights["rotary_embed.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, cfg.dim_head, 2).float() / cfg.dim_head)
+    weights["rotary_embed.inv_freq"] = 1.0 / 10000 ** (
+        torch.arange(0, cfg.dim_head, 2).float() / cfg.dim_head
+    )
     release = {f"ema_model.transformer.{k}": v for k, v in weights.items()}
-    release |= {"ema_model.initted": torch.tensor(True), "ema_model.step": torch.tensor(1250000),
-                "ema_model.mel_spec.mel_stft.mel_scale.fb": torch.zeros(513, 100)}
+    release |= {
+        "ema_model.initted": torch.tensor(True),
+        "ema_model.step": torch.tensor(1250000),
+        "ema_model.mel_spec.mel_stft.mel_scale.fb": torch.zeros(513, 100),
+    }
     folder.mkdir(parents=True, exist_ok=True)
     save_file(release, str(folder / "model_1250000.safetensors"))
     vocab.save(folder / "vocab.txt")
@@ -85,12 +113,21 @@ def write_release(folder, cfg: DiTConfig, vocab: CharVocab) -> dict[str, torch.T
 def test_an_f5_release_folder_loads_with_its_weights(tmp_path):
     vocab = CharVocab([" "] + list("abcdefghijklmnopqrstuvwxyz.,'"))
     weights = write_release(tmp_path / "F5TTS_v1_Base", TINY, vocab)
-    policy = load_f5_policy(str(tmp_path / "F5TTS_v1_Base"), arch={k: v for k, v in TINY.to_dict().items()})
+    policy = load_f5_policy(
+        str(tmp_path / "F5TTS_v1_Base"), arch={k: v for k, v in TINY.to_dict().items()}
+    )
     state = policy.transformer.state_dict()
     for k, v in weights.items():
         torch.testing.assert_close(state[k], v)
-    assert len(policy.vocab) == len(vocab) and policy.vocab.encode("ab ?") == [1, 2, 0, 0]  # unknown -> 0
-    with pytest.raises(ConfigError, match="policy.path"):  # the wrong architecture is named, not half-loaded
+    assert len(policy.vocab) == len(vocab) and policy.vocab.encode("ab ?") == [
+        1,
+        2,
+        0,
+        0,
+    ]  # unknown -> 0
+    with pytest.raises(
+        ConfigError, match="policy.path"
+    ):  # the wrong architecture is named, not half-loaded
         load_f5_policy(str(tmp_path / "F5TTS_v1_Base"), arch={**TINY.to_dict(), "depth": 3})
     with pytest.raises(ConfigError, match="vocab.txt"):
         (tmp_path / "F5TTS_v1_Base" / "vocab.txt").unlink()
@@ -102,7 +139,9 @@ def test_save_pretrained_round_trip(tmp_path):
     policy.save_pretrained(tmp_path / "p")
     again = load_f5_policy(str(tmp_path / "p"))
     assert again.transformer.config == TINY_ARCH and again.max_frames == policy.max_frames
-    for (k, a), b in zip(policy.transformer.state_dict().items(), again.transformer.state_dict().values()):
+    for (k, a), b in zip(
+        policy.transformer.state_dict().items(), again.transformer.state_dict().values()
+    ):
         torch.testing.assert_close(a, b, msg=k)
 
 
@@ -127,7 +166,7 @@ def test_duration_text_and_prompt_follow_f5s_rule():
     assert int(cond.length[0]) == expected and int(cond.prompt[0]) == ref.shape[-1] // 256 + 1
     ids = cond.text[0][cond.text[0] >= 0].tolist()
     assert ids == policy.vocab.encode(ref_text + row["prompt"])
-    assert bool((cond.cond[0, int(cond.prompt[0]):] == 0).all())
+    assert bool((cond.cond[0, int(cond.prompt[0]) :] == 0).all())
     with pytest.raises(DataError, match="max_frames"):
         load_tiny_f5(random_init=True, max_frames=64).encode([row["prompt"]], [row])
     with pytest.raises(DataError, match="ref_audio"):
@@ -137,9 +176,13 @@ def test_duration_text_and_prompt_follow_f5s_rule():
 def test_pretraining_utterances_longer_than_max_frames_train_on_what_fits():
     policy = load_tiny_f5(random_init=True, max_frames=64)
     x0 = torch.randn(2, 64, 100)
-    meta = [{"ref_text": "thank you", "prompt_frames": 20, "frames": 50},
-            {"ref_text": "thank you", "prompt_frames": 20, "frames": 80}]  # cut at 64 by to_latents
-    cond, weight = policy.pretrain_inputs(x0, ["the cat sat", "open the door"], meta, torch.zeros(2, dtype=torch.bool))
+    meta = [
+        {"ref_text": "thank you", "prompt_frames": 20, "frames": 50},
+        {"ref_text": "thank you", "prompt_frames": 20, "frames": 80},
+    ]  # cut at 64 by to_latents
+    cond, weight = policy.pretrain_inputs(
+        x0, ["the cat sat", "open the door"], meta, torch.zeros(2, dtype=torch.bool)
+    )
     assert cond.length.tolist() == [50, 64]
     assert weight[:, :, 0].sum(1).tolist() == [30, 44]
 
@@ -148,7 +191,9 @@ def test_pretraining_utterances_longer_than_max_frames_train_on_what_fits():
 def test_prompt_and_padding_frames_do_not_depend_on_the_model(kernel):
     """Pinned frames get the exact straight-path velocity: two different models agree
     there, and the ODE lands exactly on the prompt and on silence."""
-    rows = [json.loads(line) for line in sentences.PROMPT_FILES["eval"].read_text().splitlines()[:2]]
+    rows = [
+        json.loads(line) for line in sentences.PROMPT_FILES["eval"].read_text().splitlines()[:2]
+    ]
     a, b = load_tiny_f5(random_init=True, seed=1), load_tiny_f5(random_init=True, seed=2)
     for net in (a.transformer, b.transformer):  # adaLN-zero starts at 0 output: make them differ
         for p in net.parameters():
@@ -162,14 +207,20 @@ def test_prompt_and_padding_frames_do_not_depend_on_the_model(kernel):
         va, vb = a.velocity(x, sig[i], cond, 2.0), b.velocity(x, sig[i], cond, 2.0)
         torch.testing.assert_close(va[pinned], vb[pinned])
         assert (va[generated] - vb[generated]).abs().max() > 1e-3
-        out = KERNELS[kernel](x, va, sig, i, noise_level=0.7, generator=[torch.Generator().manual_seed(9)] * 2)
-        x = out.prev_sample
+        out = KERNELS[kernel](
+            x, va, sig, i, noise_level=0.7, generator=[torch.Generator().manual_seed(9)] * 2
+        )
+        x = out.x_next
     if kernel == "ode":
         torch.testing.assert_close(x[prompt], cond.cond[prompt], atol=1e-4, rtol=0)
         silence = ~prompt & ~generated
-        torch.testing.assert_close(x[silence], torch.full_like(x[silence], cond.silence), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            x[silence], torch.full_like(x[silence], cond.silence), atol=1e-4, rtol=0
+        )
     media = a.decode(x, cond)
-    assert media.lengths.tolist() == [(int(n) - int(p)) * 256 for p, n in zip(cond.prompt, cond.length)]
+    assert media.lengths.tolist() == [
+        (int(n) - int(p)) * 256 for p, n in zip(cond.prompt, cond.length)
+    ]
 
 
 def test_codec_latents_round_trip_lengths():
@@ -179,7 +230,7 @@ def test_codec_latents_round_trip_lengths():
     wave = Waveform.from_items([torch.randn(24000) * 0.1, torch.randn(12000) * 0.1], 24000)
     lat = policy.to_latents(wave)
     assert lat.shape == (2, policy.max_frames, 100)
-    assert bool((lat[1, 12000 // 256 + 1:] == math.log(1e-5)).all()) and lat[1, 10].std() > 0.1
+    assert bool((lat[1, 12000 // 256 + 1 :] == math.log(1e-5)).all()) and lat[1, 10].std() > 0.1
     assert isinstance(policy.codec, MelCodec)
 
 
@@ -194,13 +245,29 @@ def test_one_grpo_iteration_on_the_tiny_f5(tmp_path):
     for p in policy.transformer.parameters():
         p.data.normal_(0, 0.05)
     policy.save_pretrained(tmp_path / "base")
-    cfg = compose("train", [
-        "experiment=speech_tiny", "algorithm=flow_grpo", f"policy.path={tmp_path / 'base'}",
-        f"output_dir={tmp_path / 'run'}", "train.iterations=1", "sample.num_steps=4",
-        "sample.group_size=2", "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4",
-        "++algorithm.ode_first=1", "++algorithm.train_fraction=0.99", "eval.every=0", "eval.samples_per_prompt=1", "eval.num_steps=2",
-        "data.eval=", "logging.progress_bar=false", "logging.tensorboard=false",
-    ])
+    cfg = compose(
+        "train",
+        [
+            "experiment=speech_tiny",
+            "algorithm=flow_grpo",
+            f"policy.path={tmp_path / 'base'}",
+            f"output_dir={tmp_path / 'run'}",
+            "train.iterations=1",
+            "sample.num_steps=4",
+            "sample.group_size=2",
+            "sample.prompts_per_iteration=2",
+            "sample.batch_size=4",
+            "train.micro_batch_size=4",
+            "++algorithm.ode_first=1",
+            "++algorithm.train_fraction=0.99",
+            "eval.every=0",
+            "eval.samples_per_prompt=1",
+            "eval.num_steps=2",
+            "data.eval=",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
     tr = Trainer(cfg)
     before = {k: v.clone() for k, v in tr.finetune.state_dict().items()}
     m = tr.train_iteration(0)
@@ -218,12 +285,24 @@ def test_an_evaluation_between_iterations_does_not_change_training(tmp_path):
     from alignflow.sdk.data import PromptSet
     from alignflow.sdk.trainer import Trainer
 
-    cfg = compose("train", [
-        "experiment=speech_tiny", f"output_dir={tmp_path}", "sample.num_steps=4", "sample.group_size=2",
-        "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4", "eval.every=0",
-        "eval.samples_per_prompt=1", "eval.num_steps=2", "logging.progress_bar=false", "logging.tensorboard=false",
-        "logging.media=false",
-    ])
+    cfg = compose(
+        "train",
+        [
+            "experiment=speech_tiny",
+            f"output_dir={tmp_path}",
+            "sample.num_steps=4",
+            "sample.group_size=2",
+            "sample.prompts_per_iteration=2",
+            "sample.batch_size=4",
+            "train.micro_batch_size=4",
+            "eval.every=0",
+            "eval.samples_per_prompt=1",
+            "eval.num_steps=2",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            "logging.media=false",
+        ],
+    )
     runs = []
     for evaluate in (True, False):
         tr = Trainer(cfg)

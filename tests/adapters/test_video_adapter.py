@@ -43,13 +43,31 @@ def test_noise_level_zero_rollout_is_wan_pipelines_output(folder, guidance):
     N = 4
     gens = [generator("t", i) for i in range(len(PROMPTS))]
     cond = policy.encode(PROMPTS)
-    traj = rollout(policy, cond, policy.sigmas(N), AllSDE()(N, 0, 0), KERNELS["flow_sde"], noise_level=0.0,
-                   guidance=guidance, group_size=1, noise_generators=gens, sde_generators=gens)
+    traj = rollout(
+        policy,
+        cond,
+        policy.sigmas(N),
+        AllSDE()(N, 0, 0),
+        KERNELS["flow_sde"],
+        noise_level=0.0,
+        guidance=guidance,
+        group_size=1,
+        noise_generators=gens,
+        sde_generators=gens,
+    )
     noise = policy.noise(len(PROMPTS), [generator("t", i) for i in range(len(PROMPTS))])
-    common = dict(num_inference_steps=N, guidance_scale=guidance, latents=noise, max_sequence_length=16, **SIZE)
+    common = dict(
+        num_inference_steps=N,
+        guidance_scale=guidance,
+        latents=noise,
+        max_sequence_length=16,
+        **SIZE,
+    )
     ref = policy.pipeline(PROMPTS, output_type="latent", **common).frames
     torch.testing.assert_close(traj.x0, ref, rtol=1e-5, atol=1e-5)
-    frames = policy.pipeline(PROMPTS, output_type="pt", **common).frames  # [B, F, C, H, W] in [0, 1]
+    frames = policy.pipeline(
+        PROMPTS, output_type="pt", **common
+    ).frames  # [B, F, C, H, W] in [0, 1]
     video = policy.decode(traj.x0)
     assert isinstance(video, Video) and video.frames.shape == (2, 9, 3, 32, 32)
     torch.testing.assert_close(video.frames, frames, rtol=1e-4, atol=1e-4)
@@ -58,15 +76,22 @@ def test_noise_level_zero_rollout_is_wan_pipelines_output(folder, guidance):
 def test_prompt_embeddings_are_the_pipelines(folder):
     policy = load(folder, negative_prompt="blurry")
     cond = policy.encode(PROMPTS)
-    embeds, neg = policy.pipeline.encode_prompt(PROMPTS, ["blurry"] * 2, do_classifier_free_guidance=True,
-                                                max_sequence_length=16)
+    embeds, neg = policy.pipeline.encode_prompt(
+        PROMPTS, ["blurry"] * 2, do_classifier_free_guidance=True, max_sequence_length=16
+    )
     torch.testing.assert_close(cond.embeds, embeds)
     torch.testing.assert_close(cond.null_embeds, neg)
 
 
 def test_memory_controls_and_offloaded_text_encoder_give_the_same_velocity(folder):
     plain = load(folder)
-    saving = load(folder, gradient_checkpointing=True, vae_slicing=True, vae_tiling=True, offload_text_encoder=True)
+    saving = load(
+        folder,
+        gradient_checkpointing=True,
+        vae_slicing=True,
+        vae_tiling=True,
+        offload_text_encoder=True,
+    )
     assert saving.transformer.gradient_checkpointing and "text_encoder" not in saving.other_modules
     x = plain.noise(2, [generator("m", 0), generator("m", 1)])
     sig = torch.tensor([0.7, 0.7])
@@ -93,14 +118,37 @@ def test_bad_arguments(folder, tmp_path):
 def test_a_grpo_iteration_of_wan_runs_with_a_video_reward(folder, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(f'{{"prompt": "{p}", "direction": "left"}}\n' for p in PROMPTS))
-    cfg = compose("train", [
-        "policy.name=wan", f"+policy.path={folder}", "+policy.height=32", "+policy.width=32", "+policy.num_frames=9",
-        "+policy.dtype=float32", "+policy.max_sequence_length=16", "+reward.flow.name=video_flow",
-        "+reward.flow.direction=1.0", "+reward.flow.consistency=1.0", f"data.train={prompts}", "sample.num_steps=4",
-        "sample.group_size=2", "sample.prompts_per_iteration=2", "sample.batch_size=4", "sample.guidance=5.0",
-        "train.micro_batch_size=4", "train.iterations=1", "train.lora_rank=4", "train.lora_alpha=8",
-        "train.optimizer_steps=1", "+algorithm.aggregate=advantage", "logging.progress_bar=false",
-        "logging.tensorboard=false", "logging.media=false", f"output_dir={tmp_path / 'run'}"])
+    cfg = compose(
+        "train",
+        [
+            "policy.name=wan",
+            f"+policy.path={folder}",
+            "+policy.height=32",
+            "+policy.width=32",
+            "+policy.num_frames=9",
+            "+policy.dtype=float32",
+            "+policy.max_sequence_length=16",
+            "+reward.flow.name=video_flow",
+            "+reward.flow.direction=1.0",
+            "+reward.flow.consistency=1.0",
+            f"data.train={prompts}",
+            "sample.num_steps=4",
+            "sample.group_size=2",
+            "sample.prompts_per_iteration=2",
+            "sample.batch_size=4",
+            "sample.guidance=5.0",
+            "train.micro_batch_size=4",
+            "train.iterations=1",
+            "train.lora_rank=4",
+            "train.lora_alpha=8",
+            "train.optimizer_steps=1",
+            "+algorithm.aggregate=advantage",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            "logging.media=false",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
     tr = Trainer(cfg)
     assert tr.reward.advantage_terms() == {"flow/direction": 1.0, "flow/consistency": 1.0}
     m = tr.train_iteration(0)
@@ -116,8 +164,12 @@ def test_shapes_policy_round_trips_pixels_and_saves(tmp_path):
     again = load_shapes_wan(str(tmp_path / "base"))
     cond = again.encode(["a red square moving left"] * 2)
     with torch.no_grad():
-        torch.testing.assert_close(again.velocity(x, torch.tensor([0.5, 0.5]), cond),
-                                   policy.velocity(x, torch.tensor([0.5, 0.5]), policy.encode(["a red square moving left"] * 2)))
+        torch.testing.assert_close(
+            again.velocity(x, torch.tensor([0.5, 0.5]), cond),
+            policy.velocity(
+                x, torch.tensor([0.5, 0.5]), policy.encode(["a red square moving left"] * 2)
+            ),
+        )
     with pytest.raises(ConfigError, match="policy.path"):
         load_shapes_wan(str(tmp_path / "nothing"))
 
@@ -127,18 +179,43 @@ def test_position_channels_are_frame_row_column_concatenated_to_the_latents():
     x = policy.noise(2, [generator("p", 0), generator("p", 1)])
     cond = policy.encode(["a red square moving left", "a blue circle moving up"])
     f, h, w = x.shape[2:]
-    grid = torch.meshgrid(torch.linspace(-1, 1, f), torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    grid = torch.meshgrid(
+        torch.linspace(-1, 1, f), torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij"
+    )
     pos = torch.stack(grid)[None].expand(2, -1, -1, -1, -1)
-    assert pos[0, 0, 0].eq(-1).all() and pos[0, 1, :, -1].eq(1).all() and pos[0, 2, :, :, 0].eq(-1).all()
+    assert (
+        pos[0, 0, 0].eq(-1).all()
+        and pos[0, 1, :, -1].eq(1).all()
+        and pos[0, 2, :, :, 0].eq(-1).all()
+    )
     with torch.no_grad():
-        want = policy.transformer(hidden_states=torch.cat([x, pos], 1), timestep=torch.tensor([500.0, 500.0]),
-                                  encoder_hidden_states=cond.embeds, return_dict=False)[0]
+        want = policy.transformer(
+            hidden_states=torch.cat([x, pos], 1),
+            timestep=torch.tensor([500.0, 500.0]),
+            encoder_hidden_states=cond.embeds,
+            return_dict=False,
+        )[0]
         torch.testing.assert_close(policy.velocity(x, torch.tensor(0.5), cond), want)
-    with pytest.raises(ConfigError, match=r"policy.transformer.in_channels = 6: expected 3 \(the 3 latent channels\)"):
-        WanPolicy(policy.transformer, policy.prompt_encoder, policy.codec, policy.scheduler, (3, 8, 16, 16))
+    with pytest.raises(
+        ConfigError,
+        match=r"policy.transformer.in_channels = 6: expected 3 \(the 3 latent channels\)",
+    ):
+        WanPolicy(
+            policy.transformer,
+            policy.prompt_encoder,
+            policy.codec,
+            policy.scheduler,
+            (3, 8, 16, 16),
+        )
     with pytest.raises(ConfigError, match=r"in_channels = 6.*expected 7"):
-        WanPolicy(policy.transformer, policy.prompt_encoder, policy.codec, policy.scheduler, (4, 8, 16, 16),
-                  position_channels=True)
+        WanPolicy(
+            policy.transformer,
+            policy.prompt_encoder,
+            policy.codec,
+            policy.scheduler,
+            (4, 8, 16, 16),
+            position_channels=True,
+        )
 
 
 def test_the_wan_product_config_runs_an_iteration_on_tiny_weights(folder, tmp_path):
@@ -147,18 +224,44 @@ def test_the_wan_product_config_runs_an_iteration_on_tiny_weights(folder, tmp_pa
     clip = save_tiny_clip(tmp_path / "clip")
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat surfing\na red car driving\n")
-    cfg = compose("train", [
-        "experiment=wan21_t2v_1_3b", f"policy.path={folder}", "policy.height=32", "policy.width=32",
-        "policy.num_frames=9", "policy.dtype=float32", "policy.max_sequence_length=16", f"reward.clip.path={clip}",
-        f"data.train={prompts}", f"data.eval={prompts}", "sample.num_steps=4", "sample.group_size=2",
-        "sample.prompts_per_iteration=2", "sample.batch_size=4", "train.micro_batch_size=4",
-        "train.mixed_precision=no", "train.iterations=1", "eval.num_steps=3", f"output_dir={tmp_path / 'run'}",
-        "logging.progress_bar=false", "logging.tensorboard=false",
-    ])
+    cfg = compose(
+        "train",
+        [
+            "experiment=wan21_t2v_1_3b",
+            f"policy.path={folder}",
+            "policy.height=32",
+            "policy.width=32",
+            "policy.num_frames=9",
+            "policy.dtype=float32",
+            "policy.max_sequence_length=16",
+            f"reward.clip.path={clip}",
+            f"data.train={prompts}",
+            f"data.eval={prompts}",
+            "sample.num_steps=4",
+            "sample.group_size=2",
+            "sample.prompts_per_iteration=2",
+            "sample.batch_size=4",
+            "train.micro_batch_size=4",
+            "train.mixed_precision=no",
+            "train.iterations=1",
+            "eval.num_steps=3",
+            f"output_dir={tmp_path / 'run'}",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
     tr = Trainer(cfg)
-    assert set(tr.reward.advantage_terms()) == {"flow/consistency", "flow/smoothness", "flow/motion", "clip"}
+    assert set(tr.reward.advantage_terms()) == {
+        "flow/consistency",
+        "flow/smoothness",
+        "flow/motion",
+        "clip",
+    }
     summary = tr.train()
-    assert summary["iterations"] == 1 and summary["after"]["eval/reward_mean"] == summary["after"]["eval/reward_mean"]
+    assert (
+        summary["iterations"] == 1
+        and summary["after"]["eval/reward_mean"] == summary["after"]["eval/reward_mean"]
+    )
     assert (tmp_path / "run" / "samples" / "before_after.gif").is_file()
 
 
@@ -167,10 +270,22 @@ def test_video_shapes_same_seed_same_numbers(tmp_path):
     from tests.helpers import strip_times
 
     def run(out):
-        cfg = compose("train", [
-            "experiment=video_shapes", f"output_dir={out}", "train.iterations=1", "sample.prompts_per_iteration=2",
-            "sample.group_size=4", "train.micro_batch_size=8", "eval.samples_per_prompt=1", "eval.every=1",
-            "logging.progress_bar=false", "logging.tensorboard=false", "logging.media=false"])
+        cfg = compose(
+            "train",
+            [
+                "experiment=video_shapes",
+                f"output_dir={out}",
+                "train.iterations=1",
+                "sample.prompts_per_iteration=2",
+                "sample.group_size=4",
+                "train.micro_batch_size=8",
+                "eval.samples_per_prompt=1",
+                "eval.every=1",
+                "logging.progress_bar=false",
+                "logging.tensorboard=false",
+                "logging.media=false",
+            ],
+        )
         Trainer(cfg).train()
         return strip_times(read_metrics(out))
 

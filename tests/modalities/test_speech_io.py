@@ -36,11 +36,17 @@ def test_f5_mel_frames_shape_floor_and_pitch(codec):
     wave = Waveform(torch.stack([tone(1000), torch.zeros(SR)]), SR)
     mel = codec.encode(wave)
     assert mel.shape == (2, cfg.frames(SR), 100) and mel.dtype == torch.float32
-    assert torch.allclose(mel[1], torch.full_like(mel[1], math.log(cfg.log_floor)))  # silence sits on the floor
+    assert torch.allclose(
+        mel[1], torch.full_like(mel[1], math.log(cfg.log_floor))
+    )  # silence sits on the floor
     import torchaudio.functional as AF
 
-    fbank = AF.melscale_fbanks(cfg.n_fft // 2 + 1, 0.0, SR / 2, cfg.n_mels, SR, norm=None, mel_scale="htk")
-    expected = int(fbank[round(1000 / (SR / cfg.n_fft))].argmax())  # the mel bin of the 1 kHz FFT bin
+    fbank = AF.melscale_fbanks(
+        cfg.n_fft // 2 + 1, 0.0, SR / 2, cfg.n_mels, SR, norm=None, mel_scale="htk"
+    )
+    expected = int(
+        fbank[round(1000 / (SR / cfg.n_fft))].argmax()
+    )  # the mel bin of the 1 kHz FFT bin
     peak = mel[0, 10:-10].mean(0).argmax().item()
     assert abs(peak - expected) <= 1
 
@@ -49,13 +55,24 @@ def test_griffin_lim_round_trip_keeps_the_spectrum(codec):
     x = voiced()
     mel = codec.encode(Waveform(x, SR))
     y = codec.decode(mel)
-    assert y.sample_rate == SR and y.samples.shape == (1, (mel.shape[1] - 1) * MelConfig().hop_length)
+    assert y.sample_rate == SR and y.samples.shape == (
+        1,
+        (mel.shape[1] - 1) * MelConfig().hop_length,
+    )
     assert y.samples.abs().max() <= 1.0
     again = codec.encode(Waveform(y.samples, SR))
     T = min(mel.shape[1], again.shape[1])
     err = (mel[:, :T] - again[:, :T]).abs().mean()
-    noise = (mel - codec.encode(Waveform(0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)),
-                                         SR))).abs().mean()
+    noise = (
+        (
+            mel
+            - codec.encode(
+                Waveform(0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)), SR)
+            )
+        )
+        .abs()
+        .mean()
+    )
     assert err < 0.5 and err < noise / 10, (err, noise)
 
 
@@ -88,7 +105,9 @@ def test_wav_round_trip_resample_and_channels(tmp_path):
 
     stereo = np.stack([x.numpy(), -x.numpy() * 0 + 0.1], axis=1)
     sf.write(tmp_path / "stereo.wav", stereo, SR)
-    assert torch.allclose(read_wav(tmp_path / "stereo.wav").samples[0], torch.from_numpy(stereo.mean(1)), atol=1e-4)
+    assert torch.allclose(
+        read_wav(tmp_path / "stereo.wav").samples[0], torch.from_numpy(stereo.mean(1)), atol=1e-4
+    )
 
 
 def test_bad_audio_files_are_named(tmp_path):
@@ -103,7 +122,9 @@ def test_bad_audio_files_are_named(tmp_path):
 
 def test_padded_batches_index_trim_and_resample():
     w = Waveform.from_items([tone(440, 0.5), tone(880, 0.25)], SR)
-    assert w.samples.shape == (2, SR // 2) and w.lengths.tolist() == [SR // 2, SR // 4] and len(w) == 2
+    assert (
+        w.samples.shape == (2, SR // 2) and w.lengths.tolist() == [SR // 2, SR // 4] and len(w) == 2
+    )
     assert w[1].samples.shape == (1, SR // 4) and torch.equal(w.items()[1], w.samples[1, : SR // 4])
     down = w.resample(16000)
     assert down.lengths.tolist() == [8000, 4000] and down.samples.shape[1] == 8000
@@ -121,12 +142,22 @@ def test_speech_writer_writes_wavs_and_spectrograms(tmp_path):
     from alignflow.modalities.speech.io import SpeechWriter
 
     items = [Waveform(tone(220 * (i + 1), 0.3)[None], SR) for i in range(4)]
-    png = SpeechWriter().save_samples(items, tmp_path / "eval-00010", per_row=2, title="iteration 10")
+    png = SpeechWriter().save_samples(
+        items, tmp_path / "eval-00010", per_row=2, title="iteration 10"
+    )
     assert png.name == "eval-00010.png" and png.stat().st_size > 1000
     assert sorted(p.name for p in (tmp_path / "eval-00010").iterdir()) == [
-        "000_00.wav", "000_01.wav", "001_00.wav", "001_01.wav"]
-    SpeechWriter().save_comparison(items, items, tmp_path / "before_after", per_row=2, titles=("base", "after"))
-    assert (tmp_path / "before_after.png").is_file() and len(list((tmp_path / "before_after" / "after").iterdir())) == 4
+        "000_00.wav",
+        "000_01.wav",
+        "001_00.wav",
+        "001_01.wav",
+    ]
+    SpeechWriter().save_comparison(
+        items, items, tmp_path / "before_after", per_row=2, titles=("base", "after")
+    )
+    assert (tmp_path / "before_after.png").is_file() and len(
+        list((tmp_path / "before_after" / "after").iterdir())
+    ) == 4
 
 
 def test_pretraining_data_from_a_clips_file_is_the_data_from_flite(tmp_path):
@@ -140,7 +171,9 @@ def test_pretraining_data_from_a_clips_file_is_the_data_from_flite(tmp_path):
     wave2, captions2, meta2 = sentences.sentences_dataset(**args, clips=str(path))
     assert torch.equal(wave.samples, wave2.samples) and torch.equal(wave.lengths, wave2.lengths)
     assert captions == captions2 and meta == meta2
-    with pytest.raises(ConfigError, match="dataset.clips .* 32 missing, e.g. 'target/kal16/the cat sat/0.8'"):
+    with pytest.raises(
+        ConfigError, match="dataset.clips .* 32 missing, e.g. 'target/kal16/the cat sat/0.8'"
+    ):
         sentences.sentences_dataset(**{**args, "stretches": (0.8, 1.0)}, clips=str(path))
     with pytest.raises(ConfigError, match="dataset.clips"):
         sentences.sentences_dataset(**args, clips=str(tmp_path / "none.safetensors"))

@@ -36,6 +36,7 @@ def test_words_dataset_rejects_zero_copies():
 def test_ocr_reads_every_rendered_word(pad_lines):
     media = torch.stack([words.render(w) for w in words.WORDS]).expand(-1, 3, -1, -1)
     out = OCRReward(detect=False, min_height=32, scoring="likelihood", pad_lines=pad_lines)(
-        media, ["x"] * len(words.WORDS), [{"target_text": w} for w in words.WORDS])
+        media, ["x"] * len(words.WORDS), [{"target_text": w} for w in words.WORDS]
+    )
     assert out.components["exact"].tolist() == [1.0] * len(words.WORDS)
     assert out.scores.min() > 0.95

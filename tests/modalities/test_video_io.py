@@ -36,13 +36,21 @@ def test_gif_and_mp4_round_trip(tmp_path):
 def test_writer_saves_grid_strip_and_clips(tmp_path):
     clips, _ = shapes.shapes_dataset(4)
     items = [clips[i] for i in range(4)]
-    path = VideoWriter().save_samples(items, tmp_path / "eval-00000", per_row=2, title="iteration 0")
+    path = VideoWriter().save_samples(
+        items, tmp_path / "eval-00000", per_row=2, title="iteration 0"
+    )
     assert path.suffix == ".gif" and path.is_file() and (tmp_path / "eval-00000.png").is_file()
     assert sorted(p.name for p in (tmp_path / "eval-00000").iterdir()) == [
-        "000_00.mp4", "000_01.mp4", "001_00.mp4", "001_01.mp4"]
+        "000_00.mp4",
+        "000_01.mp4",
+        "001_00.mp4",
+        "001_01.mp4",
+    ]
     assert read_video(path).num_frames == 8
     VideoWriter().save_comparison(items, items, tmp_path / "before_after", per_row=2)
-    assert (tmp_path / "before_after.gif").is_file() and (tmp_path / "before_after" / "after" / "001_01.mp4").is_file()
+    assert (tmp_path / "before_after.gif").is_file() and (
+        tmp_path / "before_after" / "after" / "001_01.mp4"
+    ).is_file()
 
 
 def test_shapes_clips_keep_the_shape_inside_and_move_as_prompted():
@@ -55,8 +63,12 @@ def test_shapes_clips_keep_the_shape_inside_and_move_as_prompted():
             total = mass.sum((1, 2))
             assert torch.allclose(total, total[0], rtol=1e-4)  # never clipped by the border
             cx, cy = (mass * xs).sum((1, 2)) / total, (mass * ys).sum((1, 2)) / total
-            torch.testing.assert_close(cx[1:] - cx[:-1], torch.full((7,), dx * shapes.SPEED), atol=1e-4, rtol=0)
-            torch.testing.assert_close(cy[1:] - cy[:-1], torch.full((7,), dy * shapes.SPEED), atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                cx[1:] - cx[:-1], torch.full((7,), dx * shapes.SPEED), atol=1e-4, rtol=0
+            )
+            torch.testing.assert_close(
+                cy[1:] - cy[:-1], torch.full((7,), dy * shapes.SPEED), atol=1e-4, rtol=0
+            )
 
 
 def test_shipped_prompt_files_are_the_generated_ones_and_hold_out_eight_combinations(tmp_path):
@@ -65,7 +77,11 @@ def test_shipped_prompt_files_are_the_generated_ones_and_hold_out_eight_combinat
         assert (tmp_path / path.name).read_text() == path.read_text()
     train = [json.loads(line) for line in shapes.PROMPT_FILES["train"].read_text().splitlines()]
     evals = [json.loads(line) for line in shapes.PROMPT_FILES["eval"].read_text().splitlines()]
-    assert len(train) == 24 and len(evals) == 8 and not {r["prompt"] for r in train} & {r["prompt"] for r in evals}
+    assert (
+        len(train) == 24
+        and len(evals) == 8
+        and not {r["prompt"] for r in train} & {r["prompt"] for r in evals}
+    )
     for key in ("direction", "color", "shape"):
         assert {r[key] for r in evals} == {r[key] for r in train}
 
@@ -79,7 +95,12 @@ def test_caption_noise_names_another_direction_at_the_asked_rate():
         cx = (mass.sum(1) * xs).sum(-1) / mass.sum((1, 2))
         cy = (mass.sum(2) * xs).sum(-1) / mass.sum((1, 2))
         d = (float(cx[-1] - cx[0]), float(cy[-1] - cy[0]))
-        shown.append(max(shapes.DIRECTIONS, key=lambda k: shapes.DIRECTIONS[k][0] * d[0] + shapes.DIRECTIONS[k][1] * d[1]))
+        shown.append(
+            max(
+                shapes.DIRECTIONS,
+                key=lambda k: shapes.DIRECTIONS[k][0] * d[0] + shapes.DIRECTIONS[k][1] * d[1],
+            )
+        )
     agree = sum(c.endswith(s) for c, s in zip(caps, shown)) / len(caps)
     assert abs(agree - (0.4 + 0.6 / 4)) < 0.07
 
@@ -88,10 +109,14 @@ def test_shapes_dataset_restricted_to_colours_and_shapes():
     clips, caps = shapes.shapes_dataset(64, colors=["red"], shapes=["square"], seed=2)
     assert {c.rsplit(" ", 1)[0] for c in caps} == {"a red square moving"} and len(set(caps)) == 4
     red = torch.tensor(shapes.COLORS["red"])
-    assert torch.allclose(clips.frames.amax((1, 3, 4)), red, atol=1e-6)  # the brightest pixel of each channel
+    assert torch.allclose(
+        clips.frames.amax((1, 3, 4)), red, atol=1e-6
+    )  # the brightest pixel of each channel
     _, all_caps = shapes.shapes_dataset(64, seed=2)
     assert len({c.split(" ")[1] for c in all_caps}) == 4
-    with pytest.raises(ConfigError, match=r"dataset.colors = \['pink'\]: expected a non-empty list of"):
+    with pytest.raises(
+        ConfigError, match=r"dataset.colors = \['pink'\]: expected a non-empty list of"
+    ):
         shapes.shapes_dataset(4, colors=["pink"])
     with pytest.raises(ConfigError, match="dataset.shapes"):
         shapes.shapes_dataset(4, shapes=[])

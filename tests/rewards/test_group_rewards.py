@@ -26,7 +26,9 @@ def test_pref_winrate_with_the_digit_classifier_judge_per_group():
     groups = torch.tensor([0] * 4 + [1] * 4)
     out = reward(images, ["3"] * 8, meta, groups=groups)
     p = out.components["judge_score"]
-    expected = torch.tensor([(p[i] > p[[j for j in range(4) if j != i]]).float().mean() for i in range(4)])
+    expected = torch.tensor(
+        [(p[i] > p[[j for j in range(4) if j != i]]).float().mean() for i in range(4)]
+    )
     torch.testing.assert_close(out.scores[:4], expected)
     torch.testing.assert_close(out.scores[4:], expected)  # each group on its own
     assert out.scores[3] == 0.0  # the 7 loses to every 3

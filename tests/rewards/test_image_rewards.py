@@ -51,7 +51,9 @@ def test_clipscore_conventions(tiny_clip):
     x = images()
     cos = CLIPScoreReward(str(tiny_clip), device="cpu")(x, PROMPTS, META)
     assert cos.abs().max() <= 1
-    hessel = CLIPScoreReward(str(tiny_clip), scale=2.5, clamp_negative=True, device="cpu")(x, PROMPTS, META)
+    hessel = CLIPScoreReward(str(tiny_clip), scale=2.5, clamp_negative=True, device="cpu")(
+        x, PROMPTS, META
+    )
     torch.testing.assert_close(hessel, 2.5 * cos.clamp_min(0))
 
 
@@ -102,14 +104,25 @@ def test_ocr_likelihood_is_dense_and_reported_alongside_the_edit_score():
     clean, miss, wrong, blank = out.scores.tolist()
     assert clean > 0.9 and clean > miss > wrong and max(wrong, blank) < 0.05
     assert torch.equal(out.scores, out.components["likelihood"])
-    assert out.components["edit"].tolist()[0] == 1.0 and out.components["exact"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert out.components["edit"].tolist()[0] == 1.0 and out.components["exact"].tolist() == [
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
     # the same images through the edit score: same texts, same components
     edit = OCRReward(detect=False)(media, prompts, [{}] * 4)
     assert torch.equal(edit.scores, out.components["edit"])
 
 
-@pytest.mark.parametrize("kwargs", [{"scoring": "ctc"}, {"scoring": "likelihood", "engine": "tesseract"},
-                                    {"scoring": "likelihood", "detect": True}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scoring": "ctc"},
+        {"scoring": "likelihood", "engine": "tesseract"},
+        {"scoring": "likelihood", "detect": True},
+    ],
+)
 def test_ocr_bad_scoring_names_the_field(kwargs):
     with pytest.raises(ConfigError, match="reward.scoring"):
         OCRReward(**kwargs)
@@ -122,8 +135,11 @@ def test_ocr_unpadded_lines_only_in_rapidocr_line_mode():
 
 def test_ocr_target_from_metadata_and_not_applicable_without_one():
     r = OCRReward()
-    out = r(torch.stack([render("cat"), render("cat")]), ["draw it", "no quotes here"],
-            [{"target_text": "cat"}, {}])
+    out = r(
+        torch.stack([render("cat"), render("cat")]),
+        ["draw it", "no quotes here"],
+        [{"target_text": "cat"}, {}],
+    )
     assert out.scores[0] == 1.0 and math.isnan(out.scores[1])
 
 
@@ -151,7 +167,9 @@ def test_piqe_prefers_a_clean_photo_over_noisy_and_blurred_copies():
 
     photo = torch.tensor(load_sample_image("china.jpg")).permute(2, 0, 1).float()[None] / 255
     photo = torch.nn.functional.interpolate(photo, size=(128, 192), mode="area")
-    noisy = (photo + 0.15 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    noisy = (
+        photo + 0.15 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))
+    ).clamp(0, 1)
     blurred = torch.nn.functional.avg_pool2d(photo, 5, 1, 2)
     s = PIQEReward()(torch.cat([photo, noisy, blurred]), [""] * 3, [{}] * 3)
     assert s[0] > s[1] and s[0] > s[2], s

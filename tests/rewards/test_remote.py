@@ -43,7 +43,9 @@ class Flaky:
 
 @pytest.fixture(scope="module")
 def server():
-    s = RewardServer(Flaky(), name="digits", port=0, max_mb=1, max_batch=64, read_timeout=1.0).start()
+    s = RewardServer(
+        Flaky(), name="digits", port=0, max_mb=1, max_batch=64, read_timeout=1.0
+    ).start()
     yield s
     s.close()
 
@@ -62,9 +64,18 @@ def test_remote_scores_equal_in_process_scores(server):
 def test_speech_media_round_trip_their_rate_and_lengths():
     wave = Waveform(torch.randn(2, 800), 16000, torch.tensor([800, 500]))
     media, prompts, meta, groups = decode_request(
-        encode_request(wave, ["a", "b"], [{"ref_audio": "x.wav"}, {}], "speech", torch.tensor([3, 3])), "speech", 8)
+        encode_request(
+            wave, ["a", "b"], [{"ref_audio": "x.wav"}, {}], "speech", torch.tensor([3, 3])
+        ),
+        "speech",
+        8,
+    )
     assert torch.equal(media.samples, wave.samples) and media.sample_rate == 16000
-    assert media.lengths.tolist() == [800, 500] and prompts == ["a", "b"] and meta[0] == {"ref_audio": "x.wav"}
+    assert (
+        media.lengths.tolist() == [800, 500]
+        and prompts == ["a", "b"]
+        and meta[0] == {"ref_audio": "x.wav"}
+    )
     assert groups.tolist() == [3, 3]
 
 
@@ -74,19 +85,33 @@ def test_video_media_round_trip_and_a_served_multi_head_reward_keeps_its_heads()
     from alignflow.sdk.rewards import WeightedSum
 
     video = Video(torch.rand(2, 4, 3, 16, 16), fps=12.5)
-    media, _, _, _ = decode_request(encode_request(video, ["a", "b"], [{}, {}], "video"), "video", 8)
-    assert isinstance(media, Video) and torch.equal(media.frames, video.frames) and media.fps == 12.5
+    media, _, _, _ = decode_request(
+        encode_request(video, ["a", "b"], [{}, {}], "video"), "video", 8
+    )
+    assert (
+        isinstance(media, Video) and torch.equal(media.frames, video.frames) and media.fps == 12.5
+    )
     with pytest.raises(BadRequest, match="at fps 0.0"):
-        decode_request(encode_request(Video(torch.rand(2, 4, 3, 8, 8)), ["a", "b"], [{}, {}], "video")
-                       .replace(b'"fps":"8.0"', b'"fps":"0.0"'), "video", 8)
+        decode_request(
+            encode_request(Video(torch.rand(2, 4, 3, 8, 8)), ["a", "b"], [{}, {}], "video").replace(
+                b'"fps":"8.0"', b'"fps":"0.0"'
+            ),
+            "video",
+            8,
+        )
     reward = VideoFlowReward(direction=1.0, consistency=0.5)
     s = RewardServer(reward, name="video_flow", port=0).start()
     try:
         client = RemoteReward(f"http://127.0.0.1:{s.port}")
         assert client.heads == {"direction": 1.0, "consistency": 0.5}
-        assert WeightedSum({"flow": (client, 1.0)}).advantage_terms() == {"flow/direction": 1.0, "flow/consistency": 0.5}
+        assert WeightedSum({"flow": (client, 1.0)}).advantage_terms() == {
+            "flow/direction": 1.0,
+            "flow/consistency": 0.5,
+        }
         meta = [{"direction": "left"}, {"direction": "up"}]
-        torch.testing.assert_close(client(video, ["a", "b"], meta).scores, reward(video, ["a", "b"], meta).scores)
+        torch.testing.assert_close(
+            client(video, ["a", "b"], meta).scores, reward(video, ["a", "b"], meta).scores
+        )
     finally:
         s.close()
 
@@ -103,7 +128,9 @@ def _raw(port, data: bytes, timeout=5.0) -> int:
 
 
 def _post(port, body: bytes) -> int:
-    return _raw(port, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    return _raw(
+        port, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
 
 
 def test_server_survives_malformed_requests(server):
@@ -118,8 +145,14 @@ def test_server_survives_malformed_requests(server):
     bad_requests = {
         "unknown path": (b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         "no length": (b"POST /score HTTP/1.1\r\nHost: x\r\n\r\n", 411),
-        "huge length": (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413),
-        "truncated body": (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + good[:10], 400),
+        "huge length": (
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+            413,
+        ),
+        "truncated body": (
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + good[:10],
+            400,
+        ),
     }
     for name, (data, status) in bad_requests.items():
         assert _raw(port, data) == status, name
@@ -134,10 +167,18 @@ def test_server_survives_malformed_requests(server):
         "nan media": with_header({"media": media.masked_fill(media > 0.5, float("nan"))}),
         "prompts not strings": with_header({"media": media}, prompts=json.dumps([1, 2, 3, 4])),
         "metadata not json": with_header({"media": media}, metadata="{nope"),
-        "groups wrong shape": with_header({"media": media, "groups": torch.zeros(2, dtype=torch.int64)}),
+        "groups wrong shape": with_header(
+            {"media": media, "groups": torch.zeros(2, dtype=torch.int64)}
+        ),
         "extra tensor": with_header({"media": media, "weights": torch.zeros(4)}),
-        "too large a batch": st_save({"media": torch.zeros(65, 1, 2, 2)}, metadata={
-            "modality": "image", "prompts": json.dumps(["x"] * 65), "metadata": json.dumps([{}] * 65)}),
+        "too large a batch": st_save(
+            {"media": torch.zeros(65, 1, 2, 2)},
+            metadata={
+                "modality": "image",
+                "prompts": json.dumps(["x"] * 65),
+                "metadata": json.dumps([{}] * 65),
+            },
+        ),
     }
     for name, body in bodies.items():
         assert _post(port, body) == 400, name
@@ -148,13 +189,19 @@ def test_server_survives_malformed_requests(server):
         for i in torch.randint(0, len(good), (8,), generator=g).tolist():
             corrupt[i] ^= 0xFF
         for body in (bytes(junk.to(torch.uint8).tolist()), bytes(corrupt)):
-            assert _post(port, body) in (200, 400), n  # a corruption inside the pixel data still scores
+            assert _post(port, body) in (200, 400), (
+                n
+            )  # a corruption inside the pixel data still scores
     boom = encode_request(media, ["boom"] + prompts[1:], meta, "image")
     assert _post(port, boom) == 500
     client = RemoteReward(f"http://127.0.0.1:{port}", deadline=5)
     assert client(media, prompts, meta).scores.shape == (4,)  # still serving
-    with pytest.raises(RewardError, match="500.*fell over"):  # a reward failure is not retried forever
-        RemoteReward(f"http://127.0.0.1:{port}", deadline=1.5, backoff=0.2)(media, ["boom"] + prompts[1:], meta)
+    with pytest.raises(
+        RewardError, match="500.*fell over"
+    ):  # a reward failure is not retried forever
+        RemoteReward(f"http://127.0.0.1:{port}", deadline=1.5, backoff=0.2)(
+            media, ["boom"] + prompts[1:], meta
+        )
 
 
 def test_client_checks_its_config_and_names_a_dead_server():
@@ -170,8 +217,20 @@ def test_client_checks_its_config_and_names_a_dead_server():
 
 
 def _serve(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "alignflow.sdk.cli", "serve-reward", "reward=digit_classifier",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alignflow.sdk.cli",
+            "serve-reward",
+            "reward=digit_classifier",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert "serving reward" in line, line
     return proc
@@ -187,9 +246,14 @@ def test_training_survives_a_reward_server_restart(tmp_path):
         port = s.getsockname()[1]
     proc, restarted = _serve(port), {}
     try:
-        cfg = digits_cfg(tmp_path, "~reward.digit", "+reward.remote.name=remote",
-                         f"+reward.remote.url=http://127.0.0.1:{port}", "+reward.remote.backoff=0.2",
-                         "+reward.remote.deadline=60")
+        cfg = digits_cfg(
+            tmp_path,
+            "~reward.digit",
+            "+reward.remote.name=remote",
+            f"+reward.remote.url=http://127.0.0.1:{port}",
+            "+reward.remote.backoff=0.2",
+            "+reward.remote.deadline=60",
+        )
         tr = Trainer(cfg)
         client = tr.reward.terms["remote"][0]
         first = tr.train_iteration(0)
@@ -198,7 +262,9 @@ def test_training_survives_a_reward_server_restart(tmp_path):
         threading.Timer(2.0, lambda: restarted.setdefault("proc", _serve(port))).start()
         second = tr.train_iteration(1)  # the rewards wait for the server to come back
         assert client.retries > 0
-        assert torch.isfinite(torch.tensor([first["train/reward_mean"], second["train/reward_mean"]])).all()
+        assert torch.isfinite(
+            torch.tensor([first["train/reward_mean"], second["train/reward_mean"]])
+        ).all()
     finally:
         for p in (proc, restarted.get("proc")):
             if p is not None:

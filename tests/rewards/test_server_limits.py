@@ -20,7 +20,9 @@ from tests.rewards.test_remote import _post, _raw, digits_batch
 
 
 def serve(**kw):
-    return RewardServer(DigitClassifierReward(), name="digits", port=0, max_mb=1, max_batch=64, **kw).start()
+    return RewardServer(
+        DigitClassifierReward(), name="digits", port=0, max_mb=1, max_batch=64, **kw
+    ).start()
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,17 @@ def status_and_body(port, data, timeout=10.0):
 
 
 def post_request(body, extra=b""):
-    return b"POST /score HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n" % (extra, len(body)) + body
+    return (
+        b"POST /score HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n" % (extra, len(body))
+        + body
+    )
 
 
 def test_a_contract_error_is_422_with_json_and_not_retried(server):
     media, prompts, _ = digits_batch(4)
-    status, body = status_and_body(server.port, post_request(encode_request(media, prompts, [{}] * 4, "image")))
+    status, body = status_and_body(
+        server.port, post_request(encode_request(media, prompts, [{}] * 4, "image"))
+    )
     assert status == 422 and "digit" in json.loads(body)["error"]
     client = RemoteReward(f"http://127.0.0.1:{server.port}", deadline=30)
     start = time.monotonic()
@@ -55,16 +62,26 @@ def test_a_contract_error_is_422_with_json_and_not_retried(server):
     assert client.retries == 0 and time.monotonic() - start < 5
 
 
-@pytest.mark.parametrize("field,value,says", [
-    ("metadata", "[" * 5000 + "]" * 5000, "nested more than 32 deep"),
-    ("prompts", "[" + "9" * 5000 + "]", "too long or not finite"),
-    ("metadata", "[{\"x\": 1e999}]", "not finite"),
-    ("metadata", "[{\"x\": NaN}]", "NaN is not JSON"),
-])
+@pytest.mark.parametrize(
+    "field,value,says",
+    [
+        ("metadata", "[" * 5000 + "]" * 5000, "nested more than 32 deep"),
+        ("prompts", "[" + "9" * 5000 + "]", "too long or not finite"),
+        ("metadata", '[{"x": 1e999}]', "not finite"),
+        ("metadata", '[{"x": NaN}]', "NaN is not JSON"),
+    ],
+)
 def test_hostile_json_is_a_400(server, field, value, says):
     media, prompts, meta = digits_batch(1)
-    header = {"modality": "image", "prompts": json.dumps(prompts), "metadata": json.dumps(meta), field: value}
-    status, body = status_and_body(server.port, post_request(st_save({"media": media}, metadata=header)))
+    header = {
+        "modality": "image",
+        "prompts": json.dumps(prompts),
+        "metadata": json.dumps(meta),
+        field: value,
+    }
+    status, body = status_and_body(
+        server.port, post_request(st_save({"media": media}, metadata=header))
+    )
     assert status == 400 and says in json.loads(body)["error"]
 
 
@@ -127,7 +144,9 @@ def test_bodies_in_memory_are_capped_together():
     s = serve(read_timeout=5.0, request_timeout=10.0, max_inflight_mb=1.5)  # max_mb=1
     try:
         held = socket.create_connection(("127.0.0.1", s.port))
-        held.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        held.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000
+        )
         time.sleep(0.3)  # its million bytes are reserved while it trickles in
         media, prompts, meta = digits_batch(2)
         padded = {"modality": "image", "prompts": json.dumps(prompts), "metadata": json.dumps(meta)}
@@ -146,7 +165,9 @@ def test_a_burst_of_clients_all_get_an_answer(server):
 
     def ask():
         try:
-            statuses.append(_raw(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=20))
+            statuses.append(
+                _raw(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=20)
+            )
         except OSError as e:
             statuses.append(type(e).__name__)
 
@@ -165,13 +186,18 @@ def test_a_token_is_required_when_set(monkeypatch):
     try:
         url = f"http://127.0.0.1:{s.port}"
         assert _raw(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n") == 401
-        assert _raw(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n") == 401
+        assert (
+            _raw(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n")
+            == 401
+        )
         with pytest.raises(RewardError, match="401"):
             RemoteReward(url, deadline=5)
         media, prompts, meta = digits_batch(2)
         assert RemoteReward(url, token="s3cret")(media, prompts, meta).scores.shape == (2,)
         monkeypatch.setenv("ALIGNFLOW_REWARD_TOKEN", "s3cret")
-        assert RemoteReward(url)(media, prompts, meta).scores.shape == (2,)  # the client reads it too
+        assert RemoteReward(url)(media, prompts, meta).scores.shape == (
+            2,
+        )  # the client reads it too
     finally:
         s.close()
 
@@ -212,10 +238,13 @@ def test_a_busy_port_is_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert [x for x in err.splitlines() if x.startswith("alignflow:")][0].startswith(
-        f"alignflow: error: --port = {port}: expected a free port")
+        f"alignflow: error: --port = {port}: expected a free port"
+    )
 
 
 def test_the_server_still_scores_after_all_of_this(server):
     media, prompts, meta = digits_batch(3)
     out = RemoteReward(f"http://127.0.0.1:{server.port}")(media, prompts, meta)
-    torch.testing.assert_close(out.scores, DigitClassifierReward()(media, prompts, meta).scores, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        out.scores, DigitClassifierReward()(media, prompts, meta).scores, rtol=0, atol=1e-6
+    )

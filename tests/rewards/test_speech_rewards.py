@@ -23,8 +23,10 @@ SENTENCES = ("we like green apples", "open the red door", "she reads a book")
 @pytest.fixture(scope="module")
 def speech():
     """{voice: Waveform of the three sentences at 24 kHz}."""
-    return {v: Waveform.from_items([flite(s, v).resample(24000).samples[0] for s in SENTENCES], 24000)
-            for v in ("awb", "rms", "slt")}
+    return {
+        v: Waveform.from_items([flite(s, v).resample(24000).samples[0] for s in SENTENCES], 24000)
+        for v in ("awb", "rms", "slt")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +34,18 @@ def asr_reward():
     return WERReward()
 
 
-@pytest.mark.parametrize("truth, hypothesis, expected", [
-    ("Hello, world!", "hello world", 0.0),          # punctuation and case
-    ("It's a test.", "its a test", 1 / 3),           # the apostrophe is kept
-    ("the cat sat", "the cat sat down", 1 / 3),      # one insertion
-    ("the  cat sat", "the cat", 1 / 3),              # double space collapsed; one deletion
-    ("open the door", "", 1.0),                      # nothing heard: all deleted
-    ("a-b c", "ab c", 0.0),                          # hyphen removed, not split
-    ("call me now", "call me now call me now", 1.0), # a repeated hypothesis
-])
+@pytest.mark.parametrize(
+    "truth, hypothesis, expected",
+    [
+        ("Hello, world!", "hello world", 0.0),  # punctuation and case
+        ("It's a test.", "its a test", 1 / 3),  # the apostrophe is kept
+        ("the cat sat", "the cat sat down", 1 / 3),  # one insertion
+        ("the  cat sat", "the cat", 1 / 3),  # double space collapsed; one deletion
+        ("open the door", "", 1.0),  # nothing heard: all deleted
+        ("a-b c", "ab c", 0.0),  # hyphen removed, not split
+        ("call me now", "call me now call me now", 1.0),  # a repeated hypothesis
+    ],
+)
 def test_wer_normalisation_matches_seed_tts_eval(truth, hypothesis, expected):
     assert wer(truth, hypothesis) == pytest.approx(expected)
 
@@ -65,8 +70,12 @@ def test_likelihood_score_ranks_the_spoken_text_first(speech):
     clip, is highest for the sentence actually spoken; WER is still reported."""
     reward = WERReward(score="likelihood")
     clips = speech["rms"]
-    logp = torch.stack([reward(clips, [SENTENCES[(i + shift) % 3] for i in range(3)], [{}] * 3).scores
-                        for shift in range(3)])  # [shift, clip]: shift 0 is the spoken text
+    logp = torch.stack(
+        [
+            reward(clips, [SENTENCES[(i + shift) % 3] for i in range(3)], [{}] * 3).scores
+            for shift in range(3)
+        ]
+    )  # [shift, clip]: shift 0 is the spoken text
     assert (logp[0] > logp[1:].max(0).values).all(), logp
     assert logp.max() <= 0 and logp.min() >= np.log(1e-5)
     out = reward(clips, list(SENTENCES), [{}] * 3)
@@ -78,7 +87,9 @@ def test_likelihood_score_ranks_the_spoken_text_first(speech):
 def test_mel_round_trip_through_griffin_lim_keeps_the_words(speech, asr_reward):
     codec = MelCodec()
     clean = speech["rms"]
-    vocoded = [codec.decode(codec.encode(Waveform(x[None], 24000))).samples[0] for x in clean.items()]
+    vocoded = [
+        codec.decode(codec.encode(Waveform(x[None], 24000))).samples[0] for x in clean.items()
+    ]
     out = asr_reward(Waveform.from_items(vocoded, 24000), list(SENTENCES), [{}] * 3)
     assert out.components["wer"].mean() <= 0.25, asr_reward.last_transcripts
 
@@ -103,7 +114,13 @@ def test_speaker_similarity_ranks_same_voice_above_other_voices(speech):
     voices = list(emb)
     for v in voices:
         same = [(emb[v][i] @ emb[v][j]).item() for i in range(3) for j in range(3) if i < j]
-        other = [(emb[v][i] @ emb[u][j]).item() for u in voices if u != v for i in range(3) for j in range(3)]
+        other = [
+            (emb[v][i] @ emb[u][j]).item()
+            for u in voices
+            if u != v
+            for i in range(3)
+            for j in range(3)
+        ]
         assert min(same) > np.mean(other) and np.mean(same) > max(other) - 0.05, (v, same, other)
 
 
@@ -124,15 +141,31 @@ def test_wavlm_xvector_backend_at_tiny_size(tmp_path, speech):
     from alignflow.modalities.speech.audio import write_wav
     from alignflow.rewards.speech.speaker import SpeakerSimilarity
 
-    cfg = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                      conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
-                      num_conv_pos_embedding_groups=2, tdnn_dim=(16, 16), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1),
-                      xvector_output_dim=24, num_buckets=32, max_bucket_distance=64)
+    cfg = WavLMConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        tdnn_dim=(16, 16),
+        tdnn_kernel=(3, 1),
+        tdnn_dilation=(1, 1),
+        xvector_output_dim=24,
+        num_buckets=32,
+        max_bucket_distance=64,
+    )
     WavLMForXVector(cfg).save_pretrained(tmp_path / "wavlm")
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True).save_pretrained(
-        tmp_path / "wavlm")
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, return_attention_mask=True
+    ).save_pretrained(tmp_path / "wavlm")
     write_wav(tmp_path / "ref.wav", Waveform(speech["awb"][0].samples, 24000))
-    reward = SpeakerSimilarity(backend="wavlm", path=str(tmp_path / "wavlm"), audio_root=str(tmp_path))
+    reward = SpeakerSimilarity(
+        backend="wavlm", path=str(tmp_path / "wavlm"), audio_root=str(tmp_path)
+    )
     out = reward(speech["rms"], list(SENTENCES), [{"ref_audio": "ref.wav", "ref_text": "x"}] * 3)
     assert out.scores.shape == (3,) and bool(out.scores.abs().le(1 + 1e-5).all())
     with pytest.raises(ConfigError, match="reward.path"):
@@ -152,15 +185,33 @@ def test_transformers_whisper_backend_at_tiny_size(tmp_path):
 
     from alignflow.rewards.speech.asr import offline_whisper_dir
 
-    tok = WhisperTokenizerFast(tokenizer_file=f"{offline_whisper_dir()}/tokenizer.json", unk_token="<|endoftext|>",
-                               bos_token="<|endoftext|>", eos_token="<|endoftext|>")
-    cfg = WhisperConfig(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                        max_source_positions=1500, max_target_positions=64,
-                        decoder_start_token_id=tok.convert_tokens_to_ids("<|startoftranscript|>"),
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    tok = WhisperTokenizerFast(
+        tokenizer_file=f"{offline_whisper_dir()}/tokenizer.json",
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+    )
+    cfg = WhisperConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=64,
+        decoder_start_token_id=tok.convert_tokens_to_ids("<|startoftranscript|>"),
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
     WhisperForConditionalGeneration(cfg).save_pretrained(tmp_path / "whisper")
-    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tok).save_pretrained(tmp_path / "whisper")
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tok).save_pretrained(
+        tmp_path / "whisper"
+    )
     reward = WERReward(backend="transformers", path=str(tmp_path / "whisper"))
     out = reward(Waveform(torch.randn(2, 16000) * 0.1, 16000), ["a b", "c d"], [{}, {}])
     assert out.scores.shape == (2,) and len(reward.last_transcripts) == 2
@@ -177,7 +228,12 @@ def test_dnsmos_prefers_clean_speech(speech):
     noisy = Waveform(clean.samples + 0.05 * torch.randn_like(clean.samples), 24000, clean.lengths)
     reward = DNSMOSReward()
     a, b = reward(clean, list(SENTENCES), [{}] * 3), reward(noisy, list(SENTENCES), [{}] * 3)
-    assert a.scores.mean() > b.scores.mean() + 0.3 and set(a.components) == {"ovrl", "sig", "bak", "p808"}
+    assert a.scores.mean() > b.scores.mean() + 0.3 and set(a.components) == {
+        "ovrl",
+        "sig",
+        "bak",
+        "p808",
+    }
 
 
 def test_building_and_calling_the_asr_keep_torchs_thread_count(asr_reward):
@@ -207,13 +263,21 @@ def test_the_ge2e_port_embeds_as_resemblyzer_does():
         clips.append(read_wav(path).resample(16000).samples[0].numpy())
     g = np.random.default_rng(0)
     speechy = clips[0]
-    clips += [np.concatenate([speechy, np.zeros(16000, np.float32), speechy]),  # a long silence to cut
-              0.01 * speechy, speechy[:8000], g.normal(0, 0.1, 40000).astype(np.float32)]
+    clips += [
+        np.concatenate([speechy, np.zeros(16000, np.float32), speechy]),  # a long silence to cut
+        0.01 * speechy,
+        speechy[:8000],
+        g.normal(0, 0.1, 40000).astype(np.float32),
+    ]
     theirs = resemblyzer.VoiceEncoder("cpu", verbose=False)
     ours = ge2e.load_ge2e()
     for k, wav in enumerate(clips):
         a, b = resemblyzer.preprocess_wav(wav, source_sr=16000), ge2e.preprocess(wav)
         assert np.array_equal(a, b), k
         if len(a) > 1600:
-            torch.testing.assert_close(ge2e.embed_utterance(ours, b), torch.from_numpy(theirs.embed_utterance(a)),
-                                       rtol=0, atol=1e-6)
+            torch.testing.assert_close(
+                ge2e.embed_utterance(ours, b),
+                torch.from_numpy(theirs.embed_utterance(a)),
+                rtol=0,
+                atol=1e-6,
+            )

@@ -64,4 +64,9 @@ def test_per_term_advantages_sum_weighted_z_scores():
     # the weighted sum of rewards would follow the large term only
     summed = group_advantages(big + 2 * small, g, eps=0.0, clip=10).advantages
     assert summed[0] < 0 < summed[1]
-    assert term_advantages({"big": (big, 3.0)}, g, eps=0.0, clip=2).advantages.tolist() == [-2.0, 2.0, 0.0, 0.0]
+    assert term_advantages({"big": (big, 3.0)}, g, eps=0.0, clip=2).advantages.tolist() == [
+        -2.0,
+        2.0,
+        0.0,
+        0.0,
+    ]

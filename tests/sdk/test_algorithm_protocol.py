@@ -38,15 +38,31 @@ def one_iteration(algo, policy, seed: int = 0, iteration: int = 0, slots=tuple(S
     """The trainer's phases on the toy (prompt "k" for slot k): reward = closeness of the
     sample to 1."""
     cond = policy.encode([str(s % 2) for s in slots])
-    out = algo.rollout(policy, cond, policy.sigmas(N), guidance=1.0, group_size=G, seed=seed, iteration=iteration,
-                       slots=list(slots))
+    out = algo.rollout(
+        policy,
+        cond,
+        policy.sigmas(N),
+        guidance=1.0,
+        group_size=G,
+        seed=seed,
+        iteration=iteration,
+        slots=list(slots),
+    )
     out.group = torch.tensor(slots).repeat_interleave(G)
     rewards = -(out.x0 - 1).pow(2).mean(-1)
     peek_rewards = None if out.peeks is None else -(out.peeks - 1).pow(2).mean(-1)
     adv = algo.advantages(rewards, out.group)
-    items = algo.training_items(out, adv.advantages, rewards=rewards, peek_rewards=peek_rewards, seed=seed,
-                                iteration=iteration)
-    ctx = StepContext(guidance=1.0, on_policy=True, reference=contextlib.nullcontext, iteration=iteration)
+    items = algo.training_items(
+        out,
+        adv.advantages,
+        rewards=rewards,
+        peek_rewards=peek_rewards,
+        seed=seed,
+        iteration=iteration,
+    )
+    ctx = StepContext(
+        guidance=1.0, on_policy=True, reference=contextlib.nullcontext, iteration=iteration
+    )
     loss = algo.loss(policy, items, select(repeat_interleave(cond, G), items.sample), ctx)
     return out, items, loss
 
@@ -62,9 +78,14 @@ def test_a_recipe_runs_through_its_declared_calls_alone(name):
     assert 0 <= int(items.sample.min()) and int(items.sample.max()) < B
     assert 0 <= int(items.step.min()) and int(items.step.max()) < N
     assert loss.loss.ndim == 0 and torch.isfinite(loss.loss)
-    assert all(v.shape == (E,) for v in loss.stats.values()), {k: v.shape for k, v in loss.stats.items()}
+    assert all(v.shape == (E,) for v in loss.stats.values()), {
+        k: v.shape for k, v in loss.stats.items()
+    }
     loss.loss.backward()
-    assert policy.net.shift.weight.grad is not None and torch.isfinite(policy.net.shift.weight.grad).all()
+    assert (
+        policy.net.shift.weight.grad is not None
+        and torch.isfinite(policy.net.shift.weight.grad).all()
+    )
     if "ratio" in loss.stats:  # on-policy: the first ratio is exactly 1
         assert torch.equal(loss.stats["ratio"], torch.ones(E))
     if "kl_ref" in loss.stats:  # the reference is the policy itself here
@@ -107,7 +128,9 @@ def test_state_round_trip(name):
     again, policy2 = build(name)
     again.load_state_dict(state)
     restored = again.state_dict()
-    assert restored.keys() == state.keys() and all(torch.equal(restored[k], state[k]) for k in state)
+    assert restored.keys() == state.keys() and all(
+        torch.equal(restored[k], state[k]) for k in state
+    )
 
 
 def test_recipes_keep_what_their_papers_say():
@@ -147,6 +170,10 @@ def test_recipes_subclass_the_protocol_once_and_the_trainer_probes_nothing():
         cls = resolve("algorithm", name, "algorithm.name")
         assert cls.__bases__ == (Algorithm,), f"{name}: {cls.__mro__}"  # shared code is functions
     sdk = Path(__file__).parents[2] / "sdk"
-    probes = [f"{p.name}: {line.strip()}" for p in sdk.rglob("*.py") for line in p.read_text().splitlines()
-              if re.search(r"(hasattr|getattr)\((self\.)?(algo|algorithm)\b", line)]
+    probes = [
+        f"{p.name}: {line.strip()}"
+        for p in sdk.rglob("*.py")
+        for line in p.read_text().splitlines()
+        if re.search(r"(hasattr|getattr)\((self\.)?(algo|algorithm)\b", line)
+    ]
     assert not probes

@@ -9,8 +9,16 @@ from tests.helpers import digits_cfg
 
 
 def test_mixgrpo_trains_its_window_and_the_window_slides(tmp_path):
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "sample.num_steps=8", "algorithm.window=2",
-                            "algorithm.every=1", "train.optimizer_steps=1"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path,
+            "algorithm=mixgrpo",
+            "sample.num_steps=8",
+            "algorithm.window=2",
+            "algorithm.every=1",
+            "train.optimizer_steps=1",
+        )
+    )
     starts = [tr.algo.plan(8, it, 0).shared_prefix for it in range(7)]
     assert starts == [0, 1, 2, 3, 4, 5, 0]  # N - 1 - w = 5, then back to the start
     m = tr.train_iteration(3)
@@ -21,12 +29,18 @@ def test_mixgrpo_trains_its_window_and_the_window_slides(tmp_path):
 def test_mixgrpo_config_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="algorithm.slide"):
         Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "algorithm.slide=backwards"))
-    with pytest.raises(ConfigError, match="sample.num_steps.*window of 4"):  # at build time, not at iteration 0
+    with pytest.raises(
+        ConfigError, match="sample.num_steps.*window of 4"
+    ):  # at build time, not at iteration 0
         Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "sample.num_steps=4"))
 
 
 def test_dance_grpo_trains_a_random_subset_of_steps_per_sample(tmp_path):
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=dance_grpo", "sample.num_steps=6", "train.optimizer_steps=1"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path, "algorithm=dance_grpo", "sample.num_steps=6", "train.optimizer_steps=1"
+        )
+    )
     assert tr.algo.kernel.name == "dance_sde"
     seen = {}
     real = tr.algo.training_items
@@ -51,9 +65,18 @@ def test_dance_grpo_trains_a_random_subset_of_steps_per_sample(tmp_path):
 def test_diffusion_nft_trains_clean_samples_with_a_lagging_old_policy(tmp_path):
     import torch
 
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=diffusion_nft", "sample.num_steps=5", "train.optimizer_steps=2",
-                            "train.lr=1e-2", "algorithm.old_decay_rate=0.25", "train.iterations=2",
-                            "checkpoint.every=1"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path,
+            "algorithm=diffusion_nft",
+            "sample.num_steps=5",
+            "train.optimizer_steps=2",
+            "train.lr=1e-2",
+            "algorithm.old_decay_rate=0.25",
+            "train.iterations=2",
+            "checkpoint.every=1",
+        )
+    )
     seen = {}
     real = tr.algo.training_items
     tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", real(traj, adv, **kw))
@@ -71,8 +94,17 @@ def test_diffusion_nft_trains_clean_samples_with_a_lagging_old_policy(tmp_path):
     assert any(not torch.equal(o, p.detach().float()) for o, p in zip(old, tr.params))
     tr.iteration = 1
     tr.save()
-    again = Trainer(digits_cfg(tmp_path, "algorithm=diffusion_nft", "sample.num_steps=5", "train.optimizer_steps=2",
-                               "train.lr=1e-2", "algorithm.old_decay_rate=0.25", "checkpoint.resume=latest"))
+    again = Trainer(
+        digits_cfg(
+            tmp_path,
+            "algorithm=diffusion_nft",
+            "sample.num_steps=5",
+            "train.optimizer_steps=2",
+            "train.lr=1e-2",
+            "algorithm.old_decay_rate=0.25",
+            "checkpoint.resume=latest",
+        )
+    )
     assert again.algo.optimizer_steps == 2
     assert all(torch.equal(a, b) for a, b in zip(again.algo.old.shadow, old))
 
@@ -97,9 +129,16 @@ def test_grpo_guard_ratio_is_centred_and_scaled_per_step():
     b = delta**2 / (2 * s**2)
     torch.testing.assert_close(raw.detach().mean(), torch.tensor(-b), atol=5e-4, rtol=0)
     sigmas = torch.tensor([1.0, 0.8, 0.5, 0.0])
-    items = GuardTransitions(x=x_next, x_next=x_next, log_prob=old_lp, step=torch.tensor([0, 1, 0, 1]),
-                             sample=torch.arange(E), advantage=torch.tensor([1.0, 1.0, -1.0, -1.0]),
-                             sigmas=sigmas, mean=mu_old)
+    items = GuardTransitions(
+        x=x_next,
+        x_next=x_next,
+        log_prob=old_lp,
+        step=torch.tensor([0, 1, 0, 1]),
+        sample=torch.arange(E),
+        advantage=torch.tensor([1.0, 1.0, -1.0, -1.0]),
+        sigmas=sigmas,
+        mean=mu_old,
+    )
     pg = ratio_norm_loss(out, old_lp, items, clip_range=1.0, on_policy=False)
     torch.testing.assert_close(pg.ratio.log(), ((raw + b) * s).detach())
     assert pg.ratio.log().abs().max() < 1e-3  # centred: no systematic shift below 1
@@ -112,8 +151,17 @@ def test_grpo_guard_ratio_is_centred_and_scaled_per_step():
 
 def test_branch_grpo_trains_tree_edges_with_depth_advantages_and_pruning(tmp_path):
     # the fast config has G = 4: a 2 x 2 tree branching at steps 0 and 2
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=branch_grpo", "sample.num_steps=6", "train.optimizer_steps=1",
-                            "algorithm.keep_per_depth=1", "algorithm.branch_steps=[0,2]", "algorithm.widths=[2,2]"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path,
+            "algorithm=branch_grpo",
+            "sample.num_steps=6",
+            "train.optimizer_steps=1",
+            "algorithm.keep_per_depth=1",
+            "algorithm.branch_steps=[0,2]",
+            "algorithm.widths=[2,2]",
+        )
+    )
     seen = {}
     real = tr.algo.training_items
     tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", real(traj, adv, **kw))
@@ -129,18 +177,30 @@ def test_tree_shape_must_give_group_size_leaves(tmp_path):
     with pytest.raises(ConfigError, match="algorithm.widths"):  # when the trainer is built
         Trainer(digits_cfg(tmp_path, "algorithm=tree_grpo", "algorithm.widths=[2,2,2]"))
     with pytest.raises(ConfigError, match="algorithm.branch_steps"):
-        Trainer(digits_cfg(tmp_path, "algorithm=tree_grpo", "algorithm.branch_steps=[0,9]",
-                           "algorithm.widths=[2,2]"))
+        Trainer(
+            digits_cfg(
+                tmp_path,
+                "algorithm=tree_grpo",
+                "algorithm.branch_steps=[0,9]",
+                "algorithm.widths=[2,2]",
+            )
+        )
 
 
 def test_tempflow_branches_once_per_iteration_with_noise_aware_weights(tmp_path):
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=tempflow_grpo", "sample.num_steps=6", "train.optimizer_steps=1"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path, "algorithm=tempflow_grpo", "sample.num_steps=6", "train.optimizer_steps=1"
+        )
+    )
     seen = {}
     real = tr.algo.training_items
     tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", real(traj, adv, **kw))
     m = tr.train_iteration(0)
     items = seen["items"]
-    assert len(set(items.step.tolist())) == 1 and len(items.step) == 2 * 4  # P x G edges at one step
+    assert (
+        len(set(items.step.tolist())) == 1 and len(items.step) == 2 * 4
+    )  # P x G edges at one step
     assert m["train/trained_steps"] == 1.0
     assert items.weight is not None and items.weight.unique().numel() == 1 and items.weight[0] > 0
     ks = {tr.algo.tree_spec(6, it, 0, 4).steps[0] for it in range(40)}
@@ -169,23 +229,39 @@ def _count_rollout_calls(tr):
 
 
 def test_mixgrpo_flash_finishes_the_tail_with_fewer_second_order_steps(tmp_path):
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo_flash", "sample.num_steps=10", "algorithm.window=2",
-                            "algorithm.every=1", "train.optimizer_steps=1"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path,
+            "algorithm=mixgrpo_flash",
+            "sample.num_steps=10",
+            "algorithm.window=2",
+            "algorithm.every=1",
+            "train.optimizer_steps=1",
+        )
+    )
     calls = _count_rollout_calls(tr)
     m = tr.train_iteration(3)  # window at steps 3-4; tail: 5 steps compressed to ceil(0.4 x 5) = 2
     P, G = 2, 4
     assert calls == [P] * 3 + [P * G] * 2 + [P * G] * 2
     assert m["train/trained_steps"] == 2.0 and m["train/ratio_min"] == m["train/ratio_max"] == 1.0
-    assert m["train/reward_mean"] > 0.05  # the compressed tail still gives digits the classifier reads
+    assert (
+        m["train/reward_mean"] > 0.05
+    )  # the compressed tail still gives digits the classifier reads
 
 
 def test_dense_grpo_credits_each_step_with_its_reward_gain(tmp_path):
     import torch
 
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=dense_grpo", "sample.num_steps=6", "train.optimizer_steps=1"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path, "algorithm=dense_grpo", "sample.num_steps=6", "train.optimizer_steps=1"
+        )
+    )
     seen = {}
     real_items = tr.algo.training_items
-    tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", (traj, kw, real_items(traj, adv, **kw)))[2]
+    tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault(
+        "items", (traj, kw, real_items(traj, adv, **kw))
+    )[2]
     m = tr.train_iteration(0)
     traj, kw, items = seen["items"]
     P, G, K = 2, 4, 3  # floor(0.6 x 6) trained steps
@@ -198,7 +274,7 @@ def test_dense_grpo_credits_each_step_with_its_reward_gain(tmp_path):
     adv = items.advantage.view(P * G, K)
     for j in range(K):  # z-scored per step within each group
         for g in range(P):
-            a, d = adv[g * G:(g + 1) * G, j], gains[g * G:(g + 1) * G, j]
+            a, d = adv[g * G : (g + 1) * G, j], gains[g * G : (g + 1) * G, j]
             if d.std() > 1e-6:
                 assert abs(float(a.mean())) < 1e-4 and torch.equal(a.argsort(), d.argsort())
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0

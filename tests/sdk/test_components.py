@@ -60,13 +60,32 @@ def test_no_callable_of_alignflow_resolves_unless_declared():
     assert tried > 3000 and refused > 0.9 * tried, (tried, refused)
 
 
-@pytest.mark.parametrize("path", [
-    "os:system", "os.system", "subprocess:run", "builtins:eval", "builtins.exec", "importlib:import_module",
-    "runpy:run_path", "pickle:loads", "alignflow.sdk.cli:main", "alignflow.sdk.cli:_launch",
-    "alignflow.rewards.server:serve", "alignflow.sdk.components:component", "alignflow.sdk.compose:compose",
-    "alignflow.sdk.pretrain:pretrain", "alignflow.sdk.trainer:Trainer", "tests.sdk.bad_rewards:Raises:x",
-    "alignflow.rewards.remote:RemoteReward.__init__", "alignflow", ":", ".", "reward.remote",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "os:system",
+        "os.system",
+        "subprocess:run",
+        "builtins:eval",
+        "builtins.exec",
+        "importlib:import_module",
+        "runpy:run_path",
+        "pickle:loads",
+        "alignflow.sdk.cli:main",
+        "alignflow.sdk.cli:_launch",
+        "alignflow.rewards.server:serve",
+        "alignflow.sdk.components:component",
+        "alignflow.sdk.compose:compose",
+        "alignflow.sdk.pretrain:pretrain",
+        "alignflow.sdk.trainer:Trainer",
+        "tests.sdk.bad_rewards:Raises:x",
+        "alignflow.rewards.remote:RemoteReward.__init__",
+        "alignflow",
+        ":",
+        ".",
+        "reward.remote",
+    ],
+)
 def test_undeclared_or_malformed_paths_are_refused_for_every_kind(path):
     for kind in KINDS:
         with pytest.raises(ConfigError, match=rf"^{kind}\.name = "):
@@ -89,21 +108,34 @@ def test_sdk_names_no_adapter_reward_or_modality():
     pattern = re.compile(r"alignflow\.(adapters|rewards|modalities)\b")
     for path in (ROOT / "sdk").rglob("*.py"):
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            if pattern.search(line) and not line.lstrip().startswith(("#", '"""', "``")) and "``" not in line:
-                assert (path.name, line.strip()) == ("cli.py", "from alignflow.rewards.server import serve"), \
-                    f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+            if (
+                pattern.search(line)
+                and not line.lstrip().startswith(("#", '"""', "``"))
+                and "``" not in line
+            ):
+                assert (path.name, line.strip()) == (
+                    "cli.py",
+                    "from alignflow.rewards.server import serve",
+                ), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
 
 
 def test_the_decorator_declares_and_a_clash_is_refused(monkeypatch):
-    monkeypatch.setattr(components, "_DECORATED", dict(components._DECORATED))  # forgotten after the test
+    monkeypatch.setattr(
+        components, "_DECORATED", dict(components._DECORATED)
+    )  # forgotten after the test
 
     @component("reward", "test_constant")
     class Constant:
         modality = "image"
 
     assert resolve("reward", "test_constant") is Constant
-    assert resolve("reward", f"{__name__}:test_the_decorator_declares_and_a_clash_is_refused.<locals>.Constant") \
+    assert (
+        resolve(
+            "reward",
+            f"{__name__}:test_the_decorator_declares_and_a_clash_is_refused.<locals>.Constant",
+        )
         is Constant
+    )
     with pytest.raises(ConfigError, match="a name declared once"):
         component("reward", "test_constant")(type("Other", (), {}))
     with pytest.raises(ConfigError, match="policy.name = 'test_constant'"):
@@ -131,7 +163,7 @@ CHAINS = {
     # group options that leave the search path
     "experiment=../../../../tmp/x": "experiment",
     "reward@reward.y=/etc/passwd": "reward",
-    "adapter=..": "adapter",
+    "policy=..": "policy",
     # resolvers
     "data.train=${pkgfile:antigravity,x}": "data.train",
     "data.train=${pkgfile:alignflow.configs,../../../etc/passwd}": "data.train",
@@ -157,11 +189,15 @@ def test_each_route_is_refused_in_one_line_naming_the_key(tmp_path, override, ca
 
 def test_a_nested_reward_name_is_refused_too(tmp_path, capsys):
     """By the config check, before any model is built."""
-    for nested in ("+reward.f.name=per_frame", "+reward.f.reward={name: 'os:system'}"), \
-                  ("+reward.f.name=pref_winrate", "+reward.f.judge={name: 'alignflow.sdk.cli:main'}"):
+    for nested in (
+        ("+reward.f.name=per_frame", "+reward.f.reward={name: 'os:system'}"),
+        ("+reward.f.name=pref_winrate", "+reward.f.judge={name: 'alignflow.sdk.cli:main'}"),
+    ):
         code = main(["train", *FAST, f"output_dir={tmp_path}", "~reward.digit", *nested])
         err = capsys.readouterr().err
-        assert code == 2 and err.startswith("alignflow: error: reward.f.") and "Traceback" not in err, err
+        assert (
+            code == 2 and err.startswith("alignflow: error: reward.f.") and "Traceback" not in err
+        ), err
 
 
 def test_yaml_tags_that_construct_objects_are_refused(tmp_path, capsys):
@@ -170,9 +206,17 @@ def test_yaml_tags_that_construct_objects_are_refused(tmp_path, capsys):
     marker = tmp_path / "pwned"
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "evil.yaml").write_text(
-        "# @package _global_\nseed: !!python/object/apply:os.system ['touch " + str(marker) + "']\n")
-    code = main(["train", *FAST, f"output_dir={tmp_path / 'out'}", f"hydra.searchpath=[file://{tmp_path}]",
-                 "experiment=evil"])
+        "# @package _global_\nseed: !!python/object/apply:os.system ['touch " + str(marker) + "']\n"
+    )
+    code = main(
+        [
+            "train",
+            *FAST,
+            f"output_dir={tmp_path / 'out'}",
+            f"hydra.searchpath=[file://{tmp_path}]",
+            "experiment=evil",
+        ]
+    )
     assert code == 2 and not marker.exists()
     assert "Traceback" not in capsys.readouterr().err
 

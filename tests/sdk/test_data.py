@@ -7,7 +7,10 @@ from alignflow.sdk.errors import DataError
 
 
 def test_formats_load_with_metadata(tmp_path):
-    rows = [{"prompt": "a cat", "digit": 1, "spec": "x"}, {"prompt": "a dog", "digit": 2, "spec": "y"}]
+    rows = [
+        {"prompt": "a cat", "digit": 1, "spec": "x"},
+        {"prompt": "a dog", "digit": 2, "spec": "y"},
+    ]
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "p.csv").write_text("prompt,digit\na cat,1\na dog,2\n")
     (tmp_path / "p.txt").write_text("a cat\na dog\n")
@@ -24,18 +27,24 @@ def test_parquet_and_saved_dataset_folder(tmp_path):
     ds.to_parquet(str(tmp_path / "p.parquet"))
     ds.save_to_disk(str(tmp_path / "saved"))
     assert load_prompts(tmp_path / "p.parquet", prompt_column="caption").prompts == ["a", "b"]
-    assert load_prompts(tmp_path / "saved", prompt_column="caption").metadata == [{"k": 1}, {"k": 2}]
+    assert load_prompts(tmp_path / "saved", prompt_column="caption").metadata == [
+        {"k": 1},
+        {"k": 2},
+    ]
 
 
-@pytest.mark.parametrize("content,name,match", [
-    (None, "missing.jsonl", "no such file"),
-    ("", "empty.jsonl", "empty"),
-    ("prompt\n", "header_only.csv", "no prompts"),
-    ('{"text": "a"}\n', "wrong_column.jsonl", "no column 'prompt'.*\\['text'\\]"),
-    ('{"prompt": ""}\n', "blank.jsonl", "empty or non-text"),
-    ("<x/>", "p.xml", "unsupported format"),
-    ("{not json", "broken.jsonl", "could not be read"),
-])
+@pytest.mark.parametrize(
+    "content,name,match",
+    [
+        (None, "missing.jsonl", "no such file"),
+        ("", "empty.jsonl", "empty"),
+        ("prompt\n", "header_only.csv", "no prompts"),
+        ('{"text": "a"}\n', "wrong_column.jsonl", "no column 'prompt'.*\\['text'\\]"),
+        ('{"prompt": ""}\n', "blank.jsonl", "empty or non-text"),
+        ("<x/>", "p.xml", "unsupported format"),
+        ("{not json", "broken.jsonl", "could not be read"),
+    ],
+)
 def test_bad_prompt_files_are_named_in_the_error(tmp_path, content, name, match):
     path = tmp_path / name
     if content is not None:

@@ -18,8 +18,19 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 
 
 def train(out, procs, *extra):
-    cmd = [sys.executable, "-m", "alignflow.sdk.cli", "train", "--procs", str(procs), *FAST, f"output_dir={out}",
-           "data.eval=", "checkpoint.every=0", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alignflow.sdk.cli",
+        "train",
+        "--procs",
+        str(procs),
+        *FAST,
+        f"output_dir={out}",
+        "data.eval=",
+        "checkpoint.every=0",
+        *extra,
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["processes"] == procs
@@ -30,7 +41,12 @@ def train(out, procs, *extra):
 def test_two_processes_give_the_numbers_of_one(tmp_path):
     # one optimizer step per iteration: with several, each process shuffles its own
     # transitions into the windows (the same distribution, not the same windows)
-    args = ["train.iterations=3", "train.optimizer_steps=1", "sample.prompts_per_iteration=4", "sample.batch_size=8"]
+    args = [
+        "train.iterations=3",
+        "train.optimizer_steps=1",
+        "sample.prompts_per_iteration=4",
+        "sample.batch_size=8",
+    ]
     one, two = train(tmp_path / "one", 1, *args), train(tmp_path / "two", 2, *args)
     assert [r["iteration"] for r in two] == [1, 2, 3] and one[0].keys() == two[0].keys()
     for a, b in zip(one, two):
@@ -43,8 +59,18 @@ def test_two_processes_give_the_numbers_of_one(tmp_path):
 @pytest.mark.parametrize("algorithm, shared", [("flow_grpo", False), ("mixgrpo", True)])
 def test_group_members_never_share_initial_noise_unless_asked(tmp_path, algorithm, shared):
     extra = ["algorithm.window=2"] if algorithm == "mixgrpo" else []
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "sdk" / "noise_probe.py"), str(tmp_path), algorithm, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "tests" / "sdk" / "noise_probe.py"),
+        str(tmp_path),
+        algorithm,
+        *extra,
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / f"{algorithm}.json").read_text())
@@ -57,14 +83,34 @@ def test_group_members_never_share_initial_noise_unless_asked(tmp_path, algorith
 
 @pytest.mark.slow
 def test_a_reward_failing_on_one_process_stops_every_process(tmp_path):
-    cmd = [sys.executable, "-m", "alignflow.sdk.cli", "train", "--procs", "2", *FAST, f"output_dir={tmp_path}",
-           "data.eval=", "sample.prompts_per_iteration=4", "sample.batch_size=8", "train.reward_max_failures=0",
-           "~reward.digit", "+reward.judge.name=tests.sdk.bad_rewards:FailsOnRankOne"]
-    done = subprocess.run(cmd, env={**ENV, "ALIGNFLOW_PLUGINS": "tests.sdk.bad_rewards"}, capture_output=True, text=True,
-                          timeout=300)  # a process left waiting in a collective would hang here
+    cmd = [
+        sys.executable,
+        "-m",
+        "alignflow.sdk.cli",
+        "train",
+        "--procs",
+        "2",
+        *FAST,
+        f"output_dir={tmp_path}",
+        "data.eval=",
+        "sample.prompts_per_iteration=4",
+        "sample.batch_size=8",
+        "train.reward_max_failures=0",
+        "~reward.digit",
+        "+reward.judge.name=tests.sdk.bad_rewards:FailsOnRankOne",
+    ]
+    done = subprocess.run(
+        cmd,
+        env={**ENV, "ALIGNFLOW_PLUGINS": "tests.sdk.bad_rewards"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # a process left waiting in a collective would hang here
     assert done.returncode != 0
     assert "1 reward calls have failed, more than train.reward_max_failures = 0" in done.stderr
-    assert "only rank 1 fails" in done.stderr and "on another process" in done.stderr  # both stopped
+    assert (
+        "only rank 1 fails" in done.stderr and "on another process" in done.stderr
+    )  # both stopped
 
 
 @pytest.mark.slow
@@ -77,14 +123,31 @@ def test_workers_stop_with_a_checkpoint_when_the_launcher_dies(tmp_path):
     import psutil
 
     out = tmp_path / "orphans"
-    cmd = [sys.executable, "-m", "alignflow.sdk.cli", "train", "--procs", "2", *FAST, f"output_dir={out}", "data.eval=",
-           "checkpoint.every=0", "train.iterations=200", "sample.prompts_per_iteration=4", "sample.batch_size=8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alignflow.sdk.cli",
+        "train",
+        "--procs",
+        "2",
+        *FAST,
+        f"output_dir={out}",
+        "data.eval=",
+        "checkpoint.every=0",
+        "train.iterations=200",
+        "sample.prompts_per_iteration=4",
+        "sample.batch_size=8",
+    ]
     launcher = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not read_metrics(out):
         assert launcher.poll() is None and time.time() < deadline
         time.sleep(0.1)
-    workers = [p for p in psutil.Process(launcher.pid).children() if "alignflow.sdk.cli" in " ".join(p.cmdline())]
+    workers = [
+        p
+        for p in psutil.Process(launcher.pid).children()
+        if "alignflow.sdk.cli" in " ".join(p.cmdline())
+    ]
     assert len(workers) == 2
     launcher.send_signal(signal.SIGKILL)
     launcher.wait()

@@ -24,13 +24,17 @@ def test_clipping_zeroes_the_gradient_outside_the_trust_region():
     assert out.clipped.tolist() == [True, False, False, True]
     assert lp.grad[0] == 0 and lp.grad[3] == 0
     assert lp.grad[1] != 0 and lp.grad[2] != 0
-    expected = torch.maximum(-adv * torch.exp(lp.detach()), -adv * torch.exp(lp.detach()).clamp(0.99, 1.01)).mean()
+    expected = torch.maximum(
+        -adv * torch.exp(lp.detach()), -adv * torch.exp(lp.detach()).clamp(0.99, 1.01)
+    ).mean()
     torch.testing.assert_close(out.loss.detach(), expected)
 
 
 def test_kl_is_zero_when_policy_equals_reference():
     mean = torch.randn(3, 2, 4, 4)
-    kl = kl_to_reference(mean, mean.clone(), std=torch.full((3,), 0.1), diffusion=torch.full((3,), 0.5))
+    kl = kl_to_reference(
+        mean, mean.clone(), std=torch.full((3,), 0.1), diffusion=torch.full((3,), 0.5)
+    )
     assert torch.equal(kl, torch.zeros(3))
 
 
@@ -38,8 +42,8 @@ def test_kl_conventions_relate_by_dt_for_flow_sde():
     sig = torch.linspace(1, 0, 11)
     x, v1, v2 = torch.randn(2, 16), torch.randn(2, 16), torch.randn(2, 16)
     k = KERNELS["flow_sde"]
-    a = k(x, v1, sig, 3, noise_level=0.7, prev_sample=x)
-    b = k(x, v2, sig, 3, noise_level=0.7, prev_sample=x)
+    a = k(x, v1, sig, 3, noise_level=0.7, x_next=x)
+    b = k(x, v2, sig, 3, noise_level=0.7, x_next=x)
     g = k.diffusion(sig, 3, x, 0.7)
     ref = kl_to_reference(a.mean, b.mean, std=a.std, diffusion=g, convention="reference")
     exact = kl_to_reference(a.mean, b.mean, std=a.std, diffusion=g, convention="exact")

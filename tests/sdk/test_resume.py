@@ -12,8 +12,15 @@ import pytest
 from alignflow.sdk.tracking import read_metrics
 from tests.helpers import FAST, strip_times
 
-ARGS = [*FAST, "train.iterations=8", "checkpoint.every=2", "checkpoint.keep_last=3", "data.eval=",
-        "train.optimizer_steps=3", "train.ema_decay=0.5"]
+ARGS = [
+    *FAST,
+    "train.iterations=8",
+    "checkpoint.every=2",
+    "checkpoint.keep_last=3",
+    "data.eval=",
+    "train.optimizer_steps=3",
+    "train.ema_decay=0.5",
+]
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -44,7 +51,9 @@ def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(tmp_path, unint
     proc.wait()
     assert not (out / "checkpoint-8").exists(), "killed too late to test anything"
 
-    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stderr
     resumed = strip_times(read_metrics(out))
@@ -58,16 +67,28 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, uninterrupted):
     the save); resume=latest continues from checkpoint 4 and ends where an uninterrupted
     run ends, number for number."""
     out = tmp_path / "killed"
-    died = subprocess.run(cli(out), env={**ENV, "ALIGNFLOW_FAILPOINT": "checkpoint.write:6"}, capture_output=True)
+    died = subprocess.run(
+        cli(out), env={**ENV, "ALIGNFLOW_FAILPOINT": "checkpoint.write:6"}, capture_output=True
+    )
     assert died.returncode == -signal.SIGKILL
     partial = [p.name for p in out.iterdir() if p.name.startswith(".checkpoint-6.tmp")]
-    assert partial and (out / partial[0] / "trained.safetensors").exists()  # really killed mid-write
+    assert (
+        partial and (out / partial[0] / "trained.safetensors").exists()
+    )  # really killed mid-write
     assert (out / "checkpoint-4").is_dir() and not (out / "checkpoint-6").exists()
 
-    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "resumed from" in done.stderr and "checkpoint-4" in done.stderr and partial[0] in done.stderr
-    assert not any(p.name.startswith(".checkpoint-") for p in out.iterdir())  # the partial write is cleaned up
+    assert (
+        "resumed from" in done.stderr
+        and "checkpoint-4" in done.stderr
+        and partial[0] in done.stderr
+    )
+    assert not any(
+        p.name.startswith(".checkpoint-") for p in out.iterdir()
+    )  # the partial write is cleaned up
     resumed = strip_times(read_metrics(out))
     assert [r["iteration"] for r in resumed] == list(range(1, 9))
     assert resumed == uninterrupted
@@ -86,19 +107,25 @@ def test_sigterm_saves_a_checkpoint_exits_nonzero_and_resume_matches(tmp_path, u
     """Pre-emption: SIGTERM mid-run finishes or abandons the iteration, saves, prints one
     line and exits 143; resume=latest then ends as the uninterrupted run does."""
     out = tmp_path / "preempted"
-    proc = subprocess.Popen(cli(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wait_for_row(out, 3, proc)
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     ours = [line for line in err.splitlines() if line.startswith("alignflow:")]
     assert ours[0].startswith("alignflow: SIGTERM: stopping after this iteration with a checkpoint")
-    assert ours[1].startswith("alignflow: stopped: stopped by SIGTERM at iteration") and len(ours) == 2, ours
+    assert (
+        ours[1].startswith("alignflow: stopped: stopped by SIGTERM at iteration") and len(ours) == 2
+    ), ours
     stopped_at = int(ours[1].split("at iteration ")[1].split(";")[0])
     assert 3 <= stopped_at < 8 and (out / f"checkpoint-{stopped_at}" / "manifest.json").is_file()
     assert "Traceback" not in err
 
-    done = subprocess.run(cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        cli(out, "checkpoint.resume=latest"), env=ENV, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert strip_times(read_metrics(out)) == uninterrupted
 
@@ -106,8 +133,13 @@ def test_sigterm_saves_a_checkpoint_exits_nonzero_and_resume_matches(tmp_path, u
 @pytest.mark.slow
 def test_a_stop_that_outlives_its_grace_exits_without_a_checkpoint(tmp_path):
     out = tmp_path / "slow_stop"
-    proc = subprocess.Popen(cli(out, "checkpoint.stop_grace=0.01", "checkpoint.every=0"), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli(out, "checkpoint.stop_grace=0.01", "checkpoint.every=0"),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_row(out, 1, proc)
     proc.send_signal(signal.SIGHUP)
     err = proc.communicate(timeout=120)[1]

@@ -23,15 +23,25 @@ CONFIG = {"seed": 0, "train": {"lr": 0.1, "iterations": 4}, "output_dir": "x"}
 
 
 def run_checkpoints(out, config=CONFIG, prompts=None, **flags):
-    cfg = SimpleNamespace(**{"resume": "latest", "overwrite": False, "allow_config_change": False, "keep_last": 2,
-                             **flags})
+    cfg = SimpleNamespace(
+        **{
+            "resume": "latest",
+            "overwrite": False,
+            "allow_config_change": False,
+            "keep_last": 2,
+            **flags,
+        }
+    )
     return RunCheckpoints(out, cfg, config, prompts or {"train": "abc"})
 
 
 def save(out, it, config=CONFIG):
     return run_checkpoints(out, config).save(
-        it, trained={"w": torch.full((3,), float(it))}, state={"seed": 0},
-        optimizer={"state": {0: {"step": torch.tensor(it)}}, "param_groups": [{"lr": 0.1}]})
+        it,
+        trained={"w": torch.full((3,), float(it))},
+        state={"seed": 0},
+        optimizer={"state": {0: {"step": torch.tensor(it)}}, "param_groups": [{"lr": 0.1}]},
+    )
 
 
 def manifest(path):
@@ -53,9 +63,15 @@ DAMAGE = {
     "partial files": lambda p: edit_manifest(p, lambda m: m["files"].pop("optimizer.pt")),
     "no format": lambda p: edit_manifest(p, lambda m: m.pop("format")),
     "another iteration": lambda p: edit_manifest(p, lambda m: m.update(iteration=1)),
-    "a file outside": lambda p: edit_manifest(p, lambda m: m["files"].update({"../checkpoint-1/rng.pt": m["files"]["rng.pt"]})),
-    "an absolute name": lambda p: edit_manifest(p, lambda m: m["files"].update({"/etc/passwd": m["files"]["rng.pt"]})),
-    "a size that is text": lambda p: edit_manifest(p, lambda m: m["files"]["rng.pt"].update(size="12")),
+    "a file outside": lambda p: edit_manifest(
+        p, lambda m: m["files"].update({"../checkpoint-1/rng.pt": m["files"]["rng.pt"]})
+    ),
+    "an absolute name": lambda p: edit_manifest(
+        p, lambda m: m["files"].update({"/etc/passwd": m["files"]["rng.pt"]})
+    ),
+    "a size that is text": lambda p: edit_manifest(
+        p, lambda m: m["files"]["rng.pt"].update(size="12")
+    ),
     "a weight file that does not load": lambda p: _garbage_but_listed(p, "trained.safetensors"),
     "an optimizer that is not weights-only": lambda p: _garbage_but_listed(p, "optimizer.pt"),
     "a state that is not an object": lambda p: _garbage_but_listed(p, "trainer_state.json", b"[]"),
@@ -63,10 +79,14 @@ DAMAGE = {
 }
 
 
-def _garbage_but_listed(path, name, blob=b"\x00garbage that is listed with its true size and sha256"):
+def _garbage_but_listed(
+    path, name, blob=b"\x00garbage that is listed with its true size and sha256"
+):
     """A file the manifest vouches for (it verifies) that still fails to load."""
     (path / name).write_bytes(blob)
-    edit_manifest(path, lambda m: m["files"][name].update(size=len(blob), sha256=ckpt._sha256(path / name)))
+    edit_manifest(
+        path, lambda m: m["files"][name].update(size=len(blob), sha256=ckpt._sha256(path / name))
+    )
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -105,26 +125,48 @@ def test_an_empty_folder_starts_fresh(tmp_path):
 def test_the_cli_stops_in_one_line_and_keeps_the_checkpoints(tmp_path, capsys):
     Trainer(digits_cfg(tmp_path, "train.iterations=1", "data.eval=")).train()
     DAMAGE["empty object"](tmp_path / "checkpoint-1")
-    code = main(["train", *FAST, f"output_dir={tmp_path}", "data.eval=", "checkpoint.resume=latest"])
+    code = main(
+        ["train", *FAST, f"output_dir={tmp_path}", "data.eval=", "checkpoint.resume=latest"]
+    )
     err = capsys.readouterr().err
     ours = [line for line in err.splitlines() if line.startswith("alignflow:")]
     assert code == 2 and len(ours) == 1 and "Traceback" not in err, err
-    assert ours[0].startswith("alignflow: error: checkpoint.resume=latest: none of the 1 checkpoints")
+    assert ours[0].startswith(
+        "alignflow: error: checkpoint.resume=latest: none of the 1 checkpoints"
+    )
     assert (tmp_path / "checkpoint-1" / "trained.safetensors").is_file()
     # resume=none is a fresh start, which still keeps them unless overwrite is said too
-    assert main(["train", *FAST, f"output_dir={tmp_path}", "data.eval=", "checkpoint.resume=none"]) == 2
+    assert (
+        main(["train", *FAST, f"output_dir={tmp_path}", "data.eval=", "checkpoint.resume=none"])
+        == 2
+    )
     assert "checkpoint.overwrite=true" in capsys.readouterr().err
     assert (tmp_path / "checkpoint-1").is_dir()
-    assert main(["train", *FAST, f"output_dir={tmp_path}", "data.eval=", "checkpoint.resume=none",
-                 "checkpoint.overwrite=true", "train.iterations=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *FAST,
+                f"output_dir={tmp_path}",
+                "data.eval=",
+                "checkpoint.resume=none",
+                "checkpoint.overwrite=true",
+                "train.iterations=1",
+            ]
+        )
+        == 0
+    )
     ckpt.verify(tmp_path / "checkpoint-1")  # a new, good one
 
 
 def test_a_changed_config_is_refused_with_the_fields_listed(tmp_path):
     save(tmp_path, 1)
     changed = {**CONFIG, "seed": 3, "train": {"lr": 0.2, "iterations": 9}, "output_dir": "y"}
-    with pytest.raises(ConfigError, match=r"changed: seed: 0 -> 3, train.lr: 0.1 -> 0.2; set "
-                                          r"checkpoint.allow_config_change=true"):
+    with pytest.raises(
+        ConfigError,
+        match=r"changed: seed: 0 -> 3, train.lr: 0.1 -> 0.2; set "
+        r"checkpoint.allow_config_change=true",
+    ):
         run_checkpoints(tmp_path, changed).resume("latest", lambda c: None)
     with pytest.raises(ConfigError, match=r"the prompts of data.train"):
         run_checkpoints(tmp_path, prompts={"train": "other"}).resume("latest", lambda c: None)
@@ -137,8 +179,16 @@ def test_a_changed_config_is_refused_with_the_fields_listed(tmp_path):
 
 def test_an_allowed_change_is_logged_in_the_summary(tmp_path):
     Trainer(digits_cfg(tmp_path, "train.iterations=1", "data.eval=")).train()
-    tr = Trainer(digits_cfg(tmp_path, "train.iterations=2", "data.eval=", "checkpoint.resume=latest",
-                            "train.lr=2e-3", "checkpoint.allow_config_change=true"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path,
+            "train.iterations=2",
+            "data.eval=",
+            "checkpoint.resume=latest",
+            "train.lr=2e-3",
+            "checkpoint.allow_config_change=true",
+        )
+    )
     tr.train()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config_changes"] == [{"iteration": 1, "fields": {"train.lr": [0.001, 0.002]}}]
@@ -153,8 +203,15 @@ def test_pruning_deletes_only_readable_checkpoints_of_this_run(tmp_path, caplog)
     rc.save(4, trained={"w": torch.zeros(3)}, optimizer={}, state={})
     rc.save(5, trained={"w": torch.zeros(3)}, optimizer={}, state={})
     names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
-    assert names == ["checkpoint-2", "checkpoint-3", "checkpoint-5"]  # 1 (ours, readable) and 4 (written) pruned
-    assert "keeping checkpoint-2" in caplog.text and "keeping checkpoint-3: saved with another config" in caplog.text
+    assert names == [
+        "checkpoint-2",
+        "checkpoint-3",
+        "checkpoint-5",
+    ]  # 1 (ours, readable) and 4 (written) pruned
+    assert (
+        "keeping checkpoint-2" in caplog.text
+        and "keeping checkpoint-3: saved with another config" in caplog.text
+    )
 
 
 def test_a_save_never_overwrites_a_checkpoint_it_did_not_write(tmp_path):
@@ -172,10 +229,14 @@ def test_a_save_never_overwrites_a_checkpoint_it_did_not_write(tmp_path):
 
 def test_partial_saves_are_finished_or_cleared(tmp_path):
     complete = save(tmp_path, 3)
-    complete.rename(tmp_path / ".checkpoint-3.tmp-999")  # killed between the manifest and the rename
+    complete.rename(
+        tmp_path / ".checkpoint-3.tmp-999"
+    )  # killed between the manifest and the rename
     (tmp_path / ".checkpoint-5.tmp-999").mkdir()  # killed early
     (tmp_path / ".checkpoint-5.tmp-999" / "trained.safetensors").write_bytes(b"half")
-    save(tmp_path, 6).rename(tmp_path / ".checkpoint-6.old-999")  # killed between the two renames of a re-save
+    save(tmp_path, 6).rename(
+        tmp_path / ".checkpoint-6.old-999"
+    )  # killed between the two renames of a re-save
     done = ckpt.recover_partial(tmp_path)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-6"]
     assert not list(tmp_path.glob(".checkpoint-*")) and len(done) == 3
@@ -207,4 +268,7 @@ def test_eval_and_sample_refuse_latest_without_a_checkpoint(tmp_path, capsys, mo
     for command in (["eval"], ["sample", "--prompt", "a handwritten digit one"]):
         assert main([*command, *FAST, f"output_dir={tmp_path}", "checkpoint.resume=latest"]) == 2
         err = capsys.readouterr().err
-        assert "checkpoint.resume = 'latest': expected a checkpoint in" in err and "Traceback" not in err
+        assert (
+            "checkpoint.resume = 'latest': expected a checkpoint in" in err
+            and "Traceback" not in err
+        )

@@ -44,12 +44,15 @@ def test_rewards_of_different_modalities_cannot_be_summed():
         WeightedSum({"a": (Const(1.0), 1.0), "b": (Speech(1.0), 1.0)})
 
 
-@pytest.mark.parametrize("raw,match", [
-    (torch.zeros(2, 1), r"shape \(2, 1\)"),
-    ([1.0, float("inf"), 0.0], "returned inf for samples \\[1\\]"),
-    (["good", "bad", "ugly"], "one number per sample"),
-    (RewardOutput(torch.zeros(3), {"c": torch.zeros(2)}), "'r/c' returned shape"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        (torch.zeros(2, 1), r"shape \(2, 1\)"),
+        ([1.0, float("inf"), 0.0], "returned inf for samples \\[1\\]"),
+        (["good", "bad", "ugly"], "one number per sample"),
+        (RewardOutput(torch.zeros(3), {"c": torch.zeros(2)}), "'r/c' returned shape"),
+    ],
+)
 def test_malformed_outputs(raw, match):
     with pytest.raises(RewardError, match=match):
         check_output(raw, 3, "r")

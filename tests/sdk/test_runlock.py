@@ -13,14 +13,18 @@ from alignflow.sdk import runlock
 from tests.helpers import FAST
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-HOLD = "import sys, time; from pathlib import Path; from alignflow.sdk import runlock; " \
-       "runlock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)"
+HOLD = (
+    "import sys, time; from pathlib import Path; from alignflow.sdk import runlock; "
+    "runlock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)"
+)
 
 
 @pytest.fixture
 def held(tmp_path):
     """Another process holding tmp_path's lock."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=ENV
+    )
     assert proc.stdout.readline().strip() == "held"
     yield proc
     proc.kill()
@@ -56,13 +60,28 @@ def test_the_lock_dies_with_its_process(tmp_path, held):
 def test_the_lock_is_reentrant_within_a_process(tmp_path):
     a, b = runlock.acquire(tmp_path), runlock.acquire(tmp_path)
     runlock.release(a)
-    held = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from alignflow.sdk import "
-                           "runlock; runlock.acquire(Path(sys.argv[1]))", str(tmp_path)], capture_output=True,
-                          text=True, env=ENV)
+    held = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from alignflow.sdk import "
+            "runlock; runlock.acquire(Path(sys.argv[1]))",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert held.returncode != 0 and f"pid {os.getpid()}" in held.stderr  # still held by b
     runlock.release(b)
-    assert subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(tmp_path)],
-                          env=ENV, capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(tmp_path)],
+            env=ENV,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
 
 
 def test_a_finished_run_leaves_no_lock_file(tmp_path):

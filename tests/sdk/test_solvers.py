@@ -10,7 +10,7 @@ from tests.sdk.toys import GaussianPolicy
 
 def euler(policy, x, cond, sigmas):
     for i in range(len(sigmas) - 1):
-        x = KERNELS["ode"](x, policy.velocity(x, sigmas[i], cond), sigmas, i).prev_sample
+        x = KERNELS["ode"](x, policy.velocity(x, sigmas[i], cond), sigmas, i).x_next
     return x
 
 
@@ -40,6 +40,8 @@ def test_second_order_beats_euler_at_the_same_cost():
 def test_schedule_is_checked():
     policy = GaussianPolicy()
     with pytest.raises(ValueError, match="decrease"):
-        dpm_solver_2m(policy, torch.zeros(1, 8), policy.encode(["0"]), torch.tensor([0.5, 0.5, 0.0]), 1.0)
+        dpm_solver_2m(
+            policy, torch.zeros(1, 8), policy.encode(["0"]), torch.tensor([0.5, 0.5, 0.0]), 1.0
+        )
     with pytest.raises(ValueError, match="ratio"):
         compress(torch.linspace(1, 0, 5), 0.0)

@@ -30,10 +30,24 @@ def test_after_the_first_optimizer_step_the_stored_log_probs_are_used(tmp_path):
 def test_iteration_metrics_are_complete_and_finite(tmp_path):
     tr = Trainer(digits_cfg(tmp_path))
     m = tr.train_iteration(0)
-    for key in ("train/reward_mean", "train/reward_std", "train/digit/accuracy_mean", "train/clipfrac",
-                "train/approx_kl", "train/kl_ref", "train/ratio", "train/ratio_min", "train/ratio_max",
-                "train/zero_std_groups", "train/grad_norm", "train/diversity", "train/kl_base", "time/rollout", "time/reward",
-                "time/train"):
+    for key in (
+        "train/reward_mean",
+        "train/reward_std",
+        "train/digit/accuracy_mean",
+        "train/clipfrac",
+        "train/approx_kl",
+        "train/kl_ref",
+        "train/ratio",
+        "train/ratio_min",
+        "train/ratio_max",
+        "train/zero_std_groups",
+        "train/grad_norm",
+        "train/diversity",
+        "train/kl_base",
+        "time/rollout",
+        "time/reward",
+        "time/train",
+    ):
         assert key in m and torch.isfinite(torch.tensor(m[key])), key
 
 
@@ -48,7 +62,9 @@ def test_same_seed_same_numbers_and_another_seed_differs(tmp_path):
 
 
 def test_full_finetuning_with_a_frozen_reference_copy(tmp_path):
-    tr = Trainer(digits_cfg(tmp_path, "train.finetune=full", "train.lr=1e-4", "train.optimizer_steps=3"))
+    tr = Trainer(
+        digits_cfg(tmp_path, "train.finetune=full", "train.lr=1e-4", "train.optimizer_steps=3")
+    )
     n_trained = sum(p.numel() for p in tr.params)
     assert n_trained == sum(p.numel() for p in tr.policy.transformer.parameters())
     m = tr.train_iteration(0)
@@ -58,12 +74,22 @@ def test_full_finetuning_with_a_frozen_reference_copy(tmp_path):
 
 
 def test_ema_and_outputs(tmp_path):
-    cfg = digits_cfg(tmp_path, "train.ema_decay=0.9", "logging.media=true", "eval.every=1",
-                     "logging.tensorboard=true")
+    cfg = digits_cfg(
+        tmp_path,
+        "train.ema_decay=0.9",
+        "logging.media=true",
+        "eval.every=1",
+        "logging.tensorboard=true",
+    )
     summary = Trainer(cfg).train()
     assert summary["before"] and summary["after"]
-    for f in ("reward_curve.png", "samples/before_after.png", "samples/eval-00000.png", "summary.json",
-              "checkpoint-2/ema.safetensors"):
+    for f in (
+        "reward_curve.png",
+        "samples/before_after.png",
+        "samples/eval-00000.png",
+        "summary.json",
+        "checkpoint-2/ema.safetensors",
+    ):
         assert (tmp_path / f).is_file(), f
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
     rows = read_metrics(tmp_path)
@@ -94,7 +120,11 @@ def test_bf16_autocast_keeps_log_probs_in_float32(tmp_path):
 
 
 def test_flow_grpo_fast_trains_only_its_window(tmp_path):
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=flow_grpo_fast", "sample.num_steps=8", "train.optimizer_steps=1"))
+    tr = Trainer(
+        digits_cfg(
+            tmp_path, "algorithm=flow_grpo_fast", "sample.num_steps=8", "train.optimizer_steps=1"
+        )
+    )
     m = tr.train_iteration(0)
     assert m["train/trained_steps"] == 2.0
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0
@@ -118,20 +148,28 @@ def test_kl_drift_is_zero_for_the_base_and_grows_with_training(tmp_path):
     from alignflow.sdk.diagnostics import kl_drift
     from alignflow.sdk.random import generator
 
-    tr = Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "algorithm.window=2", "train.lr=1e-2"))  # no KL term
+    tr = Trainer(
+        digits_cfg(tmp_path, "algorithm=mixgrpo", "algorithm.window=2", "train.lr=1e-2")
+    )  # no KL term
     cond = tr.policy.encode(["3", "7"])
     x0 = torch.randn(2, *tr.policy.noise(1, [generator(0)]).shape[1:], generator=generator(1))
     sigmas, kernel = tr.policy.sigmas(8), tr.algo.kernel
 
     def drift(reference):
-        return kl_drift(tr.policy, reference, x0, cond, sigmas, kernel, 0.7, 1.0, [generator(2), generator(3)])
+        return kl_drift(
+            tr.policy, reference, x0, cond, sigmas, kernel, 0.7, 1.0, [generator(2), generator(3)]
+        )
 
     assert drift(tr.finetune.reference).abs().max() == 0.0  # LoRA B = 0: the policy is the base
     first = tr.train_iteration(0)["train/kl_base"]
     second = tr.train_iteration(1)["train/kl_base"]
     assert 0 < first < second
     moved = drift(tr.finetune.reference)
-    assert drift(contextlib.nullcontext).abs().max() == 0.0 and (moved > 0).all() and moved.shape == (2,)
+    assert (
+        drift(contextlib.nullcontext).abs().max() == 0.0
+        and (moved > 0).all()
+        and moved.shape == (2,)
+    )
 
 
 def test_gold_reward_is_logged_and_not_optimised(tmp_path):

@@ -1,0 +1,131 @@
+"""Building a run's parts from its config: the policy, the rewards, the algorithm and
+what training adds to the policy (LoRA or full fine-tuning, the optimizer, EMA),
+placed by accelerate. The trainer builds all of them; loading a trained policy for
+sampling builds only the policy and its trained weights."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignflow.sdk.components import resolve
+from alignflow.sdk.config import RunConfig, reward_terms, split_component
+from alignflow.sdk.ema import EMA
+from alignflow.sdk.errors import ConfigError
+from alignflow.sdk.finetune import build_finetune
+from alignflow.sdk.random import derive_seed
+from alignflow.sdk.rewards import WeightedSum
+
+
+def build_accelerator(cfg: RunConfig) -> Any:
+    """accelerate's Accelerator: CPU without CUDA, the run's mixed precision, the
+    trackers asked for (TensorBoard under output_dir/tensorboard, wandb)."""
+    from pathlib import Path
+
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    out, lg = Path(cfg.output_dir), cfg.logging
+    trackers = [name for name, on in (("tensorboard", lg.tensorboard), ("wandb", lg.wandb)) if on]
+    project = ProjectConfiguration(str(out), logging_dir=str(out / "tensorboard"))
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.train.mixed_precision,
+        log_with=trackers or None,
+        project_config=project,
+    )
+
+
+def build_policy(cfg: RunConfig, device: Any) -> Any:
+    name, args = split_component(cfg.policy, "policy")
+    return resolve("policy", name, "policy.name")(**args).to(device)
+
+
+def build_rewards(cfg: RunConfig, modality: str) -> tuple[WeightedSum, dict[str, Any]]:
+    """The optimised reward (weighted sum of ``reward``'s terms) and the gold rewards
+    (``gold``: scored and logged, never in the advantage), checked against the policy's
+    modality."""
+    reward = WeightedSum(
+        {
+            term: (resolve("reward", name, f"reward.{term}.name")(**args), weight)
+            for term, (name, weight, args) in reward_terms(cfg).items()
+        }
+    )
+    gold = {
+        term: resolve("reward", name, f"gold.{term}.name")(**args)
+        for term, (name, _, args) in reward_terms(cfg, "gold").items()
+    }
+    if reward.modality != modality:
+        raise ConfigError(
+            "reward",
+            list(cfg.reward),
+            f"rewards for {modality!r} media (policy "
+            f"{cfg.policy.get('name')!r} makes {modality}, the rewards score {reward.modality})",
+        )
+    return reward, gold
+
+
+def algorithm_class(cfg: RunConfig) -> tuple[type, Any]:
+    """The algorithm's class and its validated config."""
+    name, args = split_component(cfg.algorithm, "algorithm")
+    cls = resolve("algorithm", name, "algorithm.name")
+    return cls, cls.config_from(args)
+
+
+@dataclass
+class Training:
+    """What training adds to a policy: its trained parameters (``finetune``), the
+    models accelerate wraps (DDP / FSDP / DeepSpeed), the optimizer and the EMA."""
+
+    finetune: Any
+    params: list[torch.nn.Parameter]
+    models: dict[str, Any]
+    optimizer: Any
+    ema: EMA | None
+
+    def no_sync(self, acc: Any, skip: bool) -> contextlib.AbstractContextManager:
+        """With several processes and ``skip``: gradients are not synchronised in this
+        backward (an accumulation window syncs on its last one only)."""
+        stack = contextlib.ExitStack()
+        if skip and acc.num_processes > 1:
+            for model in self.models.values():
+                stack.enter_context(acc.no_sync(model))
+        return stack
+
+
+def build_training(cfg: RunConfig, policy: Any, acc: Any, *, needs_reference: bool) -> Training:
+    """LoRA or full fine-tuning of ``policy`` (a frozen copy of the base kept for full
+    fine-tuning only if ``needs_reference``), AdamW, EMA; the trainable modules are
+    prepared by ``acc`` and put back on the policy."""
+    from accelerate.utils import set_seed
+
+    t = cfg.train
+    # The global RNG only initialises what is created here (LoRA's A matrices);
+    # everything drawn during training uses its own generator.
+    set_seed(derive_seed(cfg.seed, "init") % 2**32)
+    finetune = build_finetune(
+        policy,
+        t.finetune,
+        rank=t.lora_rank,
+        alpha=t.lora_alpha,
+        targets=t.lora_targets,
+        needs_reference=needs_reference,
+    )
+    params = finetune.parameters()
+    optimizer = torch.optim.AdamW(
+        params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, weight_decay=t.weight_decay
+    )
+    models = {}
+    for name, module in policy.trainable_modules().items():
+        models[name] = acc.prepare(module)
+        setattr(policy, name, models[name])
+    return Training(
+        finetune,
+        params,
+        models,
+        acc.prepare(optimizer),
+        EMA(params, t.ema_decay) if t.ema_decay > 0 else None,
+    )
