@@ -17,7 +17,7 @@ from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.random import derive_seed
-from alignflow.sdk.rewards import WeightedSum
+from alignflow.sdk.rewards import ANY, WeightedSum
 
 
 def build_accelerator(cfg: RunConfig) -> Any:
@@ -58,7 +58,7 @@ def build_rewards(cfg: RunConfig, modality: str) -> tuple[WeightedSum, dict[str,
         term: resolve("reward", name, f"gold.{term}.name")(**args)
         for term, (name, _, args) in reward_terms(cfg, "gold").items()
     }
-    if reward.modality != modality:
+    if reward.modality not in (modality, ANY):
         raise ConfigError(
             "reward",
             list(cfg.reward),

@@ -123,6 +123,25 @@ def score(
     return check_output(raw, len(prompts), name)
 
 
+ANY = "any"
+"""The modality of a reward that scores whatever media it is given (a plain function)."""
+
+
+class FunctionReward:
+    """A plain function as a reward: ``fn(media, prompts, metadata) -> scores`` (a
+    tensor [B], B numbers, or a RewardOutput), for media of any modality."""
+
+    modality = ANY
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def __call__(
+        self, media: Any, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+    ) -> Any:
+        return self.fn(media, prompts, metadata)
+
+
 class WeightedSum:
     """r = sum_k w_k r_k over named rewards. Components: each term's own components as
     ``name/component`` and, when there are several terms, each term's score under its
@@ -134,10 +153,11 @@ class WeightedSum:
                 "reward", {}, "at least one reward component {name: {name: ..., weight: ...}}"
             )
         modalities = {n: getattr(r, "modality", None) for n, (r, _) in terms.items()}
-        if len(set(modalities.values())) != 1:
+        kinds = set(modalities.values()) - {ANY}
+        if len(kinds) > 1:
             raise ConfigError("reward", modalities, "rewards of one modality")
         self.terms = dict(terms)
-        self.modality = next(iter(modalities.values()))
+        self.modality = kinds.pop() if kinds else ANY
 
     def __call__(
         self,

@@ -58,3 +58,15 @@ def test_the_worked_algorithm_runs_through_the_protocol_and_the_trainer(dr_flow_
     assert tr.algo.name == "dr_flow_grpo" and tr.algo.cfg.adv_scale == 4.0
     m = tr.train_iteration(0)
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0 and m["train/trained_steps"] > 0
+
+
+@pytest.mark.parametrize("modality", ["Images", "Video", "Speech"])
+def test_the_python_api_examples_run(modality, tmp_path, monkeypatch):
+    monkeypatch.setattr(components, "_DECORATED", dict(components._DECORATED))
+    code = code_after("python.md", f"## {modality}")
+    namespace = {"OUT": tmp_path, "__name__": f"python_md_{modality.lower()}"}
+    exec(compile(code, f"docs/python.md ({modality})", "exec"), namespace)
+    run = namespace["run"]
+    assert (run.output_dir / "summary.json").is_file() and run.summary["iterations"] >= 1
+    policy = namespace["policy"]
+    assert policy.checkpoint.name == f"checkpoint-{run.summary['iterations']}"
