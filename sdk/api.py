@@ -30,7 +30,7 @@ import torch
 
 from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk.batching import chunks
-from alignflow.sdk.build import build_policy
+from alignflow.sdk.build import build_policy, finetune_of
 from alignflow.sdk.components import component
 from alignflow.sdk.compose import compose
 from alignflow.sdk.config import RunConfig, dataclass_from
@@ -38,7 +38,6 @@ from alignflow.sdk.data import load_prompts
 from alignflow.sdk.diagnostics import finite_mean
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import CheckpointError, ConfigError
-from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.random import generator
 from alignflow.sdk.rewards import FunctionReward, WeightedSum, check_output
 from alignflow.sdk.rollout import sample
@@ -161,16 +160,8 @@ def load_policy(
     cfg = dataclass_from(RunConfig, saved, "config")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     policy = build_policy(cfg, device)
-    t = cfg.train
     with torch.random.fork_rng(devices=[]):  # LoRA's initialisation must not move the caller's RNG
-        finetune = build_finetune(
-            policy,
-            t.finetune,
-            rank=t.lora_rank,
-            alpha=t.lora_alpha,
-            targets=t.lora_targets,
-            needs_reference=False,
-        )
+        finetune = finetune_of(cfg, policy, needs_reference=False)
     finetune.load_state_dict(c.trained)
     use_ema = ema and c.ema is not None
     if use_ema:

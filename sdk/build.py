@@ -75,6 +75,19 @@ def algorithm_class(cfg: RunConfig) -> tuple[type, Any]:
     return cls, cls.config_from(args)
 
 
+def finetune_of(cfg: RunConfig, policy: Any, *, needs_reference: bool) -> Any:
+    """``train.finetune`` of ``policy``: LoRA (``train.lora_*``) or full fine-tuning."""
+    t = cfg.train
+    return build_finetune(
+        policy,
+        t.finetune,
+        rank=t.lora_rank,
+        alpha=t.lora_alpha,
+        targets=t.lora_targets,
+        needs_reference=needs_reference,
+    )
+
+
 @dataclass
 class Training:
     """What training adds to a policy: its trained parameters (``finetune``), the
@@ -106,14 +119,7 @@ def build_training(cfg: RunConfig, policy: Any, acc: Any, *, needs_reference: bo
     # The global RNG only initialises what is created here (LoRA's A matrices);
     # everything drawn during training uses its own generator.
     set_seed(derive_seed(cfg.seed, "init") % 2**32)
-    finetune = build_finetune(
-        policy,
-        t.finetune,
-        rank=t.lora_rank,
-        alpha=t.lora_alpha,
-        targets=t.lora_targets,
-        needs_reference=needs_reference,
-    )
+    finetune = finetune_of(cfg, policy, needs_reference=needs_reference)
     params = finetune.parameters()
     optimizer = torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, weight_decay=t.weight_decay
