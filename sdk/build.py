@@ -6,6 +6,7 @@ sampling builds only the policy and its trained weights."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.finetune import build_finetune
 from alignflow.sdk.random import derive_seed
 from alignflow.sdk.rewards import ANY, WeightedSum
+
+log = logging.getLogger(__name__)
 
 
 def build_accelerator(cfg: RunConfig) -> Any:
@@ -42,6 +45,18 @@ def build_accelerator(cfg: RunConfig) -> Any:
 def build_policy(cfg: RunConfig, device: Any) -> Any:
     name, args = split_component(cfg.policy, "policy")
     return resolve("policy", name, "policy.name")(**args).to(device)
+
+
+def build_writer(modality: str) -> Any:
+    """The declared media writer of ``modality`` (PNG grids, GIFs, WAVs), or the raw
+    writer (a torch file) for a modality that declares none."""
+    from alignflow.sdk.components import names
+    from alignflow.sdk.report import RawWriter
+
+    if modality in names("writer"):
+        return resolve("writer", modality, "policy.modality")()
+    log.info("no media writer is declared for %r media: samples are saved as torch files", modality)
+    return RawWriter()
 
 
 def build_rewards(cfg: RunConfig, modality: str) -> tuple[WeightedSum, dict[str, Any]]:

@@ -100,6 +100,7 @@ def compose(kind: str, overrides: list[str]) -> Any:
         ]
     else:  # an algorithm's options are its Config's fields, not YAML keys: setting one adds it
         overrides = [f"++{o}" if re.match(r"algorithm\.[A-Za-z_]\w*=", o) else o for o in overrides]
+    overrides = _with_declared_configs(overrides)
     try:
         with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):
             search = tuple(o for o in overrides if o.startswith("hydra.searchpath"))
@@ -186,6 +187,40 @@ def _check_overrides(overrides: list[str], groups: set[str], schema: type) -> No
             _check_option(key, o.value())
         elif key not in groups and not o.is_delete():
             _check_path(key.split("."), schema, o.value())
+
+
+def _with_declared_configs(overrides: list[str]) -> list[str]:
+    """A package that declares alignflow components and ships a ``configs`` folder (with
+    an ``__init__.py``) is on the config search path, after any ``hydra.searchpath``
+    the overrides give: its experiments are found by name."""
+    from alignflow.sdk.components import declared_packages
+
+    extra = [
+        f"pkg://{p}.configs"
+        for p in sorted(declared_packages() - {"alignflow"})
+        if _ships_configs(p)
+    ]
+    if not extra:
+        return overrides
+    given = [o for o in overrides if o.startswith("hydra.searchpath=")]
+    entries = [
+        e.strip() for o in given for e in o.split("=", 1)[1].strip("[]").split(",") if e.strip()
+    ]
+    rest = [o for o in overrides if not o.startswith("hydra.searchpath=")]
+    return [
+        *rest,
+        f"hydra.searchpath=[{','.join(entries + [e for e in extra if e not in entries])}]",
+    ]
+
+
+def _ships_configs(package: str) -> bool:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(f"{package}.configs")
+    except (ImportError, ValueError):
+        return False
+    return spec is not None
 
 
 def _check_searchpath(value: Any) -> None:

@@ -82,3 +82,32 @@ def plot_reward_curve(output_dir: Path, path: Path | None = None, title: str = "
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+class RawWriter:
+    """The media writer of a modality that declares none: the samples as a torch file
+    (``<name>.pt``, a list in evaluation order) for ``torch.load``."""
+
+    def save_samples(self, media: list, path: Path, per_row: int, title: str = "") -> Path:
+        import torch
+
+        path = Path(path).with_suffix(".pt")
+        torch.save({"samples": list(media), "per_row": per_row, "title": title}, path)
+        return path
+
+    def save_comparison(
+        self,
+        before: list,
+        after: list,
+        path: Path,
+        per_row: int,
+        titles: tuple[str, str] = ("before", "after"),
+    ) -> Path:
+        import torch
+
+        path = Path(path).with_suffix(".pt")
+        torch.save(
+            {"before": list(before), "after": list(after), "per_row": per_row, "titles": titles},
+            path,
+        )
+        return path

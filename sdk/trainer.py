@@ -40,8 +40,8 @@ from alignflow.sdk.build import (
     build_policy,
     build_rewards,
     build_training,
+    build_writer,
 )
-from alignflow.sdk.components import resolve
 from alignflow.sdk.config import RunConfig, validate
 from alignflow.sdk.data import PromptSampler, PromptSet, load_prompts
 from alignflow.sdk.diagnostics import drift_from_base, finite_mean, finite_std, group_diversities
@@ -76,7 +76,7 @@ class Trainer:
         self.policy = build_policy(cfg, self.acc.device)
         self.reward, self.gold = build_rewards(cfg, self.policy.modality)
         algo_cls, algo_cfg = algorithm_class(cfg)
-        self.writer = resolve("writer", self.policy.modality, "policy.modality")()
+        self.writer = build_writer(self.policy.modality)
         reference = algo_cls.needs_reference(algo_cfg)
         training = build_training(cfg, self.policy, self.acc, needs_reference=reference)
         self.training, self.models = training, training.models

@@ -189,7 +189,7 @@ class DiffusionNFT(Algorithm):
             "r": items.r,
             "old_deviation": (v - v_old).detach().pow(2).flatten(1).mean(1),
         }
-        if self.needs_reference:
+        if cfg.kl_beta > 0:
             with torch.no_grad(), ctx.reference():
                 v_ref = policy.velocity(x_t, items.sigma, cond, 1.0).float()
             kl = (v - v_ref).pow(2).flatten(1).mean(1)

@@ -34,7 +34,9 @@ def build(name: str, **options):
     return algo, policy
 
 
-def one_iteration(algo, policy, seed: int = 0, iteration: int = 0, slots=tuple(SLOTS)):
+def one_iteration(
+    algo, policy, seed: int = 0, iteration: int = 0, slots=tuple(SLOTS), reference=None
+):
     """The trainer's phases on the toy (prompt "k" for slot k): reward = closeness of the
     sample to 1."""
     cond = policy.encode([str(s % 2) for s in slots])
@@ -61,7 +63,10 @@ def one_iteration(algo, policy, seed: int = 0, iteration: int = 0, slots=tuple(S
         iteration=iteration,
     )
     ctx = StepContext(
-        guidance=1.0, on_policy=True, reference=contextlib.nullcontext, iteration=iteration
+        guidance=1.0,
+        on_policy=True,
+        reference=reference or contextlib.nullcontext,
+        iteration=iteration,
     )
     loss = algo.loss(policy, items, select(repeat_interleave(cond, G), items.sample), ctx)
     return out, items, loss
@@ -91,6 +96,20 @@ def test_a_recipe_runs_through_its_declared_calls_alone(name):
     if "kl_ref" in loss.stats:  # the reference is the policy itself here
         assert loss.stats["kl_ref"].abs().max() == 0
     assert isinstance(algo.end_iteration(1), dict)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_without_a_kl_term_the_reference_is_never_evaluated(name):
+    """needs_reference(config) is what the trainer builds the reference from (full
+    fine-tuning keeps no frozen copy without it): the loss must agree with it."""
+
+    def no_reference():
+        raise AssertionError(f"{name} evaluated the reference with kl_beta = 0")
+
+    algo, policy = build(name, kl_beta=0.0)
+    assert not type(algo).needs_reference(algo.cfg)
+    one_iteration(algo, policy, reference=no_reference)
+    assert type(algo).needs_reference(build(name, kl_beta=0.1)[0].cfg)
 
 
 @pytest.mark.parametrize("name", RECIPES)
