@@ -45,7 +45,7 @@ def wan_1_3b(frames: int, height: int, width: int, steps: int, guidance: float) 
     )
     from peft import LoraConfig
 
-    from alignflow.adapters.image.tiny import t5_tokenizer
+    from alignflow.adapters.tokenizers import t5_tokenizer
     from alignflow.adapters.video.tiny import _umt5
     from alignflow.adapters.video.wan import PipelinePromptEncoder, WanPolicy
     from alignflow.modalities.video.codec import WanVAECodec

@@ -43,7 +43,7 @@ def save_tiny_clip(folder: Path) -> Path:
         CLIPVisionConfig,
     )
 
-    from alignflow.adapters.image.tiny import clip_tokenizer
+    from alignflow.adapters.tokenizers import clip_tokenizer
 
     torch.manual_seed(0)
     text = CLIPTextConfig(

@@ -176,7 +176,7 @@ def load_flux_policy(
     ignores it. ``max_sequence_length``: T5 tokens (512 dev, 256 schnell)."""
     from diffusers import FluxPipeline
 
-    from alignflow.adapters.image.common import (
+    from alignflow.adapters.common import (
         check_multiple,
         load_pipeline,
         set_attention,

@@ -22,13 +22,13 @@ from types import ModuleType
 
 import torch
 
-from alignflow.adapters.image.common import component_folder
+from alignflow.adapters.common import component_folder
 from alignflow.adapters.image.sd3 import CLIPPromptEncoder, SD3Policy
+from alignflow.adapters.tokenizers import word_tokenizer
 from alignflow.modalities.image.codec import PixelCodec
 from alignflow.sdk.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
-SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 
 @dataclass(frozen=True)
@@ -51,29 +51,6 @@ PRESETS = {
         height=16, width=40, patch_size=4, max_tokens=10, data="alignflow.modalities.image.words"
     ),
 }
-
-
-def word_tokenizer(words: list[str], max_tokens: int):
-    """A word-level ``PreTrainedTokenizerFast`` over ``words`` (punctuation split off),
-    built offline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(SPECIALS + tuple(sorted(set(words))))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>",
-        special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<bos>",
-        eos_token="<eos>",
-        model_max_length=max_tokens,
-    )
 
 
 def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 4):

@@ -212,8 +212,8 @@ class SD3Policy:
         return {"transformer": self.transformer}
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """diffusers' folder layout (:func:`~alignflow.adapters.image.common.save_components`)."""
-        from alignflow.adapters.image.common import save_components
+        """diffusers' folder layout (:func:`~alignflow.adapters.common.save_components`)."""
+        from alignflow.adapters.common import save_components
 
         save_components(folder, self)
 
@@ -242,7 +242,7 @@ def load_sd3_policy(
     """
     from diffusers import StableDiffusion3Pipeline
 
-    from alignflow.adapters.image.common import (
+    from alignflow.adapters.common import (
         check_multiple,
         load_pipeline,
         set_attention,

@@ -12,30 +12,7 @@ from __future__ import annotations
 
 import torch
 
-CHARS = [chr(c) for c in range(33, 127)]
-
-
-def clip_tokenizer(max_length: int = 32):
-    """A byte-level-BPE ``CLIPTokenizer`` over printable ASCII (no merges)."""
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in CHARS:
-        vocab[c] = len(vocab)
-    for c in CHARS:
-        vocab[c + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
-
-
-def t5_tokenizer():
-    """A unigram ``T5Tokenizer`` over letters (with and without the word-start mark)."""
-    from transformers import T5Tokenizer
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    pieces += [("\u2581" + c, -1.0) for c in "abcdefghijklmnopqrstuvwxyz"] + [
-        (c, -2.5) for c in CHARS
-    ]
-    return T5Tokenizer(vocab=pieces, extra_ids=0)
+from alignflow.adapters.tokenizers import clip_tokenizer, t5_tokenizer
 
 
 def _clip_text(vocab: int, hidden: int, projection: bool, seed: int):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from alignflow.adapters.image.common import component_folder
+from alignflow.adapters.common import component_folder
 from alignflow.adapters.video.wan import WanPolicy
 from alignflow.modalities.video import shapes
 from alignflow.modalities.video.codec import PixelVideoCodec
@@ -61,7 +61,7 @@ def tiny_wan_pipeline(seed: int = 0, shift: float = 3.0):
         WanTransformer3DModel,
     )
 
-    from alignflow.adapters.image.tiny import t5_tokenizer
+    from alignflow.adapters.tokenizers import t5_tokenizer
 
     tok = t5_tokenizer()
     torch.manual_seed(seed)
@@ -125,7 +125,7 @@ def build_components(seed: int = 0, width: int = 128, layers: int = 4):
     """Fresh (transformer, text_encoder, tokenizer, scheduler) of the shapes policy, seeded."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
-    from alignflow.adapters.image.pixel import word_tokenizer
+    from alignflow.adapters.tokenizers import word_tokenizer
 
     tokenizer = word_tokenizer(shapes.vocabulary(), MAX_TOKENS)
     text_encoder = _umt5(

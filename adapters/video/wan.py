@@ -194,8 +194,8 @@ class WanPolicy:
         return {"transformer": self.transformer}
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """diffusers' folder layout (:func:`~alignflow.adapters.image.common.save_components`)."""
-        from alignflow.adapters.image.common import save_components
+        """diffusers' folder layout (:func:`~alignflow.adapters.common.save_components`)."""
+        from alignflow.adapters.common import save_components
 
         save_components(folder, self)
 
@@ -235,7 +235,7 @@ def load_wan_policy(
     """
     from diffusers import AutoencoderKLWan, WanPipeline
 
-    from alignflow.adapters.image.common import check_multiple, load_pipeline
+    from alignflow.adapters.common import check_multiple, load_pipeline
     from alignflow.modalities.video.codec import WanVAECodec
     from alignflow.sdk.weights import pretrained_source, read_json, resolve_dtype
 

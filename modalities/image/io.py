@@ -1,49 +1,15 @@
-"""Writing images: PNG files, sample grids, before/after comparisons."""
+"""Writing images: PNG files, sample grids, before/after comparisons (the grids and
+labels are modalities/frames.py's, shared with the video writer)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-
-def to_uint8(images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
-    """[B, C, H, W] in [0, 1] (or B images [C, H, W]) -> uint8 [B, H, W, 3]."""
-    if not isinstance(images, torch.Tensor):
-        images = torch.stack(list(images))
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images: expected [B, 1 or 3, H, W], got {tuple(images.shape)}")
-    x = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
-def make_grid(images: torch.Tensor, ncol: int, scale: int = 1, pad: int = 2) -> Image.Image:
-    """Tile B images in rows of ``ncol``, each upscaled ``scale`` times (nearest)."""
-    arr = to_uint8(images)
-    B, H, W, _ = arr.shape
-    h, w = H * scale, W * scale
-    nrow = (B + ncol - 1) // ncol
-    canvas = Image.new("RGB", (ncol * (w + pad) + pad, nrow * (h + pad) + pad), (255, 255, 255))
-    for b in range(B):
-        tile = Image.fromarray(arr[b]).resize((w, h), Image.NEAREST)
-        canvas.paste(tile, (pad + (b % ncol) * (w + pad), pad + (b // ncol) * (h + pad)))
-    return canvas
-
-
-def _label(img: Image.Image, text: str, height: int = 14) -> Image.Image:
-    out = Image.new("RGB", (img.width, img.height + height), (255, 255, 255))
-    out.paste(img, (0, height))
-    ImageDraw.Draw(out).text((4, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
-    return out
-
-
-def _scale_for(images: torch.Tensor | Sequence[torch.Tensor]) -> int:
-    return max(1, 64 // max(images[0].shape[-2:]))  # small images are blown up to ~64 px
+from alignflow.modalities.frames import label, make_grid, scale_for
 
 
 class ImageWriter:
@@ -52,9 +18,9 @@ class ImageWriter:
     suffix = ".png"
 
     def save_samples(self, media: torch.Tensor, path: Path, per_row: int, title: str = "") -> Path:
-        grid = make_grid(media, per_row, _scale_for(media))
+        grid = make_grid(media, per_row, scale_for(media))
         path = Path(path).with_suffix(self.suffix)
-        (_label(grid, title) if title else grid).save(path)
+        (label(grid, title) if title else grid).save(path)
         return path
 
     def save_comparison(
@@ -65,9 +31,9 @@ class ImageWriter:
         per_row: int,
         titles: Sequence[str] = ("before", "after"),
     ) -> Path:
-        scale = _scale_for(before)
-        left = _label(make_grid(before, per_row, scale), titles[0])
-        right = _label(make_grid(after, per_row, scale), titles[1])
+        scale = scale_for(before)
+        left = label(make_grid(before, per_row, scale), titles[0])
+        right = label(make_grid(after, per_row, scale), titles[1])
         canvas = Image.new(
             "RGB", (left.width + right.width + 12, max(left.height, right.height)), (255, 255, 255)
         )

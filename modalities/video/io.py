@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alignflow.modalities.image.io import _label, _scale_for, make_grid
+from alignflow.modalities.frames import label, make_grid, scale_for
 from alignflow.modalities.video.video import Video
 
 
 def _scale(video: Video) -> int:
-    return _scale_for(video.frames[0])  # small clips are blown up to ~64 px, like images
+    return scale_for(video.frames[0])  # small clips are blown up to ~64 px, like images
 
 
 def _frames(video: Video, scale: int) -> list[Image.Image]:
@@ -125,7 +125,7 @@ class VideoWriter:
         path = Path(path)
         self._clips(media, path, per_row)
         film_strip(media).save(path.with_suffix(".png"))
-        frames = [_label(f, title) if title else f for f in grid_frames(media, per_row)]
+        frames = [label(f, title) if title else f for f in grid_frames(media, per_row)]
         return _save_animation(frames, path.with_suffix(self.suffix), media[0].fps)
 
     def save_comparison(
@@ -141,7 +141,7 @@ class VideoWriter:
             self._clips(items, path / name, per_row)
         frames = []
         for left, right in zip(grid_frames(before, per_row), grid_frames(after, per_row)):
-            left, right = _label(left, titles[0]), _label(right, titles[1])
+            left, right = label(left, titles[0]), label(right, titles[1])
             canvas = Image.new(
                 "RGB",
                 (left.width + right.width + 12, max(left.height, right.height)),

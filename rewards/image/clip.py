@@ -64,7 +64,7 @@ class CLIPEmbedder:
     @torch.no_grad()
     def images(self, media: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> [B, D] unit vectors (the processor resizes and crops)."""
-        from alignflow.modalities.image.io import to_uint8
+        from alignflow.modalities.frames import to_uint8
 
         pixels = self.processor(images=list(to_uint8(media)), return_tensors="pt")["pixel_values"]
         emb = _features(

@@ -199,7 +199,7 @@ class OCRReward:
     def __call__(
         self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
     ) -> RewardOutput:
-        from alignflow.modalities.image.io import to_uint8
+        from alignflow.modalities.frames import to_uint8
 
         images = list(to_uint8(media))
         targets = [target_of(p, m, self.target_key) for p, m in zip(prompts, metadata)]

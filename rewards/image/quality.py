@@ -26,7 +26,7 @@ from alignflow.sdk.errors import ConfigError
 
 
 def jpeg_kilobytes(media: torch.Tensor, quality: int = 95) -> torch.Tensor:
-    from alignflow.modalities.image.io import to_uint8
+    from alignflow.modalities.frames import to_uint8
 
     sizes = []
     for image in to_uint8(media):
@@ -79,7 +79,7 @@ class PIQEReward:
     def __call__(
         self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
     ) -> torch.Tensor:
-        from alignflow.modalities.image.io import to_uint8
+        from alignflow.modalities.frames import to_uint8
 
         scores = [
             1 - self._piqe(image[..., ::-1].copy())[0] / 100 for image in to_uint8(media)

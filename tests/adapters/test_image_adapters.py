@@ -190,7 +190,7 @@ def test_bad_adapter_arguments(tmp_path, kind):
 
 
 def test_bad_resolution_and_attention(saved, monkeypatch):
-    import alignflow.adapters.image.common as common
+    import alignflow.adapters.common as common
     from alignflow.sdk.errors import ConfigError
 
     kind, folder = saved
