@@ -259,9 +259,8 @@ def decode_answer(body: bytes) -> RewardOutput:
     comps = {
         k.removeprefix("component."): v for k, v in tensors.items() if k.startswith("component.")
     }
-    return RewardOutput(
-        tensors["scores"], comps
-    )  # shapes are checked by the trainer's check_output
+    # shapes are checked by the trainer's check_output
+    return RewardOutput(tensors["scores"], comps)
 
 
 # ---------------------------------------------------------------- client

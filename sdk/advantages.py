@@ -74,9 +74,8 @@ def group_advantages(
     else:
         scale = r[valid].std(unbiased=False) if valid.any() else r.new_tensor(0.0)
     denom = scale + eps
-    adv = torch.where(denom > 0, dev / denom, 0.0).clamp(
-        -clip, clip
-    )  # a constant group teaches nothing
+    # a constant group teaches nothing
+    adv = torch.where(denom > 0, dev / denom, 0.0).clamp(-clip, clip)
     adv = torch.where(valid, adv, 0.0).float()
     zero = ((group_std < 1e-8) & (count > 0)).double().mean().item() if n_groups else 0.0
     return GroupAdvantages(adv, zero, valid.double().mean().item() if len(r) else 0.0)
@@ -103,9 +102,8 @@ def term_advantages(
     adv = torch.where(valid, total.clamp(-clip, clip), 0.0).float()
     _, inv = torch.unique(group, return_inverse=True)
     signal = torch.zeros(int(inv.max()) + 1 if len(inv) else 0).index_add_(0, inv, adv.abs())
-    zero = (
-        (signal == 0).double().mean().item() if len(signal) else 0.0
-    )  # no term varies in the group
+    # no term varies in the group
+    zero = (signal == 0).double().mean().item() if len(signal) else 0.0
     return GroupAdvantages(adv, zero, valid.double().mean().item())
 
 

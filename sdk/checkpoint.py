@@ -121,9 +121,8 @@ def save_checkpoint(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         fsync_file(tmp / "manifest.json")
-        if (
-            final.exists()
-        ):  # re-saving an iteration this process wrote: swap, then delete the old one
+        # re-saving an iteration this process wrote: swap, then delete the old one
+        if final.exists():
             old = output_dir / f".checkpoint-{iteration}.old-{os.getpid()}"
             final.rename(old)
             tmp.rename(final)
@@ -132,9 +131,8 @@ def save_checkpoint(
             tmp.rename(final)
         fsync_dir(output_dir)
     except BaseException:
-        shutil.rmtree(
-            tmp, ignore_errors=True
-        )  # a failed save (disk full...) leaves the old ones intact
+        # a failed save (disk full...) leaves the old ones intact
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
 

@@ -156,9 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except (Exception, KeyboardInterrupt) as e:
         code, line = explain(e)
-        if (
-            debug or line is None
-        ):  # an unexpected error is a bug: its traceback is what a developer needs
+        # an unexpected error is a bug: its traceback is what a developer needs
+        if debug or line is None:
             raise
         print(f"alignflow: {line}", file=sys.stderr)
         return code
@@ -188,9 +187,8 @@ def explain(e: BaseException) -> tuple[int, str | None]:
             f"error: cannot write {e.filename or 'a file'} ({e.strerror}): choose a writable "
             "output_dir",
         )
-    if (
-        type(e).__name__ == "OutOfMemoryError"
-    ):  # torch.OutOfMemoryError, without importing torch here
+    # torch.OutOfMemoryError, without importing torch here
+    if type(e).__name__ == "OutOfMemoryError":
         return 1, (
             "error: out of accelerator memory: lower sample.batch_size, train.micro_batch_size or "
             f"eval.batch_size ({str(e).splitlines()[0][:200]})"
@@ -255,9 +253,8 @@ def _run(args: argparse.Namespace) -> int:
         from omegaconf import OmegaConf
 
         cfg = compose("pretrain" if args.pretrain else "train", args.overrides)
-        if (
-            not args.pretrain
-        ):  # the algorithm's options as it will run them: its defaults and the config's values
+        # the algorithm's options as it will run them: its defaults and the config's values
+        if not args.pretrain:
             from alignflow.sdk.components import resolve
             from alignflow.sdk.config import split_component
 
@@ -274,9 +271,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "reward", names or None, "one reward=NAME naming a configs/reward file"
             )
-        tokens = [
-            o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")
-        ]  # token=... as --token
+        # token=... as --token
+        tokens = [o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")]
         rest = [o for o in args.overrides if not o.startswith(("reward=", "token="))]
         serve(names[0], rest, args.host, args.port, args.max_mb, token=(tokens or [args.token])[-1])
         return 0

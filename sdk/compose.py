@@ -104,9 +104,8 @@ def compose(kind: str, overrides: list[str]) -> Any:
     try:
         with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):
             search = tuple(o for o in overrides if o.startswith("hydra.searchpath"))
-            if (
-                search not in _GROUPS
-            ):  # listing the groups scans every config source: once per search path
+            # listing the groups scans every config source: once per search path
+            if search not in _GROUPS:
                 _GROUPS[search] = _groups(GlobalHydra.instance().config_loader())
             _check_overrides(overrides, _GROUPS[search], schema)
             cfg = hydra_compose(config_name=kind, overrides=overrides, return_hydra_config=True)

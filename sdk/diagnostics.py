@@ -61,9 +61,8 @@ def kl_drift(
     kls = []
     for i in steps:
         s = sigmas[i].to(x0.device)
-        eps = randn(
-            x0.shape, generators, device=x0.device
-        )  # each probe's generator: the next draw per step
+        # each probe's generator: the next draw per step
+        eps = randn(x0.shape, generators, device=x0.device)
         x = ((1 - s) * x0 + s * eps).to(x0.dtype)
         sigma = s.expand(len(x))
         mean = kernel(

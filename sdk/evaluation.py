@@ -60,9 +60,8 @@ class Evaluator:
         results = []  # (job, score, components, media) of this process's share
         size = ev.batch_size
         if self.groupwise:
-            size = (
-                max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt
-            )  # whole prompts per call
+            # whole prompts per call
+            size = max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt
         with self.ema.applied() if self.ema else contextlib.nullcontext(), acc.autocast():
             for chunk in chunks(jobs[acc.process_index :: acc.num_processes], size):
                 text = [prompts.prompts[p] for p, _ in chunk]

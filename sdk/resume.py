@@ -138,9 +138,8 @@ class RunCheckpoints:
                 log.warning("skipping %s: %s", path.name, e)
                 rejected.append(f"{path.name}: {str(e).removeprefix(f'checkpoint {path}: ')}")
                 continue
-            self._check_config(
-                c
-            )  # the newest readable checkpoint decides: older ones share its config
+            # the newest readable checkpoint decides: older ones share its config
+            self._check_config(c)
             try:
                 self._apply(c, apply)
             except CheckpointError as e:

@@ -65,9 +65,8 @@ def _as_scores(raw: Any, batch: int, name: str) -> torch.Tensor:
             f"reward {name!r} returned {type(raw).__name__}; expected one number per sample"
         ) from e
     big = torch.isfinite(t) & (t.abs() > torch.finfo(torch.float32).max)
-    if (
-        big.any()
-    ):  # finite in float64, inf once stored as float32: the reward's scale is wrong, not a failure
+    # finite in float64, inf once stored as float32: the reward's scale is wrong, not a failure
+    if big.any():
         bad = torch.nonzero(big).flatten().tolist()
         raise RewardError(
             f"reward {name!r} returned {t[bad[0]].item():.3g} for samples {bad[:8]}, beyond "

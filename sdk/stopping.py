@@ -96,9 +96,8 @@ class StopOnSignal:
         if acc.num_processes > 1:
             flag = acc.gather(flag)
         hit = int(flag.max()) > 0
-        if (
-            hit and self.signum is None
-        ):  # another process was told to stop: stop too, under the same grace
+        # another process was told to stop: stop too, under the same grace
+        if hit and self.signum is None:
             self.signum = int(signal.SIGTERM)
             self._timer = threading.Timer(self.grace, self._give_up, args=(self.signum,))
             self._timer.daemon = True

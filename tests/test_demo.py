@@ -27,9 +27,8 @@ def digits_judge():
 def independent_accuracy(images: list[torch.Tensor], per_prompt: int) -> float:
     """Accuracy by :func:`digits_judge` of eval samples (digits 0..9, ``per_prompt`` each)."""
     judge = digits_judge()
-    target = (
-        torch.arange(10).repeat_interleave(per_prompt).numpy()
-    )  # eval prompts are digits 0..9 in order
+    # eval prompts are digits 0..9 in order
+    target = torch.arange(10).repeat_interleave(per_prompt).numpy()
     return float((judge.predict(torch.stack(images).flatten(1).numpy()) == target).mean())
 
 
@@ -111,9 +110,8 @@ def centroid_direction_accuracy(
     mass = weight.sum((2, 3)).clamp_min(1e-6)
     cx, cy = (weight * xs).sum((2, 3)) / mass, (weight * ys).sum((2, 3)) / mass
     t = torch.arange(f, dtype=torch.float32) - (f - 1) / 2
-    velocity = (
-        torch.stack([(cx * t).sum(1), (cy * t).sum(1)], 1) / (t * t).sum()
-    )  # [N, 2] px / frame
+    # [N, 2] px / frame
+    velocity = torch.stack([(cx * t).sum(1), (cy * t).sum(1)], 1) / (t * t).sum()
     units = torch.tensor(list(shapes.DIRECTIONS.values()))
     want = torch.tensor([list(shapes.DIRECTIONS).index(d) for d in directions])
     right = ((velocity @ units.T).argmax(1) == want) & (velocity.norm(dim=1) >= min_speed)
@@ -128,9 +126,8 @@ def test_the_centroid_judge_reads_rendered_clips_and_not_frozen_ones():
     clips = torch.stack([shapes.render(c, s, d, shapes.random_start(d, g)) for c, s, d in rows])
     said = [d for _, _, d in rows]
     assert centroid_direction_accuracy(clips, said) == 1.0
-    assert (
-        centroid_direction_accuracy(clips, said[1:] + said[:1]) == 0.0
-    )  # every prompt names another direction
+    # every prompt names another direction
+    assert centroid_direction_accuracy(clips, said[1:] + said[:1]) == 0.0
     assert centroid_direction_accuracy(clips[:, :1].expand_as(clips), said) == 0.0  # frozen
 
 

@@ -191,9 +191,8 @@ def test_a_missing_dependency_names_what_to_install(monkeypatch, hide, build, sa
     from alignflow.sdk.errors import ConfigError
 
     for name in [m for m in sys.modules if m == hide or m.startswith(hide + ".")] + [hide]:
-        monkeypatch.setitem(
-            sys.modules, name, None
-        )  # an import of it (or of a submodule) now raises ImportError
+        # an import of it (or of a submodule) now raises ImportError
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ConfigError) as e:
         build()
     assert says in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -164,9 +164,8 @@ class F5Policy:
             rms = wave.pow(2).mean().sqrt()
             if rms < TARGET_RMS:
                 wave = wave * TARGET_RMS / rms.clamp_min(1e-8)
-            mel = self.codec.encode(Waveform(wave, self.codec.config.sample_rate))[
-                0
-            ]  # [prompt, n_mels]
+            # [prompt, n_mels]
+            mel = self.codec.encode(Waveform(wave, self.codec.config.sample_rate))[0]
             ref_text = reference_text(meta["ref_text"])
             ref_len = wave.shape[-1] // hop
             duration = ref_len + int(
@@ -279,9 +278,8 @@ class F5Policy:
                 frames[b, int(p) : int(n)] for b, (p, n) in enumerate(zip(cond.prompt, cond.length))
             ]
         silence = math.log(self.codec.config.log_floor)
-        T = (
-            max(len(s) for s in spans) + 1
-        )  # one frame of silence: Griffin-Lim returns (T - 1) * hop samples
+        # one frame of silence: Griffin-Lim returns (T - 1) * hop samples
+        T = max(len(s) for s in spans) + 1
         batch = torch.full((len(spans), T, frames.shape[-1]), silence, device=frames.device)
         for b, s in enumerate(spans):
             batch[b, : len(s)] = s

@@ -218,9 +218,8 @@ def sentences_dataset(
                         else VOICES[int(torch.randint(len(VOICES), (), generator=g))]
                     )
                     ref = refs[v, r]
-                    ref = torch.cat(
-                        [ref, ref.new_zeros(-len(ref) % hop_length)]
-                    )  # the prompt ends on a frame boundary
+                    # the prompt ends on a frame boundary
+                    ref = torch.cat([ref, ref.new_zeros(-len(ref) % hop_length)])
                     audio = torch.cat([ref, targets[voice, said, stretch]])
                     items.append(audio)
                     captions.append(t)

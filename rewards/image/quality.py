@@ -81,7 +81,6 @@ class PIQEReward:
     ) -> torch.Tensor:
         from alignflow.modalities.frames import to_uint8
 
-        scores = [
-            1 - self._piqe(image[..., ::-1].copy())[0] / 100 for image in to_uint8(media)
-        ]  # pypiqe wants BGR
+        # pypiqe wants BGR
+        scores = [1 - self._piqe(image[..., ::-1].copy())[0] / 100 for image in to_uint8(media)]
         return torch.tensor(scores, dtype=torch.float32)

@@ -43,9 +43,8 @@ from alignflow.sdk.rewards import RewardOutput
 
 ASR_RATE = 16000
 # string.punctuation plus the CJK punctuation Seed-TTS-eval also removes (zhon.hanzi.punctuation).
-LOGP_FLOOR = float(
-    np.log(1e-5)
-)  # per token: a clip that does not say a word costs the same as one far off
+# per token: a clip that does not say a word costs the same as one far off
+LOGP_FLOOR = float(np.log(1e-5))
 PUNCTUATION = string.punctuation + (
     "＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､\u3000、〃〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏﹑﹔·！？｡。"
 )
@@ -280,9 +279,8 @@ class TransformersWhisperASR:
             tok.set_prefix_tokens(
                 language=self.language, task="transcribe", predict_timestamps=False
             )
-        prefix = tok("", add_special_tokens=True).input_ids[
-            :-1
-        ]  # start tokens, without end-of-text
+        # start tokens, without end-of-text
+        prefix = tok("", add_special_tokens=True).input_ids[:-1]
         prefix = prefix + (
             [tok.convert_tokens_to_ids("<|notimestamps|>")]
             if "<|notimestamps|>" not in tok.convert_ids_to_tokens(prefix)
@@ -301,9 +299,8 @@ class TransformersWhisperASR:
             logits = self.model(
                 encoder_outputs=encoder_out, decoder_input_ids=inputs
             ).logits.float()
-            logprobs = logits[:, len(prefix) - 1 : -1].log_softmax(
-                -1
-            )  # position p predicts token p + 1
+            # position p predicts token p + 1
+            logprobs = logits[:, len(prefix) - 1 : -1].log_softmax(-1)
             for row, i in enumerate(ids):
                 lp = logprobs[row, torch.arange(len(i)), torch.tensor(i)].clamp(min=LOGP_FLOOR)
                 best[row] = max(best[row], float(lp.mean()))

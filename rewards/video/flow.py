@@ -128,9 +128,8 @@ def clip_heads(
     for t in range(F_ - 1):
         back = flow(grey[t + 1], grey[t])  # f_{t+1}(p) ~ f_t(p + back(p))
         warp_err.append(float(np.abs(flow.warp(big[t], back) - big[t + 1]).mean()))
-        motion = (
-            -back.reshape(-1, 2) / scale
-        )  # where each pixel of f_{t+1} came from, reversed, in clip pixels
+        # where each pixel of f_{t+1} came from, reversed, in clip pixels
+        motion = -back.reshape(-1, 2) / scale
         mag = np.hypot(motion[:, 0], motion[:, 1])
         k = max(1, int(round(top * len(mag))))
         fastest = np.argpartition(mag, -k)[-k:]

@@ -180,9 +180,8 @@ class BranchGRPO(Algorithm):
         return seeded_tree_rollout(self.cfg, self.kernel, self.spec, policy, cond, sigmas, **run)
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return credit(
-            self.cfg, rewards, group, terms
-        )  # logged only: the edges get the tree's credit
+        # logged only: the edges get the tree's credit
+        return credit(self.cfg, rewards, group, terms)
 
     def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
         return edge_transitions(
@@ -220,9 +219,8 @@ class TreeGRPO(Algorithm):
         return seeded_tree_rollout(self.cfg, self.kernel, self.spec, policy, cond, sigmas, **run)
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return credit(
-            self.cfg, rewards, group, terms
-        )  # logged only: the edges get the tree's credit
+        # logged only: the edges get the tree's credit
+        return credit(self.cfg, rewards, group, terms)
 
     def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
         return edge_transitions(
@@ -295,9 +293,8 @@ class TempFlowGRPO(Algorithm):
         )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return credit(
-            self.cfg, rewards, group, terms
-        )  # logged only: the edges get the tree's credit
+        # logged only: the edges get the tree's credit
+        return credit(self.cfg, rewards, group, terms)
 
     def training_items(self, traj: Tree, advantages, *, rewards: torch.Tensor, **_) -> Transitions:
         return edge_transitions(

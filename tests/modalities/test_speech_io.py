@@ -36,17 +36,15 @@ def test_f5_mel_frames_shape_floor_and_pitch(codec):
     wave = Waveform(torch.stack([tone(1000), torch.zeros(SR)]), SR)
     mel = codec.encode(wave)
     assert mel.shape == (2, cfg.frames(SR), 100) and mel.dtype == torch.float32
-    assert torch.allclose(
-        mel[1], torch.full_like(mel[1], math.log(cfg.log_floor))
-    )  # silence sits on the floor
+    # silence sits on the floor
+    assert torch.allclose(mel[1], torch.full_like(mel[1], math.log(cfg.log_floor)))
     import torchaudio.functional as AF
 
     fbank = AF.melscale_fbanks(
         cfg.n_fft // 2 + 1, 0.0, SR / 2, cfg.n_mels, SR, norm=None, mel_scale="htk"
     )
-    expected = int(
-        fbank[round(1000 / (SR / cfg.n_fft))].argmax()
-    )  # the mel bin of the 1 kHz FFT bin
+    # the mel bin of the 1 kHz FFT bin
+    expected = int(fbank[round(1000 / (SR / cfg.n_fft))].argmax())
     peak = mel[0, 10:-10].mean(0).argmax().item()
     assert abs(peak - expected) <= 1
 

@@ -109,9 +109,8 @@ def test_shapes_dataset_restricted_to_colours_and_shapes():
     clips, caps = shapes.shapes_dataset(64, colors=["red"], shapes=["square"], seed=2)
     assert {c.rsplit(" ", 1)[0] for c in caps} == {"a red square moving"} and len(set(caps)) == 4
     red = torch.tensor(shapes.COLORS["red"])
-    assert torch.allclose(
-        clips.frames.amax((1, 3, 4)), red, atol=1e-6
-    )  # the brightest pixel of each channel
+    # the brightest pixel of each channel
+    assert torch.allclose(clips.frames.amax((1, 3, 4)), red, atol=1e-6)
     _, all_caps = shapes.shapes_dataset(64, seed=2)
     assert len({c.split(" ")[1] for c in all_caps}) == 4
     with pytest.raises(

@@ -189,9 +189,8 @@ def test_server_survives_malformed_requests(server):
         for i in torch.randint(0, len(good), (8,), generator=g).tolist():
             corrupt[i] ^= 0xFF
         for body in (bytes(junk.to(torch.uint8).tolist()), bytes(corrupt)):
-            assert _post(port, body) in (200, 400), (
-                n
-            )  # a corruption inside the pixel data still scores
+            # a corruption inside the pixel data still scores
+            assert _post(port, body) in (200, 400), n
     boom = encode_request(media, ["boom"] + prompts[1:], meta, "image")
     assert _post(port, boom) == 500
     client = RemoteReward(f"http://127.0.0.1:{port}", deadline=5)

@@ -195,9 +195,8 @@ def test_a_token_is_required_when_set(monkeypatch):
         media, prompts, meta = digits_batch(2)
         assert RemoteReward(url, token="s3cret")(media, prompts, meta).scores.shape == (2,)
         monkeypatch.setenv("ALIGNFLOW_REWARD_TOKEN", "s3cret")
-        assert RemoteReward(url)(media, prompts, meta).scores.shape == (
-            2,
-        )  # the client reads it too
+        # the client reads it too
+        assert RemoteReward(url)(media, prompts, meta).scores.shape == (2,)
     finally:
         s.close()
 

@@ -115,9 +115,8 @@ def test_clip_frame_consistency_ranks_smooth_above_jitter_and_flicker(tiny_clip)
     reward = CLIPFrameConsistency(str(tiny_clip), frames=8, device="cpu")
     out = reward(clips(), [""] * 4, [{}] * 4)
     assert out.scores[0] > out.scores[1] and out.scores[0] > out.scores[2], out.scores
-    torch.testing.assert_close(
-        out.scores[3], torch.tensor(1.0)
-    )  # frozen: why it needs a motion term
+    # frozen: why it needs a motion term
+    torch.testing.assert_close(out.scores[3], torch.tensor(1.0))
     anchored = CLIPFrameConsistency(str(tiny_clip), frames=4, anchor_weight=0.5, device="cpu")(
         clips(), [""] * 4, [{}] * 4
     )

@@ -198,9 +198,8 @@ def test_tempflow_branches_once_per_iteration_with_noise_aware_weights(tmp_path)
     tr.algo.training_items = lambda traj, adv, **kw: seen.setdefault("items", real(traj, adv, **kw))
     m = tr.train_iteration(0)
     items = seen["items"]
-    assert (
-        len(set(items.step.tolist())) == 1 and len(items.step) == 2 * 4
-    )  # P x G edges at one step
+    # P x G edges at one step
+    assert len(set(items.step.tolist())) == 1 and len(items.step) == 2 * 4
     assert m["train/trained_steps"] == 1.0
     assert items.weight is not None and items.weight.unique().numel() == 1 and items.weight[0] > 0
     ks = {tr.algo.tree_spec(6, it, 0, 4).steps[0] for it in range(40)}
@@ -244,9 +243,8 @@ def test_mixgrpo_flash_finishes_the_tail_with_fewer_second_order_steps(tmp_path)
     P, G = 2, 4
     assert calls == [P] * 3 + [P * G] * 2 + [P * G] * 2
     assert m["train/trained_steps"] == 2.0 and m["train/ratio_min"] == m["train/ratio_max"] == 1.0
-    assert (
-        m["train/reward_mean"] > 0.05
-    )  # the compressed tail still gives digits the classifier reads
+    # the compressed tail still gives digits the classifier reads
+    assert m["train/reward_mean"] > 0.05
 
 
 def test_dense_grpo_credits_each_step_with_its_reward_gain(tmp_path):

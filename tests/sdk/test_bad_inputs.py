@@ -139,9 +139,8 @@ def test_a_reward_call_that_hangs_times_out_and_the_next_one_runs(tmp_path):
     tr = Trainer(cfg)
     start = time.perf_counter()
     first = tr.train_iteration(0)
-    assert (
-        first["train/reward_failures"] == 1.0 and time.perf_counter() - start < 3
-    )  # did not wait the 3 s
+    # did not wait the 3 s
+    assert first["train/reward_failures"] == 1.0 and time.perf_counter() - start < 3
     second = tr.train_iteration(1)  # a fresh worker: the hung call is abandoned
     assert second["train/reward_failures"] == 0.0 and second["train/reward_mean"] == 1.0
 

@@ -24,9 +24,8 @@ def test_round_trip_and_prune(tmp_path):
     deleted = ckpt.prune(tmp_path, 2, lambda p: True)
     assert [p.name for p in deleted] == ["checkpoint-1"]
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-3"]
-    assert (
-        ckpt.prune(tmp_path, 1, lambda p: False) == []
-    )  # pruning deletes only what it is allowed to
+    # pruning deletes only what it is allowed to
+    assert ckpt.prune(tmp_path, 1, lambda p: False) == []
     c = ckpt.load_checkpoint(tmp_path / "checkpoint-3")
     assert c.iteration == 3 and torch.equal(c.trained["w"], torch.full((3,), 3.0))
     assert c.optimizer["state"][0]["step"] == 3

@@ -150,9 +150,8 @@ def test_pretraining_sigma_range_and_constant_lr(tmp_path, capsys, monkeypatch):
     seen.clear()
     lrs.clear()
     capsys.readouterr()
-    assert (
-        main([*base, "sigma_range=[0.2,0.4]", "sigma_shift=3"]) == 2
-    )  # the folder holds a saved policy
+    # the folder holds a saved policy
+    assert main([*base, "sigma_range=[0.2,0.4]", "sigma_shift=3"]) == 2
     assert (
         "expected a new or empty folder, or overwrite=true" in capsys.readouterr().err and not seen
     )

@@ -120,9 +120,8 @@ def test_sdk_names_no_adapter_reward_or_modality():
 
 
 def test_the_decorator_declares_and_a_clash_is_refused(monkeypatch):
-    monkeypatch.setattr(
-        components, "_DECORATED", dict(components._DECORATED)
-    )  # forgotten after the test
+    # forgotten after the test
+    monkeypatch.setattr(components, "_DECORATED", dict(components._DECORATED))
 
     @component("reward", "test_constant")
     class Constant:

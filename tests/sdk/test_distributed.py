@@ -108,9 +108,8 @@ def test_a_reward_failing_on_one_process_stops_every_process(tmp_path):
     )  # a process left waiting in a collective would hang here
     assert done.returncode != 0
     assert "1 reward calls have failed, more than train.reward_max_failures = 0" in done.stderr
-    assert (
-        "only rank 1 fails" in done.stderr and "on another process" in done.stderr
-    )  # both stopped
+    # both stopped
+    assert "only rank 1 fails" in done.stderr and "on another process" in done.stderr
 
 
 @pytest.mark.slow

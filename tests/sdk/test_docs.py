@@ -23,9 +23,8 @@ def code_after(doc: str, heading: str) -> str:
 
 @pytest.fixture
 def dr_flow_grpo(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        components, "_DECORATED", dict(components._DECORATED)
-    )  # undeclared afterwards
+    # undeclared afterwards
+    monkeypatch.setattr(components, "_DECORATED", dict(components._DECORATED))
     path = tmp_path / "dr_flow_grpo_example.py"
     path.write_text(code_after("add_an_algorithm.md", "## The example"))
     spec = importlib.util.spec_from_file_location("dr_flow_grpo_example", path)

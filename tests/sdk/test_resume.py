@@ -72,9 +72,8 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, uninterrupted):
     )
     assert died.returncode == -signal.SIGKILL
     partial = [p.name for p in out.iterdir() if p.name.startswith(".checkpoint-6.tmp")]
-    assert (
-        partial and (out / partial[0] / "trained.safetensors").exists()
-    )  # really killed mid-write
+    # really killed mid-write
+    assert partial and (out / partial[0] / "trained.safetensors").exists()
     assert (out / "checkpoint-4").is_dir() and not (out / "checkpoint-6").exists()
 
     done = subprocess.run(
@@ -86,9 +85,8 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, uninterrupted):
         and "checkpoint-4" in done.stderr
         and partial[0] in done.stderr
     )
-    assert not any(
-        p.name.startswith(".checkpoint-") for p in out.iterdir()
-    )  # the partial write is cleaned up
+    # the partial write is cleaned up
+    assert not any(p.name.startswith(".checkpoint-") for p in out.iterdir())
     resumed = strip_times(read_metrics(out))
     assert [r["iteration"] for r in resumed] == list(range(1, 9))
     assert resumed == uninterrupted

@@ -203,11 +203,8 @@ def test_pruning_deletes_only_readable_checkpoints_of_this_run(tmp_path, caplog)
     rc.save(4, trained={"w": torch.zeros(3)}, optimizer={}, state={})
     rc.save(5, trained={"w": torch.zeros(3)}, optimizer={}, state={})
     names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
-    assert names == [
-        "checkpoint-2",
-        "checkpoint-3",
-        "checkpoint-5",
-    ]  # 1 (ours, readable) and 4 (written) pruned
+    # 1 (ours, readable) and 4 (written) pruned
+    assert names == ["checkpoint-2", "checkpoint-3", "checkpoint-5"]
     assert (
         "keeping checkpoint-2" in caplog.text
         and "keeping checkpoint-3: saved with another config" in caplog.text
@@ -229,14 +226,12 @@ def test_a_save_never_overwrites_a_checkpoint_it_did_not_write(tmp_path):
 
 def test_partial_saves_are_finished_or_cleared(tmp_path):
     complete = save(tmp_path, 3)
-    complete.rename(
-        tmp_path / ".checkpoint-3.tmp-999"
-    )  # killed between the manifest and the rename
+    # killed between the manifest and the rename
+    complete.rename(tmp_path / ".checkpoint-3.tmp-999")
     (tmp_path / ".checkpoint-5.tmp-999").mkdir()  # killed early
     (tmp_path / ".checkpoint-5.tmp-999" / "trained.safetensors").write_bytes(b"half")
-    save(tmp_path, 6).rename(
-        tmp_path / ".checkpoint-6.old-999"
-    )  # killed between the two renames of a re-save
+    # killed between the two renames of a re-save
+    save(tmp_path, 6).rename(tmp_path / ".checkpoint-6.old-999")
     done = ckpt.recover_partial(tmp_path)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-6"]
     assert not list(tmp_path.glob(".checkpoint-*")) and len(done) == 3

@@ -148,9 +148,8 @@ def test_kl_drift_is_zero_for_the_base_and_grows_with_training(tmp_path):
     from alignflow.sdk.diagnostics import kl_drift
     from alignflow.sdk.random import generator
 
-    tr = Trainer(
-        digits_cfg(tmp_path, "algorithm=mixgrpo", "algorithm.window=2", "train.lr=1e-2")
-    )  # no KL term
+    # no KL term
+    tr = Trainer(digits_cfg(tmp_path, "algorithm=mixgrpo", "algorithm.window=2", "train.lr=1e-2"))
     cond = tr.policy.encode(["3", "7"])
     x0 = torch.randn(2, *tr.policy.noise(1, [generator(0)]).shape[1:], generator=generator(1))
     sigmas, kernel = tr.policy.sigmas(8), tr.algo.kernel

@@ -26,9 +26,8 @@ class GaussianPolicy:
     def __init__(self, dim: int = 8, s0: float = 0.5):
         self.dim, self.s0 = dim, s0
         self.net = nn.Module()
-        self.net.shift = nn.Linear(
-            1, dim, bias=False
-        )  # a trainable perturbation of v, zero at start
+        # a trainable perturbation of v, zero at start
+        self.net.shift = nn.Linear(1, dim, bias=False)
         nn.init.zeros_(self.net.shift.weight)
         self.calls: list[int] = []
 
