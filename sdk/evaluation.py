@@ -17,6 +17,7 @@ import torch
 
 from alignflow.sdk.batching import chunks
 from alignflow.sdk.data import PromptSet
+from alignflow.sdk.diagnostics import finite_mean
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.random import generator
 from alignflow.sdk.rollout import sample
@@ -90,9 +91,9 @@ class Evaluator:
                         )
                     )
         results = sorted(gather_object(results), key=lambda r: r[0])
-        m = {"eval/reward_mean": finite_mean([r[1] for r in results])} if score else {}
+        m = {"eval/reward_mean": _mean([r[1] for r in results])} if score else {}
         for comp in results[0][2]:
-            m[f"eval/{comp}_mean"] = finite_mean([r[2][comp] for r in results])
+            m[f"eval/{comp}_mean"] = _mean([r[2][comp] for r in results])
         self.last_media = [r[3] for r in results]  # one item per sample, in job order
         if base:
             self.base_media = self.last_media
@@ -107,7 +108,5 @@ class Evaluator:
         return m
 
 
-def finite_mean(values: list[float]) -> float:
-    v = torch.tensor(values, dtype=torch.float64)
-    v = v[torch.isfinite(v)]
-    return v.mean().item() if len(v) else float("nan")
+def _mean(values: list[float]) -> float:
+    return finite_mean(torch.tensor(values, dtype=torch.float64))

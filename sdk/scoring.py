@@ -48,9 +48,9 @@ class Batch:
     ) -> Batch:
         """From a rollout of P prompts (``cond``, ``prompts``, ``metadata`` and ``slots``
         per prompt); sets the rollout's ``group`` to the slots."""
-        group = torch.tensor(slots).repeat_interleave(group_size)
-        rollout.group = group.to(rollout.x0.device)
         G = group_size
+        group = torch.tensor(slots).repeat_interleave(G)
+        rollout.group = group.to(rollout.x0.device)
         return cls(
             rollout,
             repeat_interleave(cond, G),

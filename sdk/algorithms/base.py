@@ -26,6 +26,7 @@ recipe.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class LossOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Algorithm:
+class Algorithm(ABC):
     """Base class of every recipe: the declared calls, with no-op defaults where doing
     nothing is a valid choice.
 
@@ -112,7 +113,9 @@ class Algorithm:
     def check(self, num_steps: int, group_size: int) -> None:
         """Raise ConfigError if this recipe cannot run with ``sample.num_steps`` and
         ``sample.group_size`` (checked when the trainer is built, not at iteration 0)."""
+        return  # the default: any number of steps and group size will do
 
+    @abstractmethod
     def rollout(
         self,
         policy: FlowPolicy,
@@ -135,8 +138,8 @@ class Algorithm:
         ``x0`` [P * G, ...] (prompt-major), ``group`` [P * G] and ``peeks`` [P * G, M,
         ...] or None: latents that the trainer also decodes and scores (column by
         column, without gold rewards) and hands back as ``peek_rewards``."""
-        raise NotImplementedError(f"{type(self).__name__}.rollout")
 
+    @abstractmethod
     def advantages(
         self,
         rewards: torch.Tensor,
@@ -146,8 +149,8 @@ class Algorithm:
         """Per-sample advantages from the rewards [B_all] and prompt slots [B_all] of
         every process (``terms``: each reward term's scores [B_all] and weight, when
         there are several). NaN rewards leave their group and get 0."""
-        raise NotImplementedError(f"{type(self).__name__}.advantages")
 
+    @abstractmethod
     def training_items(
         self,
         rollout: Any,
@@ -163,11 +166,10 @@ class Algorithm:
         including ``sample`` [E] (the rollout sample, hence the condition, of an item)
         and ``step`` [E] (the schedule step it trains, for the logs). Any draw comes
         from a generator keyed by (seed, iteration, slot, member)."""
-        raise NotImplementedError(f"{type(self).__name__}.training_items")
 
+    @abstractmethod
     def loss(self, policy: FlowPolicy, items: Any, cond: Any, ctx: StepContext) -> LossOutput:
         """The loss of a micro-batch of items (``cond``: one row per item)."""
-        raise NotImplementedError(f"{type(self).__name__}.loss")
 
     def end_iteration(self, optimizer_steps: int) -> dict[str, float]:
         """Called once after an iteration's ``optimizer_steps`` steps; returns metrics."""

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from alignflow.sdk.advantages import AGGREGATES, STD_MODES, GroupAdvantages, group_credit, members
+from alignflow.sdk.advantages import AGGREGATES, STD_MODES, GroupAdvantages, members
 from alignflow.sdk.algorithms.base import Algorithm, LossOutput, StepContext
+from alignflow.sdk.algorithms.flow_grpo import credit
 from alignflow.sdk.ema import EMA
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.kernels import KERNELS
@@ -133,14 +134,7 @@ class DiffusionNFT(Algorithm):
         )
 
     def advantages(self, rewards, group, terms=None) -> GroupAdvantages:
-        return group_credit(
-            rewards,
-            group,
-            terms,
-            aggregate=self.cfg.aggregate,
-            std=self.cfg.adv_std,
-            clip=self.cfg.adv_clip,
-        )
+        return credit(self.cfg, rewards, group, terms)
 
     def training_items(
         self, traj: Trajectories, advantages: torch.Tensor, *, seed: int, iteration: int, **_

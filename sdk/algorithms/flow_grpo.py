@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -104,12 +105,13 @@ class FlowGRPOFastConfig(FlowGRPOConfig):
 
 
 def credit(
-    cfg: FlowGRPOConfig,
+    cfg: Any,
     rewards: torch.Tensor,
     group: torch.Tensor,
     terms: dict[str, tuple[torch.Tensor, float]] | None,
 ) -> GroupAdvantages:
-    """Group-relative advantages with the config's aggregation, std and clip."""
+    """Group-relative advantages with a config's ``aggregate``, ``adv_std`` and
+    ``adv_clip`` (every recipe of the family names them so)."""
     return group_credit(
         rewards, group, terms, aggregate=cfg.aggregate, std=cfg.adv_std, clip=cfg.adv_clip
     )
