@@ -23,7 +23,14 @@ MARGIN = 0.03
 BASE: dict[str, float] = {}  # the base's held-out accuracy, from the first recipe that runs
 # slower starters (benchmark: +0.03 and +0.06 at 10 iterations): TempFlow trains one step
 # per iteration, DanceGRPO a random 60% of all steps with one noise scale for all of them
-ITERATIONS = {"tempflow_grpo": 16, "dance_grpo": 12}
+ITERATIONS = {
+    "tempflow_grpo": 16,
+    "dance_grpo": 12,
+    "flow_grpo": 6,
+    "grpo_guard": 6,
+    "diffusion_nft": 5,
+    "dense_grpo": 6,
+}
 SHORT = [
     "eval.every=0",
     "eval.num_steps=10",
