@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from alignflow.rewards.image.ocr import OCRReward
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.trainer import Trainer
 
 # The experiment's algorithm block (noise 1.0, clip 2e-3, KL 0.04) applies to every

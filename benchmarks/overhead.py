@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import iteration_split, model_only, print_split  # noqa: E402
 
-from alignflow.sdk.compose import compose  # noqa: E402
+from alignflow.sdk.config import compose  # noqa: E402
 from alignflow.sdk.trainer import Trainer  # noqa: E402
 
 

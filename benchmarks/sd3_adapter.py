@@ -98,7 +98,7 @@ def rollout_vs_pipeline(
 
 def tiny(args) -> None:
     from alignflow.adapters.image.tiny import tiny_sd3_pipeline
-    from alignflow.sdk.compose import compose
+    from alignflow.sdk.config import compose
     from alignflow.sdk.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:

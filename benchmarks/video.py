@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import iteration_split, parts, print_parts  # noqa: E402
 
-from alignflow.sdk.compose import compose  # noqa: E402
+from alignflow.sdk.config import compose  # noqa: E402
 from alignflow.sdk.random import generator  # noqa: E402
 from alignflow.sdk.trainer import Trainer  # noqa: E402
 

@@ -73,7 +73,7 @@ def evaluate_base(experiment: str, *extra: str) -> dict[str, float]:
     eval prompts, as the training run evaluates at iteration 0."""
     import tempfile
 
-    from alignflow.sdk.compose import compose
+    from alignflow.sdk.config import compose
     from alignflow.sdk.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,8 +32,7 @@ from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk.batching import chunks
 from alignflow.sdk.build import build_policy, finetune_of
 from alignflow.sdk.components import component
-from alignflow.sdk.compose import compose
-from alignflow.sdk.config import RunConfig, dataclass_from
+from alignflow.sdk.config import RunConfig, compose, dataclass_from
 from alignflow.sdk.data import load_prompts
 from alignflow.sdk.diagnostics import finite_mean
 from alignflow.sdk.ema import EMA

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.errors import AlignflowError, ConfigError
 
 log = logging.getLogger("alignflow")

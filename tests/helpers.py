@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 
 FAST = [
     "experiment=image_digits",

@@ -8,7 +8,7 @@ import functools
 import pytest
 import torch
 
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.trainer import Trainer
 
 

@@ -4,7 +4,7 @@ when pointed at (tiny) local weights."""
 import pytest
 
 from alignflow.adapters.image.tiny import tiny_flux_pipeline, tiny_sd3_pipeline
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.trainer import Trainer
 from tests.helpers import save_tiny_clip

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.trainer import Trainer
 
 _spec = importlib.util.spec_from_file_location(

@@ -7,7 +7,7 @@ import torch
 from alignflow.adapters.image.flux import load_flux_policy
 from alignflow.adapters.image.sd3 import load_sd3_policy
 from alignflow.adapters.image.tiny import tiny_flux_pipeline, tiny_sd3_pipeline
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.kernels import KERNELS
 from alignflow.sdk.plans import AllSDE
 from alignflow.sdk.random import generator

@@ -238,7 +238,7 @@ def test_one_grpo_iteration_on_the_tiny_f5(tmp_path):
     """The speech default's configuration (real WER and speaker rewards) with Flow-GRPO
     (SDE rollouts with log-probs, the first sway step ODE) on a random tiny F5 whose
     adaLN gates are open, so that LoRA on the attention gets gradients."""
-    from alignflow.sdk.compose import compose
+    from alignflow.sdk.config import compose
     from alignflow.sdk.trainer import Trainer
 
     policy = load_tiny_f5(random_init=True, seed=3)
@@ -281,7 +281,7 @@ def test_an_evaluation_between_iterations_does_not_change_training(tmp_path):
     """The same run with and without evaluations gives the same training numbers (the
     Griffin-Lim vocoder once drew its phases from the global RNG, so an evaluation
     changed the next iteration's audio and rewards)."""
-    from alignflow.sdk.compose import compose
+    from alignflow.sdk.config import compose
     from alignflow.sdk.data import PromptSet
     from alignflow.sdk.trainer import Trainer
 

@@ -7,7 +7,7 @@ import torch
 from alignflow.adapters.video.tiny import load_shapes_wan, tiny_wan_pipeline
 from alignflow.adapters.video.wan import WanPolicy, load_wan_policy
 from alignflow.modalities.video.video import Video
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.kernels import KERNELS
 from alignflow.sdk.plans import AllSDE

@@ -64,7 +64,7 @@ def test_direction_head_knows_where_the_shape_goes_and_gives_a_frozen_clip_nothi
 
 
 def test_the_default_video_shapes_reward_ranks_smooth_first_and_frozen_not_first():
-    from alignflow.sdk.compose import compose
+    from alignflow.sdk.config import compose
 
     cfg = compose("train", ["experiment=video_shapes"])
     spec = dict(cfg.reward["flow"])

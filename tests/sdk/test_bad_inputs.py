@@ -8,7 +8,7 @@ import pytest
 
 from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk.cli import main
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.errors import CheckpointError, ConfigError, DataError, RewardError
 from alignflow.sdk.trainer import Trainer
 from tests.helpers import FAST, digits_cfg

@@ -15,7 +15,7 @@ import pytest
 from alignflow.sdk import components
 from alignflow.sdk.cli import main
 from alignflow.sdk.components import GROUP, KINDS, component, names, resolve
-from alignflow.sdk.compose import compose
+from alignflow.sdk.config import compose
 from alignflow.sdk.errors import ConfigError
 from tests.helpers import FAST
 
@@ -75,7 +75,7 @@ def test_no_callable_of_alignflow_resolves_unless_declared():
         "alignflow.sdk.cli:_launch",
         "alignflow.rewards.server:serve",
         "alignflow.sdk.components:component",
-        "alignflow.sdk.compose:compose",
+        "alignflow.sdk.config.compose:compose",
         "alignflow.sdk.pretrain:pretrain",
         "alignflow.sdk.trainer:Trainer",
         "tests.sdk.bad_rewards:Raises:x",

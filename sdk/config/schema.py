@@ -1,7 +1,7 @@
-"""Run configuration: dataclasses with help text, hydra composition, validation.
+"""The run configuration's schema: dataclasses with help text, and validation.
 
 The dataclasses are the schema (registered in hydra's ConfigStore as ``train_schema``);
-YAML groups under ``configs/`` (adapter, reward, algorithm, experiment) fill them in;
+YAML groups under ``configs/`` (policy, reward, algorithm, experiment) fill them in;
 ``alignflow train experiment=image_digits train.lr=3e-4`` composes and overrides.
 Components are named, torchtune-style: ``policy: {name: pixel_sd3, <its arguments>}``,
 ``reward: {<term>: {name: digit_classifier, weight: 1.0, <its arguments>}}``,

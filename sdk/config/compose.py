@@ -2,7 +2,7 @@
 
 ``compose("train", ["experiment=image_digits", "train.lr=3e-4"])`` runs hydra's
 compose API over the packaged groups (``alignflow.configs``) and returns a
-:class:`~alignflow.sdk.config.RunConfig` (or a ``PretrainConfig``).
+:class:`~alignflow.sdk.config.schema.RunConfig` (or a ``PretrainConfig``).
 
 A config is data written by someone else, so composition refuses, with a one-line
 :class:`~alignflow.sdk.errors.ConfigError` naming the key, before anything is built:
@@ -243,7 +243,7 @@ def _check_searchpath(value: Any) -> None:
 def _check_path(parts: list[str], schema: type, value: Any) -> None:
     """``train.lrr`` against the schema: a key inside a dataclass must be one of its
     fields; inside a free-form mapping (``policy``, ``reward``) anything goes here and
-    the component's own arguments are checked by :func:`~alignflow.sdk.config.validate`."""
+    the component's own arguments are checked by :func:`~alignflow.sdk.config.schema.validate`."""
     cls, done = schema, []
     for part in parts:
         hints = typing.get_type_hints(cls)
