@@ -130,8 +130,7 @@ def tiny(args) -> None:
         wall, split = iteration_split(tr, args.warmup, args.iterations)
         print_split(
             "tiny SD3 (StableDiffusion3Pipeline from disk), 32 px, 4 prompts x 4 samples, 10 "
-            "steps, "
-            f"CFG 4.5, mean of {args.iterations} iterations",
+            f"steps, CFG 4.5, mean of {args.iterations} iterations",
             wall,
             split,
             model_only(tr),

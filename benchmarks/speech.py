@@ -95,8 +95,7 @@ def main() -> None:
     s = cfg.sample
     print(
         f"speech_tiny: {s.prompts_per_iteration} prompts x {s.group_size} samples, {s.num_steps} "
-        "steps, "
-        f"guidance {s.guidance}, {torch.get_num_threads()} threads"
+        f"steps, guidance {s.guidance}, {torch.get_num_threads()} threads"
     )
     print_parts(wall, split, alone)
     rtf = real_time_factors()

@@ -181,8 +181,7 @@ def decode_request(
     if media.dtype != torch.float32 or (dims is not None and media.ndim != dims):
         raise BadRequest(
             f"media {media.dtype} {tuple(media.shape)}: expected float32 with {dims} dimensions "
-            "for "
-            f"{modality} (batch first)"
+            f"for {modality} (batch first)"
         )
     B = media.shape[0]
     if not 1 <= B <= max_batch or media.numel() == 0:

@@ -266,14 +266,12 @@ class RewardServer:
                 try:
                     with server.lock:
                         out = score(server.reward, media, prompts, metadata, groups, server.name)
-                except (
-                    RewardFailure
-                ) as e:  # the reward failed at run time: reported, retried, the server stays up
+                except RewardFailure as e:
+                    # the reward failed at run time: reported, retried, the server stays up
                     log.warning("reward %s failed: %s", server.name, e)
                     return self._error(500, str(e))
-                except (
-                    RewardError
-                ) as e:  # the request breaks the reward's contract: the client's to fix
+                except RewardError as e:
+                    # the request breaks the reward's contract: the client's to fix
                     return self._error(422, str(e))
                 self._answer(200, encode_answer(out))
 
@@ -290,8 +288,7 @@ class RewardServer:
         if self.token is None and not _loopback(host):
             log.warning(
                 "serving on %s without a token: anyone who reaches this port can use the reward; "
-                "set %s "
-                "or --token, and put TLS in front (docs/reliability.md)",
+                "set %s or --token, and put TLS in front (docs/reliability.md)",
                 host,
                 TOKEN_ENV,
             )

@@ -178,8 +178,7 @@ def explain(e: BaseException) -> tuple[int, str | None]:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return 1, (
             f"error: disk full while writing {e.filename or 'a file'}: free space there or set "
-            "output_dir "
-            "to another disk (the checkpoints already saved are intact)"
+            "output_dir to another disk (the checkpoints already saved are intact)"
         )
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return (

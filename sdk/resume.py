@@ -166,9 +166,8 @@ class RunCheckpoints:
             apply(c)
         except CheckpointError:
             raise
-        except (
-            Exception
-        ) as e:  # a state that does not fit (optimizer groups, EMA size, algorithm state)
+        except Exception as e:
+            # a state that does not fit (optimizer groups, EMA size, algorithm state)
             raise CheckpointError(
                 f"checkpoint {c.path}: does not fit this run ({type(e).__name__}: {e})"
             ) from e

@@ -182,8 +182,7 @@ class F5Policy:
             i = too_long[0]
             raise DataError(
                 f"speech prompt {prompts[i]!r} (reference {sources[i]}) needs {rows[i][2]} mel "
-                "frames; "
-                f"policy.max_frames is {F}: raise it or shorten the text/reference"
+                f"frames; policy.max_frames is {F}: raise it or shorten the text/reference"
             )
         text = torch.full((B, F), -1, dtype=torch.long)
         cond = torch.zeros(B, F, M)

@@ -38,8 +38,7 @@ class ReferenceAudio:
         if missing:
             raise DataError(
                 f"speech prompt {dict(meta)!r}: missing or empty column(s) {missing}; a speech "
-                "prompt "
-                f"row needs {list(COLUMNS)} besides the prompt (see "
+                f"prompt row needs {list(COLUMNS)} besides the prompt (see "
                 "alignflow.modalities.speech.prompts)"
             )
         path = Path(meta["ref_audio"]).expanduser()

@@ -31,14 +31,13 @@ from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
 
+from alignflow.sdk.config.schema import RunConfig
 from alignflow.sdk.errors import ConfigError
 
 _OPTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 
 
 def _schema(kind: str) -> type:
-    from alignflow.sdk.config import RunConfig
-
     if kind == "train":
         return RunConfig
     from alignflow.sdk.pretrain import PretrainConfig
@@ -56,8 +55,7 @@ def _pkgfile(pkg: str, rel: str) -> str:
     ):
         raise ValueError(
             f"pkgfile package {pkg!r}: expected a package of alignflow or of a package that "
-            "declares "
-            "alignflow components"
+            "declares alignflow components"
         )
     parts = PurePosixPath(rel).parts
     if not rel or rel.startswith("/") or "\\" in rel or ".." in parts:
@@ -124,9 +122,8 @@ def compose(kind: str, overrides: list[str]) -> Any:
             "a value of the field's type",
             hint=" ".join(str(e).split("\n")[0].split()),
         ) from e
-    except (
-        yaml.YAMLError
-    ) as e:  # a tag OmegaConf's safe loader has no constructor for, or broken YAML
+    except yaml.YAMLError as e:
+        # a tag OmegaConf's safe loader has no constructor for, or broken YAML
         mark = getattr(e, "problem_mark", None)
         where = f"{mark.name}:{mark.line + 1}" if mark else "a config file"
         raise ConfigError(
