@@ -63,19 +63,22 @@ class Evaluator:
         if self.groupwise:
             # whole prompts per call
             size = max(1, size // ev.samples_per_prompt) * ev.samples_per_prompt
-        with self.ema.applied() if self.ema else contextlib.nullcontext(), acc.autocast():
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
             for chunk in chunks(jobs[acc.process_index :: acc.num_processes], size):
                 text = [prompts.prompts[p] for p, _ in chunk]
                 meta = [prompts.metadata[p] for p, _ in chunk]
-                cond = self.policy.encode(text, meta)
-                x0 = sample(
-                    self.policy,
-                    cond,
-                    ev.num_steps,
-                    guidance=ev.guidance,
-                    noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk],
-                )
-                media = self.policy.decode(x0, cond).cpu()
+                # the policy runs in the training's precision; the rewards score outside
+                # autocast, as they do in training (their worker thread has none)
+                with acc.autocast():
+                    cond = self.policy.encode(text, meta)
+                    x0 = sample(
+                        self.policy,
+                        cond,
+                        ev.num_steps,
+                        guidance=ev.guidance,
+                        noise_generators=[generator(ev.seed, "eval", p, k) for p, k in chunk],
+                    )
+                    media = self.policy.decode(x0, cond).cpu()
                 out = (
                     self.score(media, text, meta, torch.tensor([p for p, _ in chunk]))[0]
                     if score

@@ -119,6 +119,26 @@ def test_bf16_autocast_keeps_log_probs_in_float32(tmp_path):
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0
 
 
+def test_under_bf16_the_rewards_score_outside_autocast_in_training_and_evaluation(tmp_path):
+    """Autocast is the policy's precision, not the rewards': a reward model run under it
+    would score evaluation samples differently from training ones (and a numpy-backed
+    reward fails on bfloat16)."""
+    tr = Trainer(digits_cfg(tmp_path, "train.mixed_precision=bf16", "eval.samples_per_prompt=1"))
+    digit, weight = tr.reward.terms["digit"]
+    autocast = []
+
+    def spy(media, prompts, metadata, **kw):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return digit(media, prompts, metadata, **kw)
+
+    tr.reward.terms["digit"] = (spy, weight)
+    tr.train_iteration(0)
+    trained = len(autocast)
+    tr.evaluate()
+    assert trained > 0 and len(autocast) > trained
+    assert not any(autocast)
+
+
 def test_flow_grpo_fast_trains_only_its_window(tmp_path):
     tr = Trainer(
         digits_cfg(
