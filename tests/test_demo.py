@@ -32,7 +32,7 @@ def independent_accuracy(images: list[torch.Tensor], per_prompt: int) -> float:
     return float((judge.predict(torch.stack(images).flatten(1).numpy()) == target).mean())
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_short_demo_run_raises_accuracy(tmp_path):
     """experiment=image_digits, its first 25 of 150 iterations (measured here: accuracy
     0.60 -> 0.85, judge 0.575 -> 0.90)."""
@@ -64,7 +64,7 @@ def test_short_demo_run_raises_accuracy(tmp_path):
     ).is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_text_rendering_run_raises_the_ocr_reward(tmp_path):
     """experiment=image_digits_ocr: the only reward is a real OCR engine reading the
     digit; its first 14 of 150 iterations raise what it reads and what an independent
@@ -135,7 +135,7 @@ def test_the_centroid_judge_reads_rendered_clips_and_not_frozen_ones():
     assert centroid_direction_accuracy(clips[:, :1].expand_as(clips), said) == 0.0  # frozen
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=175)
 def test_short_video_run_raises_direction_accuracy(tmp_path):
     """experiment=video_shapes: the held-out prompts' direction accuracy rises by the
     reward's optical flow and by the centroid judge, and consistency does not collapse
@@ -217,7 +217,7 @@ def sphinx_wers(*clip_sets, texts: list[str]) -> list[float]:
         return list(pool.map(_sphinx_wer, pcm, [texts] * len(pcm)))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=470)
 def test_short_speech_run_lowers_wer_and_keeps_the_voice(tmp_path):
     """experiment=speech_tiny, its first 4 of 15 iterations: the held-out prompts' WER
     falls by Whisper tiny.en (the reward) and by pocketsphinx (a judge the policy never

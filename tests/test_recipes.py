@@ -26,7 +26,6 @@ BASE: dict[str, float] = {}  # the base's held-out accuracy, from the first reci
 ITERATIONS = {
     "tempflow_grpo": 16,
     "dance_grpo": 12,
-    "flow_grpo": 6,
     "grpo_guard": 6,
     "diffusion_nft": 5,
     "dense_grpo": 6,
@@ -42,8 +41,13 @@ SHORT = [
 ]
 
 
+# flow_grpo with its defaults is experiment=image_digits itself: its first 25 iterations
+# are tests/test_demo.py::test_short_demo_run_raises_accuracy (a rise of 0.15, not 0.03)
+SHORT_RUN_OF_THE_DEMO = {"flow_grpo"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(bench.RECIPES))
+@pytest.mark.parametrize("name", [n for n in bench.RECIPES if n not in SHORT_RUN_OF_THE_DEMO])
 def test_recipe_raises_the_digit_accuracy(tmp_path, name):
     iterations = ITERATIONS.get(name, 8)
     cfg = compose(
@@ -68,3 +72,15 @@ def test_recipe_raises_the_digit_accuracy(tmp_path, name):
     after = tr.evaluate()["eval/digit/accuracy_mean"]
     print(f"{name}: {before:.3f} -> {after:.3f}")
     assert after >= before + MARGIN, (name, before, after)
+
+
+def test_the_demo_test_is_the_flow_grpo_recipe(tmp_path):
+    """What lets test_recipe_raises_the_digit_accuracy leave flow_grpo to the demo test."""
+    demo = compose("train", ["experiment=image_digits", f"output_dir={tmp_path}"])
+    recipe = compose(
+        "train",
+        ["experiment=image_digits", "algorithm=flow_grpo", f"output_dir={tmp_path}"]
+        + bench.RECIPES["flow_grpo"],
+    )
+    assert demo.algorithm == recipe.algorithm and demo.train == recipe.train
+    assert demo.sample == recipe.sample
