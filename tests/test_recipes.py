@@ -3,7 +3,7 @@ short seeded run, with the task scaling of benchmarks/algorithms.py (slow: ~15 s
 The held-out evaluation uses the same prompts and seeds before and after, so the
 comparison is paired: what changes is the policy. The base is the same for every
 recipe (LoRA starts at zero, evaluation is the ODE with fixed seeds), so it is
-evaluated once."""
+evaluated once. Flow-GRPO itself is the digits demo's run (tests/test_demo.py)."""
 
 import importlib.util
 from pathlib import Path
@@ -43,11 +43,8 @@ SHORT = [
 
 # flow_grpo with its defaults is experiment=image_digits itself: its first 25 iterations
 # are tests/test_demo.py::test_short_demo_run_raises_accuracy (a rise of 0.15, not 0.03)
-SHORT_RUN_OF_THE_DEMO = {"flow_grpo"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in bench.RECIPES if n not in SHORT_RUN_OF_THE_DEMO])
+@pytest.mark.parametrize("name", [n for n in bench.RECIPES if n != "flow_grpo"])
 def test_recipe_raises_the_digit_accuracy(tmp_path, name):
     iterations = ITERATIONS.get(name, 8)
     cfg = compose(
