@@ -7,6 +7,7 @@
     alignflow sample   experiment=speech_tiny --prompt "the cat sat" \
                        --meta ref_audio=refs/awb_thank_you.wav --meta ref_text="thank you"
     alignflow pretrain experiment=image_digits
+    alignflow bench    benchmark=cross_modal [seeds=[0]] [parallel=2] [--dry-run]
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain | --algorithm NAME]       every field with its help
     alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
@@ -112,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
         "--meta ref_audio=voice.wav --meta ref_text='what the voice says'",
     )
     p_sample.add_argument("overrides", nargs="*")
+    p_bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="run a benchmark grid (configs/benchmark): one training job per cell, resumable",
+    )
+    p_bench.add_argument(
+        "--dry-run", action="store_true", help="list the jobs and their overrides, run nothing"
+    )
+    p_bench.add_argument(
+        "overrides",
+        nargs="*",
+        help="benchmark=NAME, then benchmark fields (seeds=[0], parallel=2) and overrides of "
+        "every job (train.lr=1e-4)",
+    )
     p_config = sub.add_parser("config", parents=[common])
     p_config.add_argument(
         "--pretrain", action="store_true", help="the pretraining config instead of training's"
@@ -145,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("ALIGNFLOW_DEBUG", "0") not in ("", "0")
+    if "ALIGNFLOW_LAUNCHER_PID" in os.environ:  # started by `--procs N` or by `alignflow bench`
+        _stop_when_orphaned(int(os.environ["ALIGNFLOW_LAUNCHER_PID"]))
     if getattr(args, "procs", 1) > 1 and "LOCAL_RANK" not in os.environ:
         return _launch(args.procs, [args.command, *args.overrides])
-    if "ALIGNFLOW_LAUNCHER_PID" in os.environ:
-        _stop_when_orphaned(int(os.environ["ALIGNFLOW_LAUNCHER_PID"]))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -196,9 +211,9 @@ def explain(e: BaseException) -> tuple[int, str | None]:
 
 
 def _stop_when_orphaned(launcher: int) -> None:
-    """A worker of ``--procs N`` whose launcher died (killed, its terminal closed)
-    SIGTERMs itself, so that it stops as a pre-empted run does instead of writing on
-    as an orphan."""
+    """A worker of ``--procs N`` (or a job of ``alignflow bench``) whose launcher died
+    (killed, its terminal closed) SIGTERMs itself, so that it stops as a pre-empted run
+    does instead of writing on as an orphan."""
     import signal
     import threading
     import time
@@ -274,6 +289,11 @@ def _run(args: argparse.Namespace) -> int:
         tokens = [o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")]
         rest = [o for o in args.overrides if not o.startswith(("reward=", "token="))]
         serve(names[0], rest, args.host, args.port, args.max_mb, token=(tokens or [args.token])[-1])
+        return 0
+    if args.command == "bench":
+        from alignflow.sdk.bench import bench
+
+        bench(args.overrides, dry_run=args.dry_run)
         return 0
     if args.command == "pretrain":
         from alignflow.sdk.pretrain import pretrain

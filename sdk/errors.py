@@ -17,7 +17,7 @@ class ConfigError(AlignflowError, ValueError):
     """
 
     def __init__(self, field: str, value: Any, accepted: str, hint: str = ""):
-        self.field, self.value, self.accepted = field, value, accepted
+        self.field, self.value, self.accepted, self.hint = field, value, accepted, hint
         msg = f"{field} = {value!r}: expected {accepted}"
         if hint:
             msg += f" ({hint})"

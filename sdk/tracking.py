@@ -46,6 +46,34 @@ class Timer:
             self.seconds[name] += time.perf_counter() - start
 
 
+class ForwardCounter:
+    """Counts the denoiser's forward rows (NFEs) while ``counting``: a forward pre-hook on
+    each module reads the batch size of its first tensor argument. A classifier-free
+    guided step counts twice (its batched call has 2B rows), a forward with a backward
+    once, as the algorithm benchmarks count compute."""
+
+    def __init__(self, modules: Any):
+        self.n, self._on = 0, False
+        self._hooks = [m.register_forward_pre_hook(self._count, with_kwargs=True) for m in modules]
+
+    def _count(self, module: Any, args: tuple, kwargs: dict) -> None:
+        import torch
+
+        if self._on:
+            first = next(
+                (a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None
+            )
+            self.n += int(first.shape[0]) if first is not None and first.ndim else 0
+
+    @contextlib.contextmanager
+    def counting(self):
+        self._on = True
+        try:
+            yield
+        finally:
+            self._on = False
+
+
 def flat(d: dict, prefix: str = "") -> dict[str, Any]:
     """A nested config as {dotted key: scalar} (trackers take flat hyperparameters)."""
     out = {}

@@ -9,6 +9,7 @@ Each iteration runs five phases, data flowing one way:
     4. update      inner epochs of shuffled micro-batches: loss, backward, one optimizer
                    step per accumulation window, EMA
     5. log         rewards, diversity, KL drift from the base, the update's stats, times
+                   and the denoiser forwards (NFEs) of rollout and update
 
 then evaluation (evaluation.py) and checkpoints (resume.py) on their schedules.
 accelerate is the only distributed layer: it places the model, wraps it for DDP /
@@ -52,7 +53,7 @@ from alignflow.sdk.report import write_report
 from alignflow.sdk.resume import RunCheckpoints, RunState, fingerprint
 from alignflow.sdk.scoring import Batch, Scored, Scorer, check_failures, check_nan
 from alignflow.sdk.stopping import StopOnSignal, Stopped
-from alignflow.sdk.tracking import MetricsLog, Timer, flat
+from alignflow.sdk.tracking import ForwardCounter, MetricsLog, Timer, flat
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class Trainer:
         self.optimizer, self.ema = training.optimizer, training.ema
         self.algo = algo_cls(algo_cfg, self.params)
         self.algo.check(cfg.sample.num_steps, cfg.sample.group_size)  # now, not at iteration 0
+        # the algorithm's compute: denoiser rows in rollouts and updates (train/nfe)
+        self.nfe = ForwardCounter(self.policy.trainable_modules().values())
         self.scorer = Scorer(self.reward, self.gold, cfg.train.reward_timeout)
         self.evaluator = Evaluator(cfg, self.policy, self.acc, self.scorer, self.writer, self.ema)
 
@@ -165,8 +168,8 @@ class Trainer:
 
     def train_iteration(self, it: int) -> dict[str, float]:
         """One iteration's five phases; returns its metrics."""
-        timer, rng = Timer(), torch.get_rng_state()
-        with timer("rollout"):
+        timer, rng, nfe = Timer(), torch.get_rng_state(), self.nfe.n
+        with timer("rollout"), self.nfe.counting():
             batches = self.rollout(it)
         with timer("reward"):
             scored = self.score(batches)  # the last batch's rewards finish here
@@ -184,9 +187,10 @@ class Trainer:
             seed=self.cfg.seed,
             iteration=it,
         )
-        with timer("train"):
+        with timer("train"), self.nfe.counting():
             stats = self.update(items, cond, it)
         m = self.log_metrics(it, rollout, cond, scored, rewards, adv, items, stats)
+        m["train/nfe"] = float(self._gather(torch.tensor([self.nfe.n - nfe])).sum())
         m["time/reward_compute"] = scored.seconds
         return m | {f"time/{k}": v for k, v in timer.seconds.items()}
 

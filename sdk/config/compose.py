@@ -2,7 +2,8 @@
 
 ``compose("train", ["experiment=image_digits", "train.lr=3e-4"])`` runs hydra's
 compose API over the packaged groups (``alignflow.configs``) and returns a
-:class:`~alignflow.sdk.config.schema.RunConfig` (or a ``PretrainConfig``).
+:class:`~alignflow.sdk.config.schema.RunConfig` (or a ``PretrainConfig``, or the
+``BenchConfig`` of ``alignflow bench``).
 
 A config is data written by someone else, so composition refuses, with a one-line
 :class:`~alignflow.sdk.errors.ConfigError` naming the key, before anything is built:
@@ -40,6 +41,10 @@ _OPTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-
 def _schema(kind: str) -> type:
     if kind == "train":
         return RunConfig
+    if kind == "bench":
+        from alignflow.sdk.bench.grid import BenchConfig
+
+        return BenchConfig
     from alignflow.sdk.pretrain import PretrainConfig
 
     return PretrainConfig
@@ -66,19 +71,22 @@ def _pkgfile(pkg: str, rel: str) -> str:
 
 
 def register() -> None:
-    """The schemas (``train_schema``, ``pretrain_schema``) and the ``pkgfile`` resolver."""
+    """The schemas (``train_schema``, ``pretrain_schema``, ``bench_schema``) and the
+    ``pkgfile`` resolver."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=_schema("train"))
     cs.store(name="pretrain_schema", node=_schema("pretrain"))
+    cs.store(name="bench_schema", node=_schema("bench"))
     if not OmegaConf.has_resolver("pkgfile"):
         OmegaConf.register_new_resolver("pkgfile", _pkgfile)
 
 
 def compose(kind: str, overrides: list[str]) -> Any:
-    """The composed, type-checked config dataclass of ``kind`` ("train" or "pretrain")."""
+    """The composed, type-checked config dataclass of ``kind`` ("train", "pretrain" or
+    "bench")."""
     import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
@@ -96,8 +104,11 @@ def compose(kind: str, overrides: list[str]) -> Any:
             else o
             for o in overrides
         ]
-    else:  # an algorithm's options are its Config's fields, not YAML keys: setting one adds it
+    elif kind == "train":  # an algorithm's options are its Config's fields: setting one adds it
         overrides = [f"++{o}" if re.match(r"algorithm\.[A-Za-z_]\w*=", o) else o for o in overrides]
+    else:  # hydra refuses to override a mapping that is empty ({}): set it instead
+        maps = r"(axes|metrics|experiment_overrides|algorithm_overrides|pair_overrides)[.=]"
+        overrides = [f"++{o}" if re.match(maps, o) else o for o in overrides]
     overrides = _with_declared_configs(overrides)
     try:
         with initialize_config_module(config_module="alignflow.configs", version_base="1.3"):

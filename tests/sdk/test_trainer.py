@@ -1,6 +1,7 @@
 """The trainer on the real tiny digits policy (diffusers SD3 transformer + CLIP text
 encoder), CPU, a few iterations each."""
 
+import pytest
 import torch
 
 from alignflow.sdk.tracking import read_metrics
@@ -49,6 +50,22 @@ def test_iteration_metrics_are_complete_and_finite(tmp_path):
         "time/train",
     ):
         assert key in m and torch.isfinite(torch.tensor(m[key])), key
+
+
+@pytest.mark.parametrize(
+    "algorithm, per_item",
+    # forwards per trained (sample, step): the policy's and the reference's (KL > 0),
+    # and DiffusionNFT's old policy
+    [("flow_grpo", 2), ("diffusion_nft", 3)],
+)
+def test_nfe_counts_the_denoiser_rows_of_rollout_and_update(tmp_path, algorithm, per_item):
+    """FAST: 2 prompts x 4 samples, 4 steps, 3 of them trained (fraction 0.99)."""
+    extra = ["algorithm.kl_beta=0.04"] if algorithm == "diffusion_nft" else []
+    tr = Trainer(digits_cfg(tmp_path, f"algorithm={algorithm}", *extra))
+    B, N, K = 8, 4, 3
+    assert tr.train_iteration(0)["train/nfe"] == B * N + B * K * per_item
+    tr.evaluate()  # evaluation and the KL-drift probes are not the algorithm's compute
+    assert tr.train_iteration(1)["train/nfe"] == B * N + B * K * per_item
 
 
 def test_same_seed_same_numbers_and_another_seed_differs(tmp_path):
