@@ -22,8 +22,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
   touch "$stamp"
 fi
 # System programs (Debian packages) the tests and demos use: the tesseract OCR engine,
-# and flite, whose voices make the offline speech corpus.
-if { ! command -v tesseract >/dev/null 2>&1 || ! command -v flite >/dev/null 2>&1; } \
+# flite, whose voices make the offline speech corpus, and chromium, in which the tests
+# read the HTML reports (Playwright drives it; its own browser download needs the net).
+if { ! command -v tesseract >/dev/null 2>&1 || ! command -v flite >/dev/null 2>&1 \
+      || ! command -v chromium >/dev/null 2>&1; } \
     && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng flite >/dev/null
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng flite chromium >/dev/null
 fi

@@ -8,6 +8,7 @@
                        --meta ref_audio=refs/awb_thank_you.wav --meta ref_text="thank you"
     alignflow pretrain experiment=image_digits
     alignflow bench    benchmark=cross_modal [seeds=[0]] [parallel=2] [--dry-run]
+    alignflow report   OUTPUT_DIR                            report.html of a run or benchmark
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain | --algorithm NAME]       every field with its help
     alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
@@ -127,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         help="benchmark=NAME, then benchmark fields (seeds=[0], parallel=2) and overrides of "
         "every job (train.lr=1e-4)",
     )
+    p_report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write report.html of a run or benchmark folder (static, opens from disk)",
+    )
+    p_report.add_argument("folder", help="a run's output_dir or a benchmark's")
     p_config = sub.add_parser("config", parents=[common])
     p_config.add_argument(
         "--pretrain", action="store_true", help="the pretraining config instead of training's"
@@ -289,6 +296,11 @@ def _run(args: argparse.Namespace) -> int:
         tokens = [o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")]
         rest = [o for o in args.overrides if not o.startswith(("reward=", "token="))]
         serve(names[0], rest, args.host, args.port, args.max_mb, token=(tokens or [args.token])[-1])
+        return 0
+    if args.command == "report":
+        from alignflow.sdk.report_html import write_report_page
+
+        print(f"written: {write_report_page(args.folder)}")
         return 0
     if args.command == "bench":
         from alignflow.sdk.bench import bench

@@ -10,6 +10,7 @@ depend on the number of processes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ from alignflow.sdk.ema import EMA
 from alignflow.sdk.random import generator
 from alignflow.sdk.rollout import sample
 
+log = logging.getLogger(__name__)
+
 
 class Evaluator:
     """``evaluate(iteration, prompts)`` -> ``eval/*`` metrics; keeps the media of the
-    last evaluation (``last_media``) and of the base (``base_media``) for the report."""
+    last evaluation (``last_media``) and of the base (``base_media``), with each
+    sample's prompt and scores (``last_samples``, ``base_samples``), for the report."""
 
     def __init__(self, cfg: Any, policy: Any, acc: Any, scorer: Any, writer: Any, ema: EMA | None):
         """``cfg``: the run config (``eval``, ``output_dir``, ``logging.media``: write
@@ -41,6 +45,9 @@ class Evaluator:
         self.groupwise = scorer.groupwise
         self.last_media: list | None = None
         self.base_media: list | None = None
+        # per sample, in job order: {"prompt", "seed": k, "reward", <component>: score}
+        self.last_samples: list[dict] | None = None
+        self.base_samples: list[dict] | None = None
 
     @torch.no_grad()
     def __call__(
@@ -98,8 +105,12 @@ class Evaluator:
         for comp in results[0][2]:
             m[f"eval/{comp}_mean"] = _mean([r[2][comp] for r in results])
         self.last_media = [r[3] for r in results]  # one item per sample, in job order
+        self.last_samples = [
+            {"prompt": prompts.prompts[p], "seed": k, "reward": s, **c}
+            for (p, k), s, c, _ in results
+        ]
         if base:
-            self.base_media = self.last_media
+            self.base_media, self.base_samples = self.last_media, self.last_samples
         if acc.is_main_process and self.media:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             self.writer.save_samples(
@@ -109,6 +120,15 @@ class Evaluator:
                 title=f"iteration {iteration}",
             )
         return m
+
+    def base_again(self, prompts: PromptSet, finetune: Any) -> None:
+        """A resumed run's base samples for the before/after report: the same prompts and
+        noise as its evaluation at iteration 0, with the policy as the reference."""
+        if not finetune.has_reference:
+            log.info("no reference policy to sample: the report has no before/after samples")
+            return
+        with finetune.reference():
+            self(0, prompts, base=True, name="eval-00000")
 
 
 def _mean(values: list[float]) -> float:

@@ -1,9 +1,12 @@
-"""What a finished run leaves for people: summary.json, the reward curve from the
-metrics file, and the before/after comparison of the evaluation samples."""
+"""What a finished run leaves for people: summary.json and config.json, the reward
+curve from the metrics file, the before/after comparison of the evaluation samples, the
+same samples one file each with their prompts and scores (samples/gallery.json), and
+the HTML page of it all (report_html.py)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ def write_report(
     with its metrics."""
     out = Path(cfg.output_dir)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1, default=str))
     if not cfg.logging.media:
         return
     plot_reward_curve(out, title=cfg.name)
@@ -34,6 +38,37 @@ def write_report(
             per_row=cfg.eval.samples_per_prompt,
             titles=titles,
         )
+        write_gallery(out, writer, evaluator, iteration)
+    from alignflow.sdk.report_html import write_run_report
+
+    write_run_report(out)
+
+
+GALLERY = "gallery.json"
+
+
+def write_gallery(out: Path, writer: Any, evaluator: Any, iteration: int, limit: int = 48) -> Path:
+    """``samples/gallery/{before,after}/NNN.<ext>``, one file per held-out sample (the
+    first seed of every prompt first, at most ``limit``), and ``samples/gallery.json``:
+    each pair's prompt, seed, files and scores, for the HTML report to label."""
+    # a writer from a plugin that predates save_item: its samples as torch files
+    save = getattr(writer, "save_item", None) or RawWriter().save_item
+    before, after = evaluator.base_samples, evaluator.last_samples
+    order = sorted(range(len(before)), key=lambda i: (before[i]["seed"], i))[:limit]
+    folder, items = Path(out) / "samples" / "gallery", []
+    for n, i in enumerate(order):
+        pair = {"prompt": before[i]["prompt"], "seed": before[i]["seed"]}
+        for side, media, scores in (
+            ("before", evaluator.base_media, before),
+            ("after", evaluator.last_media, after),
+        ):
+            path = save(media[i], folder / side / f"{n:03d}")
+            scores = {k: v for k, v in scores[i].items() if k not in ("prompt", "seed")}
+            pair[side] = {"file": path.relative_to(out).as_posix(), "scores": scores}
+        items.append(pair)
+    path = Path(out) / "samples" / GALLERY
+    atomic_write_text(path, json.dumps({"iteration": iteration, "items": items}, indent=1))
+    return path
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -87,6 +122,14 @@ def plot_reward_curve(output_dir: Path, path: Path | None = None, title: str = "
 class RawWriter:
     """The media writer of a modality that declares none: the samples as a torch file
     (``<name>.pt``, a list in evaluation order) for ``torch.load``."""
+
+    def save_item(self, item: Any, path: Path) -> Path:
+        import torch
+
+        path = Path(path).with_suffix(".pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(item, path)
+        return path
 
     def save_samples(self, media: list, path: Path, per_row: int, title: str = "") -> Path:
         import torch

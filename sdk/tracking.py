@@ -99,6 +99,7 @@ class MetricsLog:
         self.acc = accelerator
         self.path = Path(output_dir) / METRICS_FILE
         self.bar = None
+        self.base: dict[str, float] | None = None  # a resumed run's evaluation at iteration 0
         if accelerator.is_main_process:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             rows = (
@@ -108,6 +109,10 @@ class MetricsLog:
             )
             # atomic: a full disk during the rewrite keeps every row the file had
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+            base = [r for r in rows if r.get("iteration") == 0 and "eval/reward_mean" in r]
+            self.base = (
+                {k: v for k, v in base[0].items() if k.startswith("eval/")} if base else None
+            )
             if progress_bar:
                 from tqdm.auto import tqdm
 

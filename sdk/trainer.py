@@ -135,6 +135,8 @@ class Trainer:
         if self.eval_set is not None and self.iteration == 0:
             before = self.evaluate()
             self.metrics.log(0, before, advance=False)
+        elif self.eval_set is not None:  # resumed: the base's evaluation is the metrics' row 0
+            before = self.metrics.base
         with StopOnSignal(cfg.checkpoint.stop_grace) as self._stop:
             while self.iteration < cfg.train.iterations:
                 try:
@@ -151,6 +153,8 @@ class Trainer:
                     self.save()
                 if not last and self._stop.requested(self.acc):
                     self._stop_with_checkpoint()
+        if after is not None and self.evaluator.base_media is None and cfg.logging.media:
+            self.evaluator.base_again(self.eval_set, self.finetune)  # resumed: for the report
         summary = dict(
             iterations=self.iteration,
             seconds=time.time() - start,

@@ -17,6 +17,13 @@ class ImageWriter:
 
     suffix = ".png"
 
+    def save_item(self, item: torch.Tensor, path: Path) -> Path:
+        """One sample [C, H, W] as a PNG (tiny images upscaled to ~64 px, as in grids)."""
+        path = Path(path).with_suffix(self.suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_grid(item[None], 1, scale_for(item[None]), pad=0).save(path)
+        return path
+
     def save_samples(self, media: torch.Tensor, path: Path, per_row: int, title: str = "") -> Path:
         grid = make_grid(media, per_row, scale_for(media))
         path = Path(path).with_suffix(self.suffix)

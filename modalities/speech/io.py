@@ -56,6 +56,10 @@ class SpeechWriter:
 
     suffix = ".png"
 
+    def save_item(self, item: Waveform, path: Path) -> Path:
+        """One clip as 16-bit WAV."""
+        return write_wav(Path(path).with_suffix(".wav"), item)
+
     def save_samples(
         self, media: Sequence[Waveform], path: Path, per_row: int, title: str = ""
     ) -> Path:

@@ -119,6 +119,10 @@ class VideoWriter:
             for i, clip in enumerate(media):
                 write_mp4(path / f"{i // per_row:03d}_{i % per_row:02d}.mp4", clip)
 
+    def save_item(self, item: Video, path: Path) -> Path:
+        """One clip as a looping GIF (plays in any browser, no codec needed)."""
+        return write_gif(path, item)
+
     def save_samples(
         self, media: Sequence[Video], path: Path, per_row: int, title: str = ""
     ) -> Path:

@@ -5,7 +5,8 @@
 - :mod:`~alignflow.sdk.bench.runner`: one ``alignflow train`` process per job, N at a
   time, skipped when done and resumed when interrupted;
 - :mod:`~alignflow.sdk.bench.results`: the tidy results table and the per-cell
-  summary over seeds (mean, 95% CI, time-to-target, speed-up).
+  summary over seeds (mean, 95% CI, time-to-target, speed-up);
+- :mod:`~alignflow.sdk.report_html`: ``report.html``, the page of it all.
 
 Overrides on the command line whose key is a field of
 :class:`~alignflow.sdk.bench.grid.BenchConfig` (``seeds=[0]``, ``parallel=2``) change
@@ -69,9 +70,12 @@ def bench(overrides: list[str], *, dry_run: bool = False, say=print) -> list[dic
 
 
 def write_results(cfg: BenchConfig, jobs: list[Job], out: Path) -> list[dict[str, Any]]:
+    from alignflow.sdk.report_html import write_bench_report
+
     rows = collect(jobs, out)
     summary = summarize(rows, {j.experiment: j.metric for j in jobs}, cfg.baseline)
     write_tables(out, rows, summary)
     records = [read_job(out, j) or {"id": j.id, "state": "not started"} for j in jobs]
     atomic_write_text(out / "jobs.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_bench_report(out)
     return summary

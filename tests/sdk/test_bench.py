@@ -17,7 +17,10 @@ from alignflow.sdk.errors import ConfigError
 from tests.helpers import FAST
 
 ROOT = Path(__file__).parents[2]
-TINY = [o for o in FAST if not o.startswith(("experiment=", "train.iterations", "eval.every"))]
+TINY = [
+    *(o for o in FAST if not o.startswith(("experiment=", "train.iterations", "eval.every"))),
+    "logging.media=true",  # the galleries of the report
+]
 
 
 def grid(**kw) -> BenchConfig:
@@ -177,6 +180,17 @@ def test_killed_jobs_resume_failed_ones_retry_and_finished_ones_are_skipped(tmp_
     _bench(out)
     assert _jobs(out) == jobs
     assert [(out / f).read_text() for f in ("results.csv", "summary.csv")] == tables
+
+    from tests.test_report import check_page, read_in_browser
+
+    seen = read_in_browser(out / "report.html", tmp_path / "bench.png")
+    check_page(seen)
+    table = seen["tables"]["summary-image"]
+    assert [r[1] for r in table[1:]] == ["flow_grpo", "flow_grpo_fast"], table
+    # the gallery: the base beside each algorithm for 8 of the 10 digits (the resumed
+    # job's too), every picture labelled with its prompt
+    assert len(seen["images"]) == 2 + 8 * 3
+    assert "a handwritten digit seven" in seen["text"]
 
 
 # ----------------------------------------------------------------------- the statistics

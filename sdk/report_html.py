@@ -1,0 +1,397 @@
+"""Static HTML reports of a run or a benchmark: ``report.html`` beside its folder
+``report_files/`` (plots), opened from disk with no server and no network.
+
+- a run (``alignflow train`` writes it at the end; ``alignflow report RUN_DIR``): the
+  held-out metrics before and after, the reward curve, the hacking monitors (gold
+  rewards, diversity, KL drift from the base) beside the optimised reward, metrics
+  against wall-clock and NFEs, and the before/after gallery of the held-out samples
+  (images, GIF clips, audio players), each labelled with its prompt and scores;
+- a benchmark (``alignflow bench`` writes it; ``alignflow report BENCH_DIR``): the
+  summary table per modality (mean ± 95% CI over seeds), the curves of every
+  experiment against iterations, wall-clock and NFEs with a band over the seeds, the
+  monitors, the jobs that failed, and per experiment a gallery of the base beside
+  every algorithm's samples (first seed).
+
+Both pages carry the config and the environment (versions, machine, git commit).
+Pages are rendered with Jinja2 (autoescaped) from ``templates/report.html.j2``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from alignflow.sdk.files import atomic_write_text
+from alignflow.sdk.tracking import read_metrics
+
+PAGE, FILES = "report.html", "report_files"
+MONITORS = ("train/diversity", "train/kl_base")
+
+
+def write_report_page(folder: str | Path) -> Path:
+    """The page of a run folder (``summary.json``) or a benchmark folder
+    (``benchmark.json``)."""
+    folder = Path(folder)
+    if (folder / "benchmark.json").is_file():
+        return write_bench_report(folder)
+    if (folder / "metrics.jsonl").is_file():
+        return write_run_report(folder)
+    from alignflow.sdk.errors import DataError
+
+    raise DataError(
+        f"report: {folder} is neither a run folder (metrics.jsonl) nor a benchmark folder "
+        "(benchmark.json)"
+    )
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def write_run_report(out: Path) -> Path:
+    out = Path(out)
+    rows = read_metrics(out)
+    summary = _json(out / "summary.json") or {}
+    config = _json(out / "config.json") or {}
+    files = out / FILES
+    files.mkdir(exist_ok=True)
+    before, after = summary.get("before") or {}, summary.get("after") or {}
+    table = [
+        {
+            "metric": k.removeprefix("eval/").removesuffix("_mean"),
+            "before": before.get(k),
+            "after": after.get(k),
+        }
+        for k in sorted(set(before) | set(after))
+        if k.endswith("_mean")
+    ]
+    plots = []
+    if rows:
+        plots.append(_plot_run_curves(rows, files / "curves.png", config.get("name", "")))
+        monitors = _plot_run_monitors(rows, files / "monitors.png")
+        if monitors:
+            plots.append(monitors)
+    gallery = _json(out / "samples" / "gallery.json")
+    return _render(
+        out,
+        kind="run",
+        title=f"alignflow run: {config.get('name') or out.name}",
+        summary=summary,
+        table=table,
+        plots=[p.relative_to(out).as_posix() for p in plots],
+        gallery=_gallery_rows(gallery, out, out),
+        config=json.dumps(config, indent=1),
+    )
+
+
+def _plot_run_curves(rows: list[dict], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    train = [r for r in rows if "train/reward_mean" in r]
+    evals = [r for r in rows if "eval/reward_mean" in r]
+    wall, nfe, x_wall, x_nfe = 0.0, 0.0, {}, {}
+    for r in rows:
+        wall += sum(r.get(f"time/{p}", 0.0) for p in ("rollout", "reward", "train"))
+        nfe += r.get("train/nfe", 0.0)
+        x_wall[r["iteration"]], x_nfe[r["iteration"]] = wall, nfe / 1e3
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    if train:
+        it = [r["iteration"] for r in train]
+        mean = [r["train/reward_mean"] for r in train]
+        std = [r.get("train/reward_std", 0.0) for r in train]
+        axes[0].plot(it, mean, label="training reward (mean)")
+        axes[0].fill_between(
+            it, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2
+        )
+    for ax, xs, label in (
+        (axes[0], None, "iteration"),
+        (axes[1], x_wall, "training wall-clock (s)"),
+        (axes[2], x_nfe, "NFEs (thousands)"),
+    ):
+        if evals:
+            x = [r["iteration"] if xs is None else xs[r["iteration"]] for r in evals]
+            ax.plot(x, [r["eval/reward_mean"] for r in evals], "o-", label="held-out reward")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("reward")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _plot_run_monitors(rows: list[dict], path: Path) -> Path | None:
+    keys = sorted(
+        {k for r in rows for k in r if k.startswith("eval/gold/") and k.endswith("_mean")}
+    )
+    keys += [k for k in MONITORS if any(k in r for r in rows)]
+    if not keys:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(r["iteration"], r[key]) for r in rows if key in r]
+        ax.plot(*zip(*points), "o-", ms=3)
+        ax.set_title(_monitor_title(key), fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- a benchmark
+
+
+def write_bench_report(out: Path) -> Path:
+    import csv
+
+    out = Path(out)
+    config = _json(out / "benchmark.json") or {}
+    rows = [json.loads(line) for line in _lines(out / "results.jsonl")]
+    with open(out / "summary.csv") if (out / "summary.csv").is_file() else _empty() as f:
+        summary = list(csv.DictReader(f))
+    jobs = [json.loads(line) for line in _lines(out / "jobs.jsonl")]
+    files = out / FILES
+    files.mkdir(exist_ok=True)
+    by_modality: dict[str, list[dict]] = defaultdict(list)
+    for r in summary:
+        by_modality[r["modality"] or "?"].append(r)
+    experiments = []
+    for experiment in dict.fromkeys(r["experiment"] for r in rows):
+        mine = [r for r in rows if r["experiment"] == experiment]
+        experiments.append(
+            {
+                "name": experiment,
+                "metric": mine[0]["metric"],
+                "plots": [
+                    p.relative_to(out).as_posix()
+                    for p in (
+                        _plot_bench_curves(mine, files / f"{experiment}_curves.png", experiment),
+                        _plot_bench_monitors(mine, files / f"{experiment}_monitors.png"),
+                    )
+                    if p is not None
+                ],
+                "gallery": _bench_gallery(out, experiment, jobs),
+            }
+        )
+    return _render(
+        out,
+        kind="bench",
+        title=f"alignflow benchmark: {config.get('name') or out.name}",
+        by_modality=dict(by_modality),
+        experiments=experiments,
+        jobs=jobs,
+        failed=[j for j in jobs if j.get("state") == "failed"],
+        config=json.dumps(config, indent=1),
+    )
+
+
+def _series(rows: list[dict], x: str, y: str) -> dict[str, list[tuple]]:
+    """{algorithm (and axes): [(x mean, y mean, y min, y max)] over seeds, per iteration}."""
+    cells: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get(y) is None:
+            continue
+        axes = " ".join(f"{k[5:]}={v}" for k, v in r.items() if k.startswith("axis:"))
+        cells[f"{r['algorithm']} {axes}".strip()][r["iteration"]].append(r)
+    out = {}
+    for name, by_it in cells.items():
+        out[name] = [
+            (
+                sum(r[x] for r in rs) / len(rs),
+                sum(r[y] for r in rs) / len(rs),
+                min(r[y] for r in rs),
+                max(r[y] for r in rs),
+            )
+            for _, rs in sorted(by_it.items())
+        ]
+    return out
+
+
+def _plot_bench_curves(rows: list[dict], path: Path, experiment: str) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
+    for ax, x, label in (
+        (axes[0], "iteration", "iteration"),
+        (axes[1], "wall_seconds", "training wall-clock (s)"),
+        (axes[2], "nfe", "NFEs"),
+    ):
+        for name, points in _series(rows, x, "value").items():
+            xs, mean, lo, hi = zip(*points)
+            line = ax.plot(xs, mean, "o-", ms=3, label=name)[0]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(rows[0]["metric"])
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{experiment}: mean over seeds, band from the lowest to the highest seed")
+    return _save(fig, path)
+
+
+def _plot_bench_monitors(rows: list[dict], path: Path) -> Path | None:
+    keys = sorted({k for r in rows for k in r if k.startswith("gold/")})
+    keys = ["reward", *keys, "diversity", "kl_drift"]
+    keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
+    if not keys:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, points in _series(rows, "iteration", key).items():
+            xs, mean, lo, hi = zip(*points)
+            line = ax.plot(xs, mean, "o-", ms=3, label=name)[0]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_title(
+            {
+                "reward": "optimised reward (held out)",
+                "diversity": "diversity (training samples)",
+                "kl_drift": "KL drift from the base",
+            }.get(key, f"{key} (never optimised)"),
+            fontsize=10,
+        )
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _bench_gallery(out: Path, experiment: str, jobs: list[dict], per: int = 8) -> dict:
+    """The base's samples beside each algorithm's (its first seed's job), ``per`` prompts."""
+    columns, base = [], None
+    for j in jobs:
+        if j.get("experiment") != experiment or j.get("state") != "done":
+            continue
+        if any(c["algorithm"] == j["algorithm"] and c["axes"] == j.get("axes") for c in columns):
+            continue
+        folder = out / "jobs" / j["id"]
+        gallery = _json(folder / "samples" / "gallery.json")
+        if not gallery:
+            continue
+        items = _gallery_rows(gallery, folder, out)[:per]
+        base = base or [i["before"] for i in items]
+        columns.append({"algorithm": j["algorithm"], "axes": j.get("axes"), "items": items})
+    prompts = [i["prompt"] for i in columns[0]["items"]] if columns else []
+    return {"prompts": prompts, "base": base or [], "columns": columns}
+
+
+# ----------------------------------------------------------------------------- shared
+
+
+def _gallery_rows(gallery: dict | None, folder: Path, page: Path) -> list[dict]:
+    """The gallery's pairs with their files relative to the page's folder."""
+    if not gallery:
+        return []
+    rows = []
+    for item in gallery["items"]:
+        row = {"prompt": item["prompt"], "seed": item["seed"]}
+        for side in ("before", "after"):
+            path = folder / item[side]["file"]
+            row[side] = {
+                "src": os.path.relpath(path, page),
+                "kind": _kind(path),
+                "scores": item[side]["scores"],
+            }
+        rows.append(row)
+    return rows
+
+
+def _kind(path: Path) -> str:
+    return {".png": "image", ".gif": "image", ".wav": "audio", ".mp4": "video"}.get(
+        path.suffix.lower(), "file"
+    )
+
+
+def environment() -> dict[str, str]:
+    """Versions, machine and git commit, for reproducing a page's numbers."""
+    import importlib.metadata as md
+
+    import torch
+
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("alignflow", "torch", "diffusers", "transformers", "accelerate", "peft"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = "not installed"
+    env["cpus"] = str(os.cpu_count())
+    env["threads"] = str(torch.get_num_threads())
+    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        env["git commit"] = (
+            commit.stdout.strip() if commit.returncode == 0 else "not a git checkout"
+        )
+    except (OSError, subprocess.SubprocessError):
+        env["git commit"] = "git not available"
+    return env
+
+
+def _render(out: Path, **context: Any) -> Path:
+    import jinja2
+
+    loader = jinja2.PackageLoader("alignflow.sdk", "templates")
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = _num
+    page = env.get_template("report.html.j2").render(environment=environment(), **context)
+    atomic_write_text(out / PAGE, page)
+    return out / PAGE
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value in (None, ""):
+        return "–"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _monitor_title(key: str) -> str:
+    if key.startswith("eval/gold/"):
+        return f"gold {key[10:].removesuffix('_mean')} (held out, never optimised)"
+    return {
+        "train/diversity": "diversity (training samples)",
+        "train/kl_base": "KL drift from the base",
+    }[key]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _lines(path: Path) -> list[str]:
+    return Path(path).read_text().splitlines() if Path(path).is_file() else []
+
+
+def _empty():
+    import io
+
+    return io.StringIO("")
