@@ -1,6 +1,7 @@
 """The ``alignflow`` command.
 
     alignflow train    experiment=image_digits [key=value ...]
+    alignflow train -m experiment=image_digits seed=0,1,2    one run per swept value
     alignflow eval     experiment=image_digits checkpoint.resume=latest
     alignflow sample   experiment=image_digits checkpoint.resume=latest \
                        --prompt "a handwritten digit seven"
@@ -99,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             default=1,
             help="run N local processes (torchrun, DDP; gloo on CPU); else use `accelerate launch`",
         )
+        if name == "train":
+            p.add_argument(
+                "-m",
+                "--multirun",
+                action="store_true",
+                help="one run per combination of swept values (key=a,b; hydra's syntax), "
+                "under <output_dir>/multirun; `alignflow bench` is the fuller way",
+            )
         p.add_argument("overrides", nargs="*")
     p_sample = sub.add_parser("sample", parents=[common])
     p_sample.add_argument(
@@ -169,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False) or os.environ.get("ALIGNFLOW_DEBUG", "0") not in ("", "0")
     if "ALIGNFLOW_LAUNCHER_PID" in os.environ:  # started by `--procs N` or by `alignflow bench`
         _stop_when_orphaned(int(os.environ["ALIGNFLOW_LAUNCHER_PID"]))
-    if getattr(args, "procs", 1) > 1 and "LOCAL_RANK" not in os.environ:
+    # -m: composed here, once; each run is its own process, launched with --procs itself
+    multirun = getattr(args, "multirun", False)
+    if getattr(args, "procs", 1) > 1 and "LOCAL_RANK" not in os.environ and not multirun:
         return _launch(args.procs, [args.command, *args.overrides])
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -296,6 +307,11 @@ def _run(args: argparse.Namespace) -> int:
         tokens = [o.split("=", 1)[1] for o in args.overrides if o.startswith("token=")]
         rest = [o for o in args.overrides if not o.startswith(("reward=", "token="))]
         serve(names[0], rest, args.host, args.port, args.max_mb, token=(tokens or [args.token])[-1])
+        return 0
+    if getattr(args, "multirun", False):
+        from alignflow.sdk.bench import multirun
+
+        multirun(args.overrides, procs=args.procs)
         return 0
     if args.command == "report":
         from alignflow.sdk.report_html import write_report_page

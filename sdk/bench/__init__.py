@@ -25,7 +25,7 @@ from alignflow.sdk.bench.results import collect, summarize, table, write_tables
 from alignflow.sdk.bench.runner import read_job, run_jobs
 from alignflow.sdk.files import atomic_write_text
 
-__all__ = ["BenchConfig", "Job", "bench", "plan", "split_overrides"]
+__all__ = ["BenchConfig", "Job", "bench", "multirun", "plan", "split_overrides"]
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -66,6 +66,26 @@ def bench(overrides: list[str], *, dry_run: bool = False, say=print) -> list[dic
     failed = [r for r in (read_job(out, j) for j in jobs) if r.get("state") == "failed"]
     for r in failed:
         say(f"failed: {r['id']} (exit {r.get('returncode')}): {r.get('error', '')}")
+    return summary
+
+
+def multirun(overrides: list[str], *, procs: int = 1, say=print) -> list[dict[str, Any]]:
+    """``alignflow train -m key=a,b ...``: every combination of the swept values is its
+    own run, one process after the other (each with ``--procs``), in
+    ``<output_dir>/multirun/jobs/<id>``; composed here, outside the ranks; skipped,
+    resumed and retried on a rerun and summarised as a benchmark is."""
+    from alignflow.sdk.bench.grid import sweep
+
+    output_dir, jobs = sweep(overrides)
+    cfg = BenchConfig(name="multirun", output_dir=output_dir, overrides=list(overrides))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "benchmark.json", json.dumps(dataclasses.asdict(cfg), indent=1))
+    try:
+        run_jobs(jobs, out, procs=procs, say=say)
+    finally:
+        summary = write_results(cfg, jobs, out)
+    say(table(summary))
     return summary
 
 

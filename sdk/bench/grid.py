@@ -80,8 +80,6 @@ def plan(cfg: BenchConfig, extra: list[str] = ()) -> list[Job]:
     """The jobs of ``cfg``, in grid order, each with its composed config checked
     (``extra``: overrides of every job from the command line)."""
     _check(cfg)
-    from alignflow.sdk.config import compose, validate
-
     algorithms = cfg.algorithms or [""]
     axes = list(cfg.axes.items())
     jobs = []
@@ -112,11 +110,7 @@ def plan(cfg: BenchConfig, extra: list[str] = ()) -> list[Job]:
             "logging.progress_bar=false",
             f"output_dir='{cfg.output_dir}/jobs/{id_}'",  # quoted: the id may hold '='
         ]
-        try:
-            run = compose("train", overrides)
-            validate(run)
-        except ConfigError as e:
-            raise ConfigError(f"job {id_}: {e.field}", e.value, e.accepted, e.hint) from e
+        run = checked_run(id_, overrides)
         if not run.data.eval:
             raise ConfigError(
                 f"job {id_}: data.eval",
@@ -136,6 +130,59 @@ def plan(cfg: BenchConfig, extra: list[str] = ()) -> list[Job]:
             )
         )
     return jobs
+
+
+def checked_run(job: str, overrides: list[str]) -> Any:
+    """The composed and validated run config of a job; errors name the job."""
+    from alignflow.sdk.config import compose, validate
+
+    try:
+        run = compose("train", overrides)
+        validate(run)
+    except ConfigError as e:
+        raise ConfigError(f"job {job}: {e.field}", e.value, e.accepted, e.hint) from e
+    return run
+
+
+def sweep(overrides: list[str]) -> tuple[str, list[Job]]:
+    """Hydra's sweep syntax (``key=a,b``, ``key=range(0,3)``) -> (the folder of the sweep,
+    ``<output_dir>/multirun`` of its first combination; a job per combination of the swept
+    values in its ``jobs/<id>``, each composed and checked)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # hydra's grammar errors come in several types
+        raise ConfigError("overrides", overrides, "hydra override syntax", str(e)) from e
+    axes = [
+        (o.get_key_element(), list(o.sweep_string_iterator()))
+        for o in parsed
+        if o.is_sweep_override()
+    ]
+    if not axes:
+        raise ConfigError("-m", overrides, "at least one swept key (key=a,b or key=range(a,b))")
+    fixed = [text for text, o in zip(overrides, parsed) if not o.is_sweep_override()]
+    combinations = list(itertools.product(*(v for _, v in axes)))
+    ids = [
+        "_".join(f"{_slug(k.lstrip('+~'))}={_slug(v)}" for (k, _), v in zip(axes, c))
+        for c in combinations
+    ]
+    first = [f"{k}={v}" for (k, _), v in zip(axes, combinations[0])]
+    output_dir = f"{checked_run(ids[0], [*fixed, *first]).output_dir}/multirun"
+    jobs = []
+    for id_, values in zip(ids, combinations):
+        chosen = {k.lstrip("+~"): v for (k, _), v in zip(axes, values)}
+        job = [
+            *fixed,
+            *(f"{k}={v}" for (k, _), v in zip(axes, values)),
+            "logging.progress_bar=false",
+            f"output_dir='{output_dir}/jobs/{id_}'",
+        ]
+        run = checked_run(id_, job)
+        jobs.append(
+            Job(id_, run.name, run.algorithm["name"], run.seed, chosen, job, _modality(run, id_))
+        )
+    return output_dir, jobs
 
 
 def _check(cfg: BenchConfig) -> None:

@@ -269,3 +269,52 @@ def test_the_cli_lists_the_jobs_of_a_dry_run_and_refuses_a_bad_grid_in_one_line(
     assert (
         err.startswith("alignflow: error: algorithms = 'nft': expected one of") and "\n" not in err
     )
+
+
+def test_a_multirun_sweep_is_a_job_per_combination_under_the_runs_output_dir(tmp_path):
+    from alignflow.sdk.bench.grid import sweep
+
+    out, jobs = sweep(
+        [
+            *FAST,
+            f"output_dir={tmp_path}",
+            "seed=0,1",
+            "algorithm=flow_grpo,mixgrpo",
+            "train.lr=3e-3",
+        ]
+    )
+    assert out == f"{tmp_path}/multirun"
+    assert [j.id for j in jobs] == [
+        "seed=0_algorithm=flow_grpo",
+        "seed=0_algorithm=mixgrpo",
+        "seed=1_algorithm=flow_grpo",
+        "seed=1_algorithm=mixgrpo",
+    ]
+    run = compose("train", jobs[3].overrides)
+    assert (run.seed, run.algorithm["name"], run.train.lr) == (1, "mixgrpo", 3e-3)
+    assert run.output_dir == f"{out}/jobs/seed=1_algorithm=mixgrpo"
+    with pytest.raises(ConfigError, match="at least one swept key"):
+        sweep([*FAST, "seed=0"])
+    with pytest.raises(ConfigError, match="job seed=0: train.lrr"):
+        sweep([*FAST, "seed=0,1", "train.lrr=1"])
+
+
+@pytest.mark.slow(seconds=25)
+def test_train_multirun_runs_each_combination_as_its_own_process(tmp_path):
+    from alignflow.sdk.cli import main
+
+    args = ["train", "-m", *TINY, "experiment=image_digits", f"output_dir={tmp_path}"]
+    assert main([*args, "seed=0,1", "train.iterations=2"]) == 0
+    jobs = _jobs(tmp_path / "multirun")
+    assert [(j["id"], j["state"], j["seed"]) for j in jobs.values()] == [
+        ("seed=0", "done", 0),
+        ("seed=1", "done", 1),
+    ]
+    rows = _table(tmp_path / "multirun" / "results.csv")
+    assert [(r["seed"], r["iteration"]) for r in rows] == [
+        ("0", "0"),
+        ("0", "2"),
+        ("1", "0"),
+        ("1", "2"),
+    ]
+    assert (tmp_path / "multirun" / "report.html").is_file()
