@@ -5,6 +5,7 @@ its error lines go to ``jobs/<id>/job.json`` and the others go on. Running the s
 benchmark again skips the jobs that finished, resumes the interrupted ones from their
 latest checkpoint (``checkpoint.resume=latest``; a job killed before its first
 checkpoint starts over) and retries the failed ones. Nothing a job saved is deleted.
+A job stopped with the benchmark is recorded as ``stopped``, not ``failed``.
 
 If the benchmark itself is stopped (SIGTERM, SIGINT, its terminal closing, even a
 SIGKILL), each running job notices and stops as a pre-empted run does: with a
@@ -29,7 +30,9 @@ from alignflow.sdk.checkpoint import list_checkpoints
 from alignflow.sdk.files import atomic_write_text
 
 JOB_FILE = "job.json"
-DONE, FAILED, RUNNING = "done", "failed", "running"
+DONE, FAILED, RUNNING, STOPPED = "done", "failed", "running", "stopped"
+# exit codes of a run that stopped on a signal with a checkpoint: SIGHUP, SIGINT, SIGTERM
+STOP_CODES = (128 + signal.SIGHUP, 128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 def job_dir(out: Path, job: Job) -> Path:
@@ -122,8 +125,8 @@ def _run_one(job, out, procs, env, running, lock, stopping) -> str:
     record.update(returncode=code, finished=time.time())
     if code == 0:
         record["state"] = DONE
-    else:
-        record["state"] = FAILED
+    else:  # a stop (the benchmark was stopped) resumes as a failure does; it is not one
+        record["state"] = STOPPED if code in STOP_CODES and stopping.is_set() else FAILED
         record["error"] = _error_lines(folder / "log.txt", code)
     atomic_write_text(folder / JOB_FILE, json.dumps(record, indent=1))
     return record["state"]

@@ -318,3 +318,44 @@ def test_train_multirun_runs_each_combination_as_its_own_process(tmp_path):
         ("1", "2"),
     ]
     assert (tmp_path / "multirun" / "report.html").is_file()
+
+
+@pytest.mark.slow(seconds=25)
+def test_stopping_the_bench_stops_its_job_with_a_checkpoint_and_a_rerun_resumes_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "b"
+    cmd = [
+        sys.executable,
+        "-m",
+        "alignflow.sdk.cli",
+        "bench",
+        "experiments=[image_digits]",
+        "algorithms=[flow_grpo]",
+        f"output_dir={out}",
+        "iterations=400",
+        "eval_every=2",
+        *TINY,
+        "eval.samples_per_prompt=1",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    job = out / "jobs" / "image_digits_flow_grpo_seed0"
+    deadline = time.time() + 120
+    while not (job / "checkpoint-2").is_dir():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "alignflow: interrupted" in err, err[-2000:]
+    record = json.loads((job / "job.json").read_text())
+    assert record["state"] == "stopped" and record["returncode"] == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in record["error"]
+    stopped_at = max(int(p.name.split("-")[1]) for p in job.glob("checkpoint-*"))
+    assert (out / "results.csv").is_file()  # the tables of what was done
+    # the rerun, with a budget the stopped job has not reached yet, resumes it
+    _bench(out, "algorithms=[flow_grpo]", f"iterations={stopped_at + 2}")
+    record = json.loads((job / "job.json").read_text())
+    assert (record["state"], record["attempts"], record["resumed"]) == ("done", 2, True)
