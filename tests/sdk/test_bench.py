@@ -15,6 +15,7 @@ from alignflow.sdk.bench.results import ci95, job_rows, summarize, time_to_targe
 from alignflow.sdk.config import compose
 from alignflow.sdk.errors import ConfigError
 from tests.helpers import FAST
+from tests.sdk import bad_rewards  # noqa: F401  (declares the raising reward here; jobs import it by ALIGNFLOW_PLUGINS)
 
 ROOT = Path(__file__).parents[2]
 TINY = [
