@@ -26,6 +26,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from alignflow.sdk.bench.grid import Job
+from alignflow.sdk.bench.results import job_rows
 from alignflow.sdk.files import atomic_write_text
 from alignflow.sdk.tracking import read_metrics
 
@@ -91,12 +93,8 @@ def write_run_report(out: Path) -> Path:
 def _plot_run_curves(rows: list[dict], path: Path, title: str) -> Path:
     plt = _pyplot()
     train = [r for r in rows if "train/reward_mean" in r]
-    evals = [r for r in rows if "eval/reward_mean" in r]
-    wall, nfe, x_wall, x_nfe = 0.0, 0.0, {}, {}
-    for r in rows:
-        wall += sum(r.get(f"time/{p}", 0.0) for p in ("rollout", "reward", "train"))
-        nfe += r.get("train/nfe", 0.0)
-        x_wall[r["iteration"]], x_nfe[r["iteration"]] = wall, nfe / 1e3
+    # the held-out reward with its training seconds and NFEs so far, as a benchmark counts them
+    evals = job_rows(Job("run", "", "", 0, {}, []), rows)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     if train:
         it = [r["iteration"] for r in train]
@@ -107,13 +105,13 @@ def _plot_run_curves(rows: list[dict], path: Path, title: str) -> Path:
             it, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2
         )
     for ax, xs, label in (
-        (axes[0], None, "iteration"),
-        (axes[1], x_wall, "training wall-clock (s)"),
-        (axes[2], x_nfe, "NFEs (thousands)"),
+        (axes[0], "iteration", "iteration"),
+        (axes[1], "wall_seconds", "training wall-clock (s)"),
+        (axes[2], "nfe", "NFEs (thousands)"),
     ):
         if evals:
-            x = [r["iteration"] if xs is None else xs[r["iteration"]] for r in evals]
-            ax.plot(x, [r["eval/reward_mean"] for r in evals], "o-", label="held-out reward")
+            x = [r[xs] / (1e3 if xs == "nfe" else 1) for r in evals]
+            ax.plot(x, [r["value"] for r in evals], "o-", label="held-out reward")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -149,8 +147,7 @@ def write_bench_report(out: Path) -> Path:
     out = Path(out)
     config = _json(out / "benchmark.json") or {}
     rows = [json.loads(line) for line in _lines(out / "results.jsonl")]
-    with open(out / "summary.csv") if (out / "summary.csv").is_file() else _empty() as f:
-        summary = list(csv.DictReader(f))
+    summary = list(csv.DictReader(_lines(out / "summary.csv")))
     jobs = [json.loads(line) for line in _lines(out / "jobs.jsonl")]
     files = out / FILES
     files.mkdir(exist_ok=True)
@@ -389,9 +386,3 @@ def _json(path: Path) -> Any:
 
 def _lines(path: Path) -> list[str]:
     return Path(path).read_text().splitlines() if Path(path).is_file() else []
-
-
-def _empty():
-    import io
-
-    return io.StringIO("")

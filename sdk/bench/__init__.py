@@ -56,13 +56,7 @@ def bench(overrides: list[str], *, dry_run: bool = False, say=print) -> list[dic
         for j in jobs:
             say(f"{j.id}: {' '.join(j.overrides)}")
         return []
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "benchmark.json", json.dumps(dataclasses.asdict(cfg), indent=1))
-    try:
-        run_jobs(jobs, out, parallel=cfg.parallel, procs=cfg.procs, say=say)
-    finally:  # also after a stop: the tables of what is done so far
-        summary = write_results(cfg, jobs, out)
-    say(table(summary))
+    summary = run_and_write(cfg, jobs, out, say)
     failed = [r for r in (read_job(out, j) for j in jobs) if r.get("state") == "failed"]
     for r in failed:
         say(f"failed: {r['id']} (exit {r.get('returncode')}): {r.get('error', '')}")
@@ -77,12 +71,19 @@ def multirun(overrides: list[str], *, procs: int = 1, say=print) -> list[dict[st
     from alignflow.sdk.bench.grid import sweep
 
     output_dir, jobs = sweep(overrides)
-    cfg = BenchConfig(name="multirun", output_dir=output_dir, overrides=list(overrides))
-    out = Path(output_dir)
+    cfg = BenchConfig(
+        name="multirun", output_dir=output_dir, overrides=list(overrides), procs=procs
+    )
+    return run_and_write(cfg, jobs, Path(output_dir), say)
+
+
+def run_and_write(cfg: BenchConfig, jobs: list[Job], out: Path, say=print) -> list[dict[str, Any]]:
+    """Run the jobs not done yet; the tables and the page, also after a stop (of what is
+    done so far); returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "benchmark.json", json.dumps(dataclasses.asdict(cfg), indent=1))
     try:
-        run_jobs(jobs, out, procs=procs, say=say)
+        run_jobs(jobs, out, parallel=cfg.parallel, procs=cfg.procs, say=say)
     finally:
         summary = write_results(cfg, jobs, out)
     say(table(summary))

@@ -35,12 +35,11 @@ KEYS = ("experiment", "modality", "algorithm", "seed")
 
 def job_rows(job: Job, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The evaluation points of one job's metrics rows (``metrics.jsonl``)."""
-    out, wall, nfe, iters, last = [], 0.0, 0.0, 0, {}
+    out, nfe, iters, last = [], 0.0, 0, {}
     phases: dict[str, float] = defaultdict(float)
     for r in rows:
         if "train/reward_mean" in r:  # a training iteration (row 0 is the base's evaluation)
             iters += 1
-            wall += sum(r.get(f"time/{p}", 0.0) for p in PHASES)
             nfe += r.get("train/nfe", 0.0)
             for p in PHASES:
                 phases[p] += r.get(f"time/{p}", 0.0)
@@ -55,7 +54,7 @@ def job_rows(job: Job, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seed": job.seed,
             **{f"axis:{k}": v for k, v in job.axes.items()},
             "iteration": r.get("iteration", 0),
-            "wall_seconds": wall,
+            "wall_seconds": sum(phases.values()),
             "nfe": nfe,
             "metric": job.metric.key,
             "value": r[job.metric.key],
