@@ -87,37 +87,30 @@ def kl_drift(
 
 
 def drift_from_base(
-    policy,
-    reference,
-    algorithm,
-    rollout,
-    cond,
-    sigmas: torch.Tensor,
-    guidance: float,
-    seed: int,
-    iteration: int,
+    policy, reference, algorithm, rollout, cond, cfg, iteration: int
 ) -> torch.Tensor:
-    """:func:`kl_drift` [b] at the first sample of every group of ``rollout``, re-noised
-    by generators keyed by (seed, iteration, slot): the same probes however the groups
-    are spread over processes. The algorithm's SDE kernel and noise level, or Flow-GRPO's
-    SDE at 0.7 for an ODE-only recipe."""
+    """:func:`kl_drift` [b] at the first sample of every group of ``rollout``, on the
+    run's (``cfg``) sampling schedule and guidance, re-noised by generators keyed by
+    (seed, iteration, slot): the same probes however the groups are spread over
+    processes. The algorithm's SDE kernel and noise level, or Flow-GRPO's SDE at 0.7 for
+    an ODE-only recipe."""
     from alignflow.sdk.advantages import members
     from alignflow.sdk.batching import select
     from alignflow.sdk.kernels import get_kernel
     from alignflow.sdk.random import generator
 
     probes = [b for b, m in enumerate(members(rollout.group)) if m == 0]
-    gens = [generator(seed, "drift", iteration, int(rollout.group[b])) for b in probes]
+    gens = [generator(cfg.seed, "drift", iteration, int(rollout.group[b])) for b in probes]
     kernel = algorithm.kernel if algorithm.kernel.stochastic else get_kernel("flow_sde")
     return kl_drift(
         policy,
         reference,
         rollout.x0[probes],
         select(cond, probes),
-        sigmas,
+        policy.sigmas(cfg.sample.num_steps).to(rollout.x0.device),
         kernel,
         algorithm.noise_level or 0.7,
-        guidance,
+        cfg.sample.guidance,
         gens,
     )
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk.errors import CheckpointError, ConfigError
+from alignflow.sdk.stopping import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ FREE = (
     "name",
     "output_dir",
     "train.iterations",
+    "train.max_seconds",
     "data.train",
     "data.eval",
     "eval.",
@@ -274,6 +277,16 @@ class RunState:
         self.saved_at = iteration
         self.acc.wait_for_everyone()
         return path
+
+    def stop(self, iteration: int, signum: int) -> NoReturn:
+        """After a signal: save (unless this iteration is saved already) and stop."""
+        if self.saved_at != iteration:
+            self.save(iteration)
+        raise Stopped(
+            signum,
+            f"stopped by {signal.Signals(signum).name} at iteration {iteration}; "
+            f"checkpoint-{iteration} is saved; continue with checkpoint.resume=latest",
+        )
 
     def resume(self, where: str) -> ckpt.Checkpoint | None:
         """Finish partial saves (main process, under the folder's lock), then load

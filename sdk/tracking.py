@@ -14,6 +14,13 @@ from typing import Any
 from alignflow.sdk.files import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
+TRAIN_PHASES = ("rollout", "reward", "train")  # an iteration's timed phases (time/<phase>)
+
+
+def train_seconds(row: dict[str, Any]) -> float:
+    """The seconds a metrics row's training iteration took: its phases' sum (0 for an
+    evaluation-only row). What ``train.max_seconds`` and the benchmarks' wall clock count."""
+    return sum(row.get(f"time/{p}", 0.0) for p in TRAIN_PHASES)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -100,6 +107,7 @@ class MetricsLog:
         self.path = Path(output_dir) / METRICS_FILE
         self.bar = None
         self.base: dict[str, float] | None = None  # a resumed run's evaluation at iteration 0
+        self.seconds = 0.0  # training seconds of the rows so far (main process)
         if accelerator.is_main_process:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             rows = (
@@ -109,6 +117,7 @@ class MetricsLog:
             )
             # atomic: a full disk during the rewrite keeps every row the file had
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+            self.seconds = sum(train_seconds(r) for r in rows)
             base = [r for r in rows if r.get("iteration") == 0 and "eval/reward_mean" in r]
             self.base = (
                 {k: v for k, v in base[0].items() if k.startswith("eval/")} if base else None
@@ -119,6 +128,7 @@ class MetricsLog:
                 self.bar = tqdm(total=total, initial=start or 0, desc="train", dynamic_ncols=True)
 
     def log(self, iteration: int, metrics: dict[str, float], advance: bool = True) -> None:
+        self.seconds += train_seconds(metrics)
         if self.acc.trackers:
             self.acc.log(
                 {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=iteration

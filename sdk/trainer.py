@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast
 
 from alignflow.sdk import runlock
 from alignflow.sdk.advantages import GroupAdvantages
@@ -53,7 +53,7 @@ from alignflow.sdk.report import write_report
 from alignflow.sdk.resume import RunCheckpoints, RunState, fingerprint
 from alignflow.sdk.scoring import Batch, Scored, Scorer, check_failures, check_nan
 from alignflow.sdk.stopping import StopOnSignal, Stopped
-from alignflow.sdk.tracking import ForwardCounter, MetricsLog, Timer, flat
+from alignflow.sdk.tracking import ForwardCounter, MetricsLog, Timer, flat, train_seconds
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def train(self) -> dict[str, Any]:
-        """Train to ``train.iterations``; returns the summary also written to summary.json.
+        """Train to ``train.iterations`` (or until ``train.max_seconds`` is spent); returns
+        the summary also written to summary.json.
         The output folder is released when it returns or raises."""
         try:
             return self._train()
@@ -138,13 +139,13 @@ class Trainer:
         elif self.eval_set is not None:  # resumed: the base's evaluation is the metrics' row 0
             before = self.metrics.base
         with StopOnSignal(cfg.checkpoint.stop_grace) as self._stop:
-            while self.iteration < cfg.train.iterations:
+            while self.iteration < cfg.train.iterations and not self._out_of_time({}):
                 try:
                     metrics = self.train_iteration(self.iteration)
                 except _Abandoned:  # a signal before the update: the iteration is redone on resume
-                    self._stop_with_checkpoint()
+                    self.state.stop(self.iteration, self._stop.signum)
                 self.iteration += 1
-                last = self.iteration == cfg.train.iterations
+                last = self.iteration == cfg.train.iterations or self._out_of_time(metrics)
                 if self.eval_set is not None and (last or _every(self.iteration, cfg.eval.every)):
                     metrics.update(self.evaluate())
                     after = {k: v for k, v in metrics.items() if k.startswith("eval/")}
@@ -152,7 +153,7 @@ class Trainer:
                 if last or _every(self.iteration, cfg.checkpoint.every):
                     self.save()
                 if not last and self._stop.requested(self.acc):
-                    self._stop_with_checkpoint()
+                    self.state.stop(self.iteration, self._stop.signum)
         if after is not None and self.evaluator.base_media is None and cfg.logging.media:
             self.evaluator.base_again(self.eval_set, self.finetune)  # resumed: for the report
         summary = dict(
@@ -319,18 +320,9 @@ class Trainer:
         diversity = self._gather(group_diversities(rollout.x0, rollout.group))
         m["train/diversity"] = diversity.mean().item() if len(diversity) else 0.0
         if self.finetune.has_reference:  # LoRA always; full fine-tuning when the algorithm keeps it
-            sigmas = self.policy.sigmas(self.cfg.sample.num_steps).to(self.acc.device)
             with self.acc.autocast():
                 kl = drift_from_base(
-                    self.policy,
-                    self.finetune.reference,
-                    self.algo,
-                    rollout,
-                    cond,
-                    sigmas,
-                    self.cfg.sample.guidance,
-                    self.cfg.seed,
-                    it,
+                    self.policy, self.finetune.reference, self.algo, rollout, cond, self.cfg, it
                 )
             m["train/kl_base"] = self._gather(kl).mean().item()
         dropped = int((~torch.isfinite(rewards)).sum())
@@ -340,6 +332,14 @@ class Trainer:
         self.counters["samples"] += len(rewards)
         self.counters["dropped_samples"] += dropped
         return m | stats
+
+    def _out_of_time(self, metrics: dict[str, float]) -> bool:
+        """Whether ``train.max_seconds`` is spent, ``metrics``' iteration included. The
+        main process's clock decides for all: each process times its own phases."""
+        if not self.cfg.train.max_seconds:
+            return False
+        spent = torch.tensor([self.metrics.seconds + train_seconds(metrics)])
+        return float(broadcast(spent.to(self.acc.device))) >= self.cfg.train.max_seconds
 
     def _gather(self, v: torch.Tensor) -> torch.Tensor:
         """``v`` of every process, concatenated in process order, on the CPU."""
@@ -362,17 +362,6 @@ class Trainer:
 
     def save(self) -> Path | None:
         return self.state.save(self.iteration)
-
-    def _stop_with_checkpoint(self) -> None:
-        """After a signal: save (unless this iteration is saved already) and stop."""
-        if self.state.saved_at != self.iteration:
-            self.save()
-        signum = self._stop.signum
-        raise Stopped(
-            signum,
-            f"stopped by {signal.Signals(signum).name} at iteration {self.iteration}; "
-            f"checkpoint-{self.iteration} is saved; continue with checkpoint.resume=latest",
-        )
 
     @property
     def counters(self) -> dict[str, int]:

@@ -94,7 +94,9 @@ def write_results(cfg: BenchConfig, jobs: list[Job], out: Path) -> list[dict[str
     from alignflow.sdk.report_html import write_bench_report
 
     rows = collect(jobs, out)
-    summary = summarize(rows, {j.experiment: j.metric for j in jobs}, cfg.baseline)
+    summary = summarize(
+        rows, {j.experiment: j.metric for j in jobs}, cfg.baseline, own_end=cfg.seconds > 0
+    )
     write_tables(out, rows, summary)
     records = [read_job(out, j) or {"id": j.id, "state": "not started"} for j in jobs]
     atomic_write_text(out / "jobs.jsonl", "".join(json.dumps(r) + "\n" for r in records))

@@ -38,6 +38,12 @@ class BenchConfig:
         {}, "{experiment: {algorithm: [overrides]}}: what one algorithm needs on one experiment"
     )
     iterations: int = option(0, "iterations of every job (0 = each experiment's own)")
+    seconds: float = option(
+        0.0,
+        "wall-clock budget of every job: its training seconds (train.max_seconds; 0 = none; "
+        "the iterations still cap). The tables then compare each seed at its own last "
+        "evaluation",
+    )
     eval_every: int = option(
         0, "evaluate (and checkpoint, for resuming) every this many iterations (0 = at the end)"
     )
@@ -102,6 +108,7 @@ def plan(cfg: BenchConfig, extra: list[str] = ()) -> list[Job]:
             *(f"{k}={_value(v)}" for k, v in chosen.items()),
             *extra,
             *([f"train.iterations={cfg.iterations}"] if cfg.iterations else []),
+            *([f"train.max_seconds={cfg.seconds}"] if cfg.seconds else []),
             *(
                 [f"eval.every={cfg.eval_every}", f"checkpoint.every={cfg.eval_every}"]
                 if cfg.eval_every
@@ -256,6 +263,7 @@ def _check(cfg: BenchConfig) -> None:
         f"one of algorithms {cfg.algorithms}",
     )
     need(cfg.iterations >= 0, "iterations", cfg.iterations, "an int >= 0")
+    need(cfg.seconds >= 0, "seconds", cfg.seconds, "a float >= 0 (0 = no wall-clock budget)")
     need(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "an int >= 0")
     need(cfg.parallel >= 1, "parallel", cfg.parallel, "an int >= 1")
     need(cfg.procs >= 1, "procs", cfg.procs, "an int >= 1")

@@ -7,9 +7,10 @@
   rewards, the training samples' diversity, the KL drift from the base, and the seconds
   per iteration of each phase so far.
 - ``summary.csv``: per (experiment, algorithm, axes), over seeds, at the last
-  evaluation every seed reached: the mean and the half-width of its 95% confidence
-  interval (Student's t, n - 1 degrees of freedom), the time and NFEs to the metric's
-  target, and the speed-up against the benchmark's baseline algorithm.
+  evaluation every seed reached (under a wall-clock budget: each seed's own last): the
+  mean and the half-width of its 95% confidence interval (Student's t, n - 1 degrees of
+  freedom), the time and NFEs to the metric's target, and the speed-up against the
+  benchmark's baseline algorithm.
 
 Everything here is a function of the metrics files, so a benchmark that was killed
 and resumed writes the same tables (but for the seconds) as one that was not.
@@ -27,9 +28,8 @@ from typing import Any
 
 from alignflow.sdk.bench.grid import Job, Metric
 from alignflow.sdk.files import atomic_write_text
-from alignflow.sdk.tracking import read_metrics
+from alignflow.sdk.tracking import TRAIN_PHASES, read_metrics
 
-PHASES = ("rollout", "reward", "train")
 KEYS = ("experiment", "modality", "algorithm", "seed")
 
 
@@ -41,7 +41,7 @@ def job_rows(job: Job, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "train/reward_mean" in r:  # a training iteration (row 0 is the base's evaluation)
             iters += 1
             nfe += r.get("train/nfe", 0.0)
-            for p in PHASES:
+            for p in TRAIN_PHASES:
                 phases[p] += r.get(f"time/{p}", 0.0)
             last = r
         if job.metric.key not in r:
@@ -66,7 +66,7 @@ def job_rows(job: Job, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             },
             "diversity": last.get("train/diversity"),
             "kl_drift": last.get("train/kl_base"),
-            **{f"seconds_{p}": phases[p] / iters if iters else None for p in PHASES},
+            **{f"seconds_{p}": phases[p] / iters if iters else None for p in TRAIN_PHASES},
         }
         out.append(row)
     return out
@@ -100,9 +100,14 @@ def time_to_target(rows: list[dict[str, Any]], metric: Metric) -> tuple[float, f
 
 
 def summarize(
-    rows: list[dict[str, Any]], metrics: dict[str, Metric], baseline: str = ""
+    rows: list[dict[str, Any]],
+    metrics: dict[str, Metric],
+    baseline: str = "",
+    own_end: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per (experiment, algorithm, axes) over its seeds; see the module doc."""
+    """One row per (experiment, algorithm, axes) over its seeds; see the module doc.
+    ``own_end`` (a wall-clock budget, where seeds end at different iterations): each seed
+    at its own last evaluation, and ``iteration`` is their mean."""
     cells: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         axes = tuple(sorted((k, str(v)) for k, v in r.items() if k.startswith("axis:")))
@@ -110,13 +115,16 @@ def summarize(
     out = []
     for (experiment, modality, algorithm, axes), seeds in cells.items():
         metric = metrics.get(experiment, Metric())
-        # the last iteration every seed evaluated
-        final = min(max(r["iteration"] for r in rs) for rs in seeds.values())
-        at = [
-            next(r for r in rs if r["iteration"] == final)
-            for rs in seeds.values()
-            if _has(rs, final)
-        ]
+        if own_end:
+            at = [max(rs, key=lambda r: r["iteration"]) for rs in seeds.values()]
+            final = round(statistics.fmean(r["iteration"] for r in at), 1)
+        else:  # the last iteration every seed evaluated
+            final = min(max(r["iteration"] for r in rs) for rs in seeds.values())
+            at = [
+                next(r for r in rs if r["iteration"] == final)
+                for rs in seeds.values()
+                if _has(rs, final)
+            ]
         base = [next(r for r in rs if r["iteration"] == 0) for rs in seeds.values() if _has(rs, 0)]
         row: dict[str, Any] = {
             "experiment": experiment,
@@ -138,8 +146,11 @@ def summarize(
             ),
             ("diversity", [r["diversity"] for r in at]),
             ("kl_drift", [r["kl_drift"] for r in at]),
-            ("seconds_per_iteration", [r["wall_seconds"] / final for r in at] if final else []),
-            ("nfe_per_iteration", [r["nfe"] / final for r in at] if final else []),
+            (
+                "seconds_per_iteration",
+                [r["wall_seconds"] / r["iteration"] for r in at if r["iteration"]],
+            ),
+            ("nfe_per_iteration", [r["nfe"] / r["iteration"] for r in at if r["iteration"]]),
         ):
             values = [v for v in values if v is not None and math.isfinite(v)]
             row[f"{name}_mean"], row[f"{name}_ci95"] = ci95(values) if values else (None, None)

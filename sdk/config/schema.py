@@ -51,6 +51,13 @@ class SampleConfig:
 @dataclass
 class OptimConfig:
     iterations: int = option(100, "training iterations (rollout + update)")
+    max_seconds: float = option(
+        0.0,
+        "wall-clock budget: end the run (evaluated, saved, reported as at its last "
+        "iteration) once its iterations' rollout, reward and update seconds sum to this, "
+        "a resumed run's earlier iterations included (0 = none; train.iterations still caps; "
+        "how many iterations that is depends on the machine)",
+    )
     lr: float = option(1e-4, "AdamW learning rate")
     weight_decay: float = option(1e-4, "AdamW weight decay")
     betas: list[float] = option([0.9, 0.999], "AdamW betas")
@@ -258,6 +265,7 @@ def validate(cfg: RunConfig) -> None:
         f"a positive multiple of sample.group_size = {s.group_size}",
     )
     _need(t.iterations >= 0, "train.iterations", t.iterations, "an int >= 0")
+    _need(t.max_seconds >= 0, "train.max_seconds", t.max_seconds, "a float >= 0 (0 = no budget)")
     _need(t.lr > 0, "train.lr", t.lr, "a float > 0")
     _need(
         len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),

@@ -41,6 +41,7 @@ def test_the_grid_is_experiments_x_algorithms_x_seeds_x_axes_with_each_level_of_
         algorithm_overrides={"mixgrpo": ["algorithm.window=2"]},
         pair_overrides={"image_digits": {"flow_grpo": ["algorithm.clip_range=1e-3"]}},
         iterations=3,
+        seconds=90.0,
         eval_every=3,
         metrics={"image_digits": {"key": "eval/digit/accuracy_mean", "target": 0.9}},
     )
@@ -53,6 +54,7 @@ def test_the_grid_is_experiments_x_algorithms_x_seeds_x_axes_with_each_level_of_
     assert f"output_dir='{tmp_path}/jobs/{first.id}'" in first.overrides
     run = compose("train", first.overrides)
     assert (run.seed, run.train.lr, run.sample.group_size, run.train.iterations) == (0, 1e-4, 4, 3)
+    assert run.train.max_seconds == 90.0
     assert run.algorithm["clip_range"] == 1e-3 and run.eval.every == run.checkpoint.every == 3
     mix = compose("train", next(j for j in jobs if j.algorithm == "mixgrpo").overrides)
     assert mix.algorithm["name"] == "mixgrpo" and mix.algorithm["window"] == 2
@@ -78,6 +80,7 @@ def test_the_grid_is_experiments_x_algorithms_x_seeds_x_axes_with_each_level_of_
         ({"metrics": {"image_digits": {"key": "train/reward_mean"}}}, "metrics.image_digits.key"),
         ({"baseline": "dance_grpo"}, "baseline"),
         ({"parallel": 0}, "parallel"),
+        ({"seconds": -1.0}, "seconds"),
         # a job's own config: its error names the job and the field
         ({"overrides": ["train.lrr=1e-3"]}, "job image_digits_flow_grpo_seed0: train.lrr"),
         (
@@ -252,6 +255,13 @@ def test_a_seed_that_stopped_early_bounds_the_compared_iteration():
     rows = _rows({0: [0.1, 0.5, 0.9], 1: [0.1, 0.7]})
     (s,) = summarize(rows, {})
     assert s["iteration"] == 1 and s["value_mean"] == pytest.approx(0.6)
+
+
+def test_under_a_wall_clock_budget_each_seed_is_compared_at_its_own_end():
+    rows = _rows({0: [0.1, 0.5, 0.9], 1: [0.1, 0.7]})
+    (s,) = summarize(rows, {}, own_end=True)
+    assert s["iteration"] == 1.5 and s["value_mean"] == pytest.approx(0.8)
+    assert s["seeds"] == 2 and s["seconds_per_iteration_mean"] == 10
 
 
 def test_the_cli_lists_the_jobs_of_a_dry_run_and_refuses_a_bad_grid_in_one_line(capsys, tmp_path):

@@ -4,7 +4,7 @@ encoder), CPU, a few iterations each."""
 import pytest
 import torch
 
-from alignflow.sdk.tracking import read_metrics
+from alignflow.sdk.tracking import read_metrics, train_seconds
 from alignflow.sdk.trainer import Trainer
 from tests.helpers import digits_cfg, strip_times
 
@@ -225,3 +225,27 @@ def test_a_bad_gold_reward_is_named_before_anything_is_built(tmp_path):
 
     with pytest.raises(ConfigError, match="gold.judge.name"):
         Trainer(digits_cfg(tmp_path, "+gold.judge.name=no_such_reward"))
+
+
+def test_a_wall_clock_budget_ends_the_run_evaluated_and_counts_earlier_iterations(tmp_path):
+    """train.max_seconds: the iteration that spends the budget is the last (evaluated,
+    saved); a resumed run counts the seconds of the iterations before it."""
+    one = Trainer(digits_cfg(tmp_path, "train.iterations=1", "eval.every=0")).train()
+    assert one["iterations"] == 1
+    spent = sum(train_seconds(r) for r in read_metrics(tmp_path))
+    # a budget just above what iteration 1 spent: one more iteration, not one more run's
+    resumed = digits_cfg(
+        tmp_path,
+        "train.iterations=6",
+        f"train.max_seconds={spent * 1.01}",
+        "eval.every=0",
+        "checkpoint.resume=latest",
+    )
+    summary = Trainer(resumed).train()
+    assert summary["iterations"] == 2 and summary["after"]
+    assert (tmp_path / "checkpoint-2").is_dir()
+    rows = read_metrics(tmp_path)
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and "eval/reward_mean" in rows[-1]
+    # spent already: a resume runs nothing more
+    assert Trainer(resumed).train()["iterations"] == 2
+    assert [r["iteration"] for r in read_metrics(tmp_path)] == [0, 1, 2]
