@@ -310,50 +310,27 @@ def test_a_multirun_sweep_is_a_job_per_combination_under_the_runs_output_dir(tmp
         sweep([*FAST, "seed=0,1", "train.lrr=1"])
 
 
-@pytest.mark.slow(seconds=25)
-def test_train_multirun_runs_each_combination_as_its_own_process(tmp_path):
-    from alignflow.sdk.cli import main
-
-    args = ["train", "-m", *TINY, "experiment=image_digits", f"output_dir={tmp_path}"]
-    assert main([*args, "seed=0,1", "train.iterations=2"]) == 0
-    jobs = _jobs(tmp_path / "multirun")
-    assert [(j["id"], j["state"], j["seed"]) for j in jobs.values()] == [
-        ("seed=0", "done", 0),
-        ("seed=1", "done", 1),
-    ]
-    rows = _table(tmp_path / "multirun" / "results.csv")
-    assert [(r["seed"], r["iteration"]) for r in rows] == [
-        ("0", "0"),
-        ("0", "2"),
-        ("1", "0"),
-        ("1", "2"),
-    ]
-    assert (tmp_path / "multirun" / "report.html").is_file()
-
-
-@pytest.mark.slow(seconds=25)
-def test_stopping_the_bench_stops_its_job_with_a_checkpoint_and_a_rerun_resumes_it(tmp_path):
+@pytest.mark.slow(seconds=40)
+def test_train_multirun_stopped_mid_job_saves_it_and_a_rerun_resumes_it_and_runs_the_rest(
+    tmp_path,
+):
+    """`alignflow train -m seed=0,1`: SIGTERM while the first combination trains stops
+    it with a checkpoint (recorded as stopped) and the sweep with it; the rerun (with a
+    budget the stopped run has not reached) resumes it and runs the second. The sweep and
+    the benchmark share their runner, so this is the bench's stop too."""
     import signal
     import subprocess
     import sys
     import time
 
-    out = tmp_path / "b"
-    cmd = [
-        sys.executable,
-        "-m",
-        "alignflow.sdk.cli",
-        "bench",
-        "experiments=[image_digits]",
-        "algorithms=[flow_grpo]",
-        f"output_dir={out}",
-        "iterations=400",
-        "eval_every=2",
-        *TINY,
-        "eval.samples_per_prompt=1",
-    ]
+    from alignflow.sdk.cli import main
+
+    args = ["train", "-m", *TINY, "experiment=image_digits", f"output_dir={tmp_path}"]
+    args += ["eval.every=2", "checkpoint.every=2", "eval.samples_per_prompt=1", "seed=0,1"]
+    cmd = [sys.executable, "-m", "alignflow.sdk.cli", *args, "train.iterations=400"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ})
-    job = out / "jobs" / "image_digits_flow_grpo_seed0"
+    out = tmp_path / "multirun"
+    job = out / "jobs" / "seed=0"
     deadline = time.time() + 120
     while not (job / "checkpoint-2").is_dir():
         assert proc.poll() is None and time.time() < deadline
@@ -364,9 +341,23 @@ def test_stopping_the_bench_stops_its_job_with_a_checkpoint_and_a_rerun_resumes_
     record = json.loads((job / "job.json").read_text())
     assert record["state"] == "stopped" and record["returncode"] == 128 + signal.SIGTERM
     assert "stopped by SIGTERM" in record["error"]
+    assert not (out / "jobs" / "seed=1").exists()
     stopped_at = max(int(p.name.split("-")[1]) for p in job.glob("checkpoint-*"))
     assert (out / "results.csv").is_file()  # the tables of what was done
-    # the rerun, with a budget the stopped job has not reached yet, resumes it
-    _bench(out, "algorithms=[flow_grpo]", f"iterations={stopped_at + 2}")
-    record = json.loads((job / "job.json").read_text())
-    assert (record["state"], record["attempts"], record["resumed"]) == ("done", 2, True)
+
+    budget = stopped_at + 2
+    assert main([*args, f"train.iterations={budget}"]) == 0
+    jobs = _jobs(out)
+    assert [
+        (j["id"], j["state"], j["seed"], j["attempts"], j["resumed"]) for j in jobs.values()
+    ] == [
+        ("seed=0", "done", 0, 2, True),
+        ("seed=1", "done", 1, 1, False),
+    ]
+    rows = _table(out / "results.csv")
+    # every 2 iterations and at the end (a stop saves at any iteration, so it may be odd)
+    evaluated = [str(i) for i in sorted({*range(0, budget + 1, 2), budget})]
+    assert [(r["seed"], r["iteration"]) for r in rows] == [
+        (s, i) for s in ("0", "1") for i in evaluated
+    ]
+    assert (out / "report.html").is_file()
