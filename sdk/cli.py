@@ -9,7 +9,7 @@
                        --meta ref_audio=refs/awb_thank_you.wav --meta ref_text="thank you"
     alignflow pretrain experiment=image_digits
     alignflow bench    benchmark=cross_modal [seeds=[0]] [parallel=2] [--dry-run]
-    alignflow report   OUTPUT_DIR                            report.html of a run or benchmark
+    alignflow report   OUTPUT_DIR [--to DEST [--per N]]      report.html of a run or benchmark
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain | --algorithm NAME]       every field with its help
     alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
@@ -143,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         help="write report.html of a run or benchmark folder (static, opens from disk)",
     )
     p_report.add_argument("folder", help="a run's output_dir or a benchmark's")
+    p_report.add_argument(
+        "--to",
+        default=None,
+        help="publish: a folder with the page and everything it shows (plots, gallery "
+        "media, tables), and nothing else, to commit or send",
+    )
+    p_report.add_argument(
+        "--per", type=int, default=8, help="gallery prompts per experiment (published pages)"
+    )
     p_config = sub.add_parser("config", parents=[common])
     p_config.add_argument(
         "--pretrain", action="store_true", help="the pretraining config instead of training's"
@@ -316,7 +325,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "report":
         from alignflow.sdk.report_html import write_report_page
 
-        print(f"written: {write_report_page(args.folder)}")
+        print(f"written: {write_report_page(args.folder, args.to, args.per)}")
         return 0
     if args.command == "bench":
         from alignflow.sdk.bench import bench

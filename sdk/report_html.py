@@ -14,6 +14,10 @@
 
 Both pages carry the config and the environment (versions, machine, git commit).
 Pages are rendered with Jinja2 (autoescaped) from ``templates/report.html.j2``.
+
+``to=DEST`` (``alignflow report FOLDER --to DEST``) publishes the page instead: a folder
+that holds everything it shows (the plots, the gallery's media, the tables) and nothing
+else, to commit or send; the gallery keeps ``per`` prompts per experiment.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +41,18 @@ PAGE, FILES = "report.html", "report_files"
 MONITORS = ("train/diversity", "train/kl_base")
 
 
-def write_report_page(folder: str | Path) -> Path:
+def write_report_page(folder: str | Path, to: str | Path | None = None, per: int = 8) -> Path:
     """The page of a run folder (``summary.json``) or a benchmark folder
-    (``benchmark.json``)."""
+    (``benchmark.json``), in the folder or published to ``to`` (see the module doc)."""
     folder = Path(folder)
+    if per < 1:
+        from alignflow.sdk.errors import ConfigError
+
+        raise ConfigError("report --per", per, "an int >= 1")
     if (folder / "benchmark.json").is_file():
-        return write_bench_report(folder)
+        return write_bench_report(folder, to, per)
     if (folder / "metrics.jsonl").is_file():
-        return write_run_report(folder)
+        return write_run_report(folder, to, per)
     from alignflow.sdk.errors import DataError
 
     raise DataError(
@@ -51,15 +61,55 @@ def write_report_page(folder: str | Path) -> Path:
     )
 
 
+def _destination(out: Path, to: str | Path | None, tables: tuple[str, ...]) -> Path:
+    """Where the page goes: ``out``, or ``to`` with a copy of ``out``'s tables. ``to``
+    is new, empty or an earlier publication (whose files are replaced). Not copied:
+    what makes a folder a run's or a benchmark's (``metrics.jsonl``, ``benchmark.json``),
+    so that a report of the published folder is refused, not written without its media."""
+    if to is None or Path(to).resolve() == out.resolve():
+        return out
+    dest = Path(to)
+    if dest.exists() and any(dest.iterdir()):
+        if not (dest / PAGE).is_file():
+            from alignflow.sdk.errors import ConfigError
+
+            raise ConfigError(
+                "report --to", str(dest), "a new or empty folder, or an earlier publication"
+            )
+        shutil.rmtree(dest / FILES, ignore_errors=True)  # the media an older page showed
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in tables:
+        if (out / name).is_file():
+            shutil.copyfile(out / name, dest / name)
+    return dest
+
+
+def _placer(out: Path, dest: Path) -> Callable[[Path], str]:
+    """A media file's address on the page in ``dest``: a copy under ``report_files/media``
+    when the page is published elsewhere."""
+
+    def place(path: Path) -> str:
+        if dest == out:
+            return os.path.relpath(path, dest)
+        copy = dest / FILES / "media" / Path(path).relative_to(out)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            shutil.copyfile(path, copy)
+        return copy.relative_to(dest).as_posix()
+
+    return place
+
+
 # ----------------------------------------------------------------------------- a run
 
 
-def write_run_report(out: Path) -> Path:
+def write_run_report(out: Path, to: str | Path | None = None, per: int = 8) -> Path:
     out = Path(out)
+    dest = _destination(out, to, ("summary.json", "config.json"))
     rows = read_metrics(out)
     summary = _json(out / "summary.json") or {}
     config = _json(out / "config.json") or {}
-    files = out / FILES
+    files = dest / FILES
     files.mkdir(exist_ok=True)
     before, after = summary.get("before") or {}, summary.get("after") or {}
     table = [
@@ -79,13 +129,13 @@ def write_run_report(out: Path) -> Path:
             plots.append(monitors)
     gallery = _json(out / "samples" / "gallery.json")
     return _render(
-        out,
+        dest,
         kind="run",
         title=f"alignflow run: {config.get('name') or out.name}",
         summary=summary,
         table=table,
-        plots=[p.relative_to(out).as_posix() for p in plots],
-        gallery=_gallery_rows(gallery, out, out),
+        plots=[p.relative_to(dest).as_posix() for p in plots],
+        gallery=_gallery_rows(gallery, out, _placer(out, dest), per if dest != out else None),
         config=json.dumps(config, indent=1),
     )
 
@@ -141,15 +191,16 @@ def _plot_run_monitors(rows: list[dict], path: Path) -> Path | None:
 # ----------------------------------------------------------------------------- a benchmark
 
 
-def write_bench_report(out: Path) -> Path:
+def write_bench_report(out: Path, to: str | Path | None = None, per: int = 8) -> Path:
     import csv
 
     out = Path(out)
+    dest = _destination(out, to, ("summary.csv", "results.csv"))
     config = _json(out / "benchmark.json") or {}
     rows = [json.loads(line) for line in _lines(out / "results.jsonl")]
     summary = list(csv.DictReader(_lines(out / "summary.csv")))
     jobs = [json.loads(line) for line in _lines(out / "jobs.jsonl")]
-    files = out / FILES
+    files = dest / FILES
     files.mkdir(exist_ok=True)
     by_modality: dict[str, list[dict]] = defaultdict(list)
     for r in summary:
@@ -162,18 +213,18 @@ def write_bench_report(out: Path) -> Path:
                 "name": experiment,
                 "metric": mine[0]["metric"],
                 "plots": [
-                    p.relative_to(out).as_posix()
+                    p.relative_to(dest).as_posix()
                     for p in (
                         _plot_bench_curves(mine, files / f"{experiment}_curves.png", experiment),
                         _plot_bench_monitors(mine, files / f"{experiment}_monitors.png"),
                     )
                     if p is not None
                 ],
-                "gallery": _bench_gallery(out, experiment, jobs),
+                "gallery": _bench_gallery(out, experiment, jobs, _placer(out, dest), per),
             }
         )
     return _render(
-        out,
+        dest,
         kind="bench",
         title=f"alignflow benchmark: {config.get('name') or out.name}",
         by_modality=dict(by_modality),
@@ -253,7 +304,9 @@ def _plot_bench_monitors(rows: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _bench_gallery(out: Path, experiment: str, jobs: list[dict], per: int = 8) -> dict:
+def _bench_gallery(
+    out: Path, experiment: str, jobs: list[dict], place: Callable[[Path], str], per: int
+) -> dict:
     """The base's samples beside each algorithm's (its first seed's job), ``per`` prompts."""
     columns, base = [], None
     for j in jobs:
@@ -265,7 +318,7 @@ def _bench_gallery(out: Path, experiment: str, jobs: list[dict], per: int = 8) -
         gallery = _json(folder / "samples" / "gallery.json")
         if not gallery:
             continue
-        items = _gallery_rows(gallery, folder, out)[:per]
+        items = _gallery_rows(gallery, folder, place, per)
         base = base or [i["before"] for i in items]
         columns.append({"algorithm": j["algorithm"], "axes": j.get("axes"), "items": items})
     prompts = [i["prompt"] for i in columns[0]["items"]] if columns else []
@@ -275,17 +328,19 @@ def _bench_gallery(out: Path, experiment: str, jobs: list[dict], per: int = 8) -
 # ----------------------------------------------------------------------------- shared
 
 
-def _gallery_rows(gallery: dict | None, folder: Path, page: Path) -> list[dict]:
-    """The gallery's pairs with their files relative to the page's folder."""
+def _gallery_rows(
+    gallery: dict | None, folder: Path, place: Callable[[Path], str], per: int | None
+) -> list[dict]:
+    """The gallery's first ``per`` pairs (None: all), their files placed for the page."""
     if not gallery:
         return []
     rows = []
-    for item in gallery["items"]:
+    for item in gallery["items"][:per]:
         row = {"prompt": item["prompt"], "seed": item["seed"]}
         for side in ("before", "after"):
             path = folder / item[side]["file"]
             row[side] = {
-                "src": os.path.relpath(path, page),
+                "src": place(path),
                 "kind": _kind(path),
                 "scores": item[side]["scores"],
             }

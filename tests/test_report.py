@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.report_html import write_report_page
 from tests.helpers import digits_cfg
 
@@ -93,6 +94,32 @@ def test_a_speech_run_page_plays_every_clip_labelled_with_its_prompt(tmp_path):
     metrics = [r[0] for r in seen["tables"]["summary"][1:]]
     assert metrics == ["reward"], metrics  # one function reward: no components
     assert (tmp_path / "run.png").stat().st_size > 10_000
+
+    # published: a folder that holds everything the page shows (2 prompts of the gallery)
+    from alignflow.sdk.cli import main
+
+    pub = tmp_path / "published"
+    assert main(["report", str(out), "--to", str(pub), "--per", "2"]) == 0
+    out.rename(tmp_path / "away")  # nothing on the page may come from the run folder
+    seen = read_in_browser(pub / "report.html", tmp_path / "published.png")
+    (tmp_path / "away").rename(out)
+    check_page(seen)
+    assert len(seen["media"]) == 4
+    assert all(src.startswith("report_files/media/") for src, _ in seen["media"])
+    assert (pub / "summary.json").is_file()
+    page = (pub / "report.html").read_text()
+    assert main(["report", str(pub)]) == 2  # not a run folder: refused, the page kept
+    assert (pub / "report.html").read_text() == page
+    assert main(["report", str(out), "--to", str(pub), "--per", "1"]) == 0  # replaces it
+    assert len(list((pub / "report_files" / "media").rglob("*.wav"))) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="report --to"):
+        write_report_page(out, other)
+    with pytest.raises(ConfigError, match="report --per"):
+        write_report_page(out, tmp_path / "new", per=0)
+    assert (other / "notes.txt").read_text() == "mine" and not (tmp_path / "new").exists()
 
 
 def test_report_refuses_a_folder_that_is_neither_a_run_nor_a_benchmark(tmp_path, capsys):
