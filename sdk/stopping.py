@@ -46,6 +46,12 @@ class StopOnSignal:
         )
         self._old: dict[int, Any] = {}
         self._timer: threading.Timer | None = None
+        self._finishing: str | None = None
+
+    def finishing(self, note: str) -> None:
+        """The run is saved: from now on a signal exits at once, with 128 + its number (a
+        stop, to whoever launched the run) and ``note`` on stderr."""
+        self._finishing = note
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -61,6 +67,9 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
+        if self._finishing is not None:
+            _say(f"alignflow: {name}: stopped; {self._finishing}")
+            os._exit(128 + signum)
         self._received += 1
         if self._received > 1:
             _say(

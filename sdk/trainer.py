@@ -132,44 +132,53 @@ class Trainer:
         )
         if cfg.logging.tensorboard or cfg.logging.wandb:
             self.acc.init_trackers(cfg.logging.project, config=flat(asdict(cfg)))
-        before = after = None
+        before = None
         if self.eval_set is not None and self.iteration == 0:
             before = self.evaluate()
             self.metrics.log(0, before, advance=False)
         elif self.eval_set is not None:  # resumed: the base's evaluation is the metrics' row 0
             before = self.metrics.base
         with StopOnSignal(cfg.checkpoint.stop_grace) as self._stop:
-            while self.iteration < cfg.train.iterations and not self._out_of_time({}):
-                try:
-                    metrics = self.train_iteration(self.iteration)
-                except _Abandoned:  # a signal before the update: the iteration is redone on resume
-                    self.state.stop(self.iteration, self._stop.signum)
-                self.iteration += 1
-                last = self.iteration == cfg.train.iterations or self._out_of_time(metrics)
-                if self.eval_set is not None and (last or _every(self.iteration, cfg.eval.every)):
-                    metrics.update(self.evaluate())
-                    after = {k: v for k, v in metrics.items() if k.startswith("eval/")}
-                self.metrics.log(self.iteration, metrics)
-                if last or _every(self.iteration, cfg.checkpoint.every):
-                    self.save()
-                if not last and self._stop.requested(self.acc):
-                    self.state.stop(self.iteration, self._stop.signum)
-        if after is not None and self.evaluator.base_media is None and cfg.logging.media:
-            self.evaluator.base_again(self.eval_set, self.finetune)  # resumed: for the report
-        summary = dict(
-            iterations=self.iteration,
-            seconds=time.time() - start,
-            before=before,
-            after=after,
-            processes=self.acc.num_processes,
-            counters=self.counters,
-            config_changes=self.checkpoints.changes,
-        )
-        if self.acc.is_main_process:
-            write_report(cfg, summary, self.writer, self.evaluator, self.iteration)
+            after = self._iterations()  # None for a resumed run with nothing left to do
+            # trained and saved: a signal from here on exits at once, as a stop does
+            self._stop.finishing(f"the run is saved; `alignflow report {self.out}` writes its page")
+            if after is not None and self.evaluator.base_media is None and cfg.logging.media:
+                self.evaluator.base_again(self.eval_set, self.finetune)  # resumed: for the report
+            summary = dict(
+                iterations=self.iteration,
+                seconds=time.time() - start,
+                before=before,
+                after=after,
+                processes=self.acc.num_processes,
+                counters=self.counters,
+                config_changes=self.checkpoints.changes,
+            )
+            if self.acc.is_main_process:
+                write_report(cfg, summary, self.writer, self.evaluator, self.iteration)
         self.metrics.close()
         self.acc.end_training()
         return summary
+
+    def _iterations(self) -> dict[str, float] | None:
+        """Iterations to the budget, evaluated and saved on their schedules; a signal stops
+        them with a checkpoint. Returns the last evaluation's metrics (None if none ran)."""
+        cfg, after = self.cfg, None
+        while self.iteration < cfg.train.iterations and not self._out_of_time({}):
+            try:
+                metrics = self.train_iteration(self.iteration)
+            except _Abandoned:  # a signal before the update: the iteration is redone on resume
+                self.state.stop(self.iteration, self._stop.signum)
+            self.iteration += 1
+            last = self.iteration == cfg.train.iterations or self._out_of_time(metrics)
+            if self.eval_set is not None and (last or _every(self.iteration, cfg.eval.every)):
+                metrics.update(self.evaluate())
+                after = {k: v for k, v in metrics.items() if k.startswith("eval/")}
+            self.metrics.log(self.iteration, metrics)
+            if last or _every(self.iteration, cfg.checkpoint.every):
+                self.save()
+            if not last and self._stop.requested(self.acc):
+                self.state.stop(self.iteration, self._stop.signum)
+        return after
 
     def train_iteration(self, it: int) -> dict[str, float]:
         """One iteration's five phases; returns its metrics."""

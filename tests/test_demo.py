@@ -229,15 +229,16 @@ def test_short_speech_run_lowers_wer_and_keeps_the_voice(tmp_path):
     0.635 -> 0.510, similarity 0.7707 -> 0.7739 (on all 64 prompts: 0.706 -> 0.639,
     0.564 -> 0.486, 0.7506 -> 0.7481)."""
     shipped = Path(compose("train", ["experiment=speech_tiny"]).data.eval)
-    rows = [r for r in shipped.read_text().splitlines() if '"ref_text": "hello there"' in r]
-    (tmp_path / "eval.jsonl").write_text("\n".join(rows) + "\n")
+    from alignflow.modalities.speech.sentences import PROMPT_FILES
+
+    short = PROMPT_FILES["eval_short"]  # the held-out prompts of "hello there"
     cfg = compose(
         "train",
         [
             "experiment=speech_tiny",
             f"output_dir={tmp_path}",
             "train.iterations=3",
-            f"data.eval={tmp_path / 'eval.jsonl'}",
+            f"data.eval={short}",
             "eval.samples_per_prompt=1",
             "eval.num_steps=12",
             "eval.every=0",

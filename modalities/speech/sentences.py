@@ -49,6 +49,9 @@ DATA_DIR = Path(__file__).parent / "data"
 PROMPT_FILES = {
     "train": DATA_DIR / "sentences_train.jsonl",
     "eval": DATA_DIR / "sentences_eval.jsonl",
+    # half of eval (its first reference phrase, 8 sentences x 4 voices): the quick
+    # held-out set of the demo test and the cross-modal benchmark
+    "eval_short": DATA_DIR / "sentences_eval_short.jsonl",
 }
 
 
@@ -99,7 +102,8 @@ def ref_name(voice: str, text: str) -> str:
 
 
 def prompt_rows(split: str) -> list[dict]:
-    refs = TRAIN_REFERENCES if split == "train" else EVAL_REFERENCES
+    refs = {"train": TRAIN_REFERENCES, "eval": EVAL_REFERENCES, "eval_short": EVAL_REFERENCES[:1]}
+    refs = refs[split]
     return [
         {"prompt": t, "ref_audio": ref_name(v, r), "ref_text": r, "voice": v}
         for v in VOICES

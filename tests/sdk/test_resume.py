@@ -124,3 +124,20 @@ def test_a_stop_that_outlives_its_grace_exits_without_a_checkpoint(tmp_path):
     assert proc.returncode == 128 + signal.SIGHUP, err[-2000:]
     assert "no checkpoint within checkpoint.stop_grace = 0.01 s" in err
     assert not list(out.glob("checkpoint-*"))
+
+
+def test_a_signal_after_training_exits_at_once_as_a_stop():
+    """Once the run is saved (the trainer then re-evaluates a resumed run's base and
+    writes its report, minutes for speech), a signal exits at once with 128 + its
+    number, so that a benchmark records the job as stopped, not killed."""
+    code = (
+        "import os, signal, time\n"
+        "from alignflow.sdk.stopping import StopOnSignal\n"
+        "with StopOnSignal(120) as stop:\n"
+        "    stop.finishing('the run is saved')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "alignflow: SIGTERM: stopped; the run is saved" in done.stderr
