@@ -205,6 +205,11 @@ def write_bench_report(out: Path, to: str | Path | None = None, per: int = 8) ->
     by_modality: dict[str, list[dict]] = defaultdict(list)
     for r in summary:
         by_modality[r["modality"] or "?"].append(r)
+    # the gold rewards each modality's table shows beside the optimised one
+    golds = {
+        m: sorted({k[: -len("_mean")] for r in rs for k, v in r.items() if _gold(k) and v})
+        for m, rs in by_modality.items()
+    }
     experiments = []
     for experiment in dict.fromkeys(r["experiment"] for r in rows):
         mine = [r for r in rows if r["experiment"] == experiment]
@@ -228,6 +233,7 @@ def write_bench_report(out: Path, to: str | Path | None = None, per: int = 8) ->
         kind="bench",
         title=f"alignflow benchmark: {config.get('name') or out.name}",
         by_modality=dict(by_modality),
+        golds=golds,
         experiments=experiments,
         jobs=jobs,
         failed=[j for j in jobs if j.get("state") == "failed"],
@@ -394,6 +400,10 @@ def _render(out: Path, **context: Any) -> Path:
     page = env.get_template("report.html.j2").render(environment=environment(), **context)
     atomic_write_text(out / PAGE, page)
     return out / PAGE
+
+
+def _gold(key: str) -> bool:
+    return key.startswith("gold/") and key.endswith("_mean")
 
 
 def _num(value: Any, digits: int = 3) -> str:

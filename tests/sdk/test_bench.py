@@ -130,6 +130,7 @@ def _bench(out, *extra, env=None):
                 "eval_every=2",
                 "baseline=flow_grpo",
                 *TINY,
+                "+reward@gold.jpeg=jpeg_compressibility",  # a gold reward, never optimised
                 *extra,
             ],
             say=lambda *a: None,
@@ -191,6 +192,7 @@ def test_killed_jobs_resume_failed_ones_retry_and_finished_ones_are_skipped(tmp_
     check_page(seen)
     table = seen["tables"]["summary-image"]
     assert [r[1] for r in table[1:]] == ["flow_grpo", "flow_grpo_fast"], table
+    assert "gold/jpeg (never optimised)" in table[0], table[0]
     # the gallery: the base beside each algorithm for 8 of the 10 digits (the resumed
     # job's too), every picture labelled with its prompt
     assert len(seen["images"]) == 2 + 8 * 3
