@@ -31,8 +31,10 @@ from alignflow.sdk.files import atomic_write_text
 
 JOB_FILE = "job.json"
 DONE, FAILED, RUNNING, STOPPED = "done", "failed", "running", "stopped"
-# exit codes of a run that stopped on a signal with a checkpoint: SIGHUP, SIGINT, SIGTERM
-STOP_CODES = (128 + signal.SIGHUP, 128 + signal.SIGINT, 128 + signal.SIGTERM)
+# the benchmark's stop signals: a job exits 128 + signal after saving a checkpoint, or is
+# killed by the signal (return code -signal) when it comes before the job's handlers do
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
+STOP_CODES = (*(128 + s for s in STOP_SIGNALS), *(-s for s in STOP_SIGNALS))
 
 
 def job_dir(out: Path, job: Job) -> Path:
@@ -123,13 +125,19 @@ def _run_one(job, out, procs, env, running, lock, stopping) -> str:
         with lock:
             running.pop(job.id, None)
     record.update(returncode=code, finished=time.time())
-    if code == 0:
-        record["state"] = DONE
-    else:  # a stop (the benchmark was stopped) resumes as a failure does; it is not one
-        record["state"] = STOPPED if code in STOP_CODES and stopping.is_set() else FAILED
+    record["state"] = outcome(code, stopping.is_set())
+    if code != 0:
         record["error"] = _error_lines(folder / "log.txt", code)
     atomic_write_text(folder / JOB_FILE, json.dumps(record, indent=1))
     return record["state"]
+
+
+def outcome(code: int, stopping: bool) -> str:
+    """A job's state from its exit code. A job that ends on the benchmark's own stop is
+    ``stopped``: it resumes as a failed one does, but it is not a failure."""
+    if code == 0:
+        return DONE
+    return STOPPED if stopping and code in STOP_CODES else FAILED
 
 
 def _error_lines(log: Path, code: int) -> str:

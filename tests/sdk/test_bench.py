@@ -12,6 +12,7 @@ import pytest
 from alignflow.sdk.bench import BenchConfig, bench, plan, split_overrides
 from alignflow.sdk.bench.grid import Job, Metric
 from alignflow.sdk.bench.results import ci95, job_rows, summarize, time_to_target
+from alignflow.sdk.bench.runner import outcome
 from alignflow.sdk.config import compose
 from alignflow.sdk.errors import ConfigError
 from tests.helpers import FAST
@@ -197,6 +198,24 @@ def test_killed_jobs_resume_failed_ones_retry_and_finished_ones_are_skipped(tmp_
     # job's too), every picture labelled with its prompt
     assert len(seen["images"]) == 2 + 8 * 3
     assert "a handwritten digit seven" in seen["text"]
+
+
+@pytest.mark.parametrize(
+    "code, stopping, state",
+    [
+        (0, False, "done"),
+        (143, True, "stopped"),  # SIGTERM: saved a checkpoint and exited
+        (130, True, "stopped"),  # SIGINT
+        (-15, True, "stopped"),  # our SIGTERM came before the job's handlers were installed
+        (-1, True, "stopped"),  # SIGHUP likewise
+        (-9, True, "failed"),  # SIGKILL (an OOM kill) during a stop is still a failure
+        (-15, False, "failed"),  # killed by someone else: the benchmark was not stopping
+        (143, False, "failed"),
+        (1, True, "failed"),
+    ],
+)
+def test_a_job_ended_by_the_benchmarks_own_stop_is_stopped_not_failed(code, stopping, state):
+    assert outcome(code, stopping) == state
 
 
 # ----------------------------------------------------------------------- the statistics
