@@ -12,7 +12,8 @@
   monitors, the jobs that failed, and per experiment a gallery of the base beside
   every algorithm's samples (first seed).
 
-Both pages carry the config and the environment (versions, machine, git commit).
+Both pages carry the config and the environments (versions, machine, git commit) that
+the runs recorded at each start: a run resumed with other code shows both.
 Pages are rendered with Jinja2 (autoescaped) from ``templates/report.html.j2``.
 
 ``to=DEST`` (``alignflow report FOLDER --to DEST``) publishes the page instead: a folder
@@ -24,9 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
-import subprocess
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 from alignflow.sdk.bench.grid import Job
 from alignflow.sdk.bench.results import job_rows
 from alignflow.sdk.files import atomic_write_text
-from alignflow.sdk.tracking import read_metrics
+from alignflow.sdk.tracking import ENVIRONMENT_FILE, environment, read_metrics
 
 PAGE, FILES = "report.html", "report_files"
 MONITORS = ("train/diversity", "train/kl_base")
@@ -137,6 +136,7 @@ def write_run_report(out: Path, to: str | Path | None = None, per: int = 8) -> P
         plots=[p.relative_to(dest).as_posix() for p in plots],
         gallery=_gallery_rows(gallery, out, _placer(out, dest), per if dest != out else None),
         config=json.dumps(config, indent=1),
+        environments=_environments([out], "run"),
     )
 
 
@@ -238,6 +238,7 @@ def write_bench_report(out: Path, to: str | Path | None = None, per: int = 8) ->
         jobs=jobs,
         failed=[j for j in jobs if j.get("state") == "failed"],
         config=json.dumps(config, indent=1),
+        environments=_environments([out / "jobs" / j["id"] for j in jobs], "job"),
     )
 
 
@@ -360,35 +361,40 @@ def _kind(path: Path) -> str:
     )
 
 
-def environment() -> dict[str, str]:
-    """Versions, machine and git commit, for reproducing a page's numbers."""
-    import importlib.metadata as md
+def _environments(folders: list[Path], unit: str) -> dict[str, Any]:
+    """The environments the runs in ``folders`` recorded at their starts (see
+    ``tracking.record_environment``), one column per distinct one, labelled with the
+    runs and starts it covers; the page writer's own, labelled so, where a run recorded
+    none (runs from before these records). {"labels": [...], "rows": [[key, *values]]}."""
+    groups: dict[str, dict[str, Any]] = {}
+    unrecorded = 0
+    for folder in folders:
+        records = [json.loads(line) for line in _lines(folder / ENVIRONMENT_FILE)]
+        unrecorded += not records
+        for r in records:
+            env = {k: str(v) for k, v in r.items() if k not in ("iteration", "time")}
+            group = groups.setdefault(json.dumps(env), {"env": env, "runs": set(), "starts": []})
+            group["runs"].add(folder)
+            group["starts"].append(r.get("iteration", 0))
+    columns = []
+    for g in groups.values():
+        if unit == "run":
+            label = "this run, started at iteration " + ", ".join(map(str, g["starts"]))
+        else:
+            label = f"{_count(len(g['runs']), unit)}, {_count(len(g['starts']), 'start')}"
+        columns.append((label, g["env"]))
+    if unrecorded:
+        who = "the run" if unit == "run" else _count(unrecorded, unit)
+        columns.append((f"this page's writer ({who} recorded none)", environment()))
+    keys = list(dict.fromkeys(k for _, env in columns for k in env))
+    return {
+        "labels": [label for label, _ in columns],
+        "rows": [[k, *(env.get(k, "–") for _, env in columns)] for k in keys],
+    }
 
-    import torch
 
-    env = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("alignflow", "torch", "diffusers", "transformers", "accelerate", "peft"):
-        try:
-            env[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            env[pkg] = "not installed"
-    env["cpus"] = str(os.cpu_count())
-    env["threads"] = str(torch.get_num_threads())
-    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        env["git commit"] = (
-            commit.stdout.strip() if commit.returncode == 0 else "not a git checkout"
-        )
-    except (OSError, subprocess.SubprocessError):
-        env["git commit"] = "git not available"
-    return env
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _render(out: Path, **context: Any) -> Path:
@@ -397,7 +403,7 @@ def _render(out: Path, **context: Any) -> Path:
     loader = jinja2.PackageLoader("alignflow.sdk", "templates")
     env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = _num
-    page = env.get_template("report.html.j2").render(environment=environment(), **context)
+    page = env.get_template("report.html.j2").render(**context)
     atomic_write_text(out / PAGE, page)
     return out / PAGE
 

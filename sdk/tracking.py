@@ -1,11 +1,18 @@
 """Where metrics go: a JSON-lines file (always), the trackers accelerate drives
-(TensorBoard, wandb) and a console progress bar. Only the main process writes."""
+(TensorBoard, wandb) and a console progress bar. Only the main process writes.
+
+Every start of a run (fresh or resumed) also records the environment it ran in
+(versions, machine, git commit) in ``environment.jsonl``, so that a page shows what
+produced its numbers, also when a run was resumed with other code."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import math
+import os
+import platform
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +21,7 @@ from typing import Any
 from alignflow.sdk.files import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
+ENVIRONMENT_FILE = "environment.jsonl"
 TRAIN_PHASES = ("rollout", "reward", "train")  # an iteration's timed phases (time/<phase>)
 
 
@@ -21,6 +29,63 @@ def train_seconds(row: dict[str, Any]) -> float:
     """The seconds a metrics row's training iteration took: its phases' sum (0 for an
     evaluation-only row). What ``train.max_seconds`` and the benchmarks' wall clock count."""
     return sum(row.get(f"time/{p}", 0.0) for p in TRAIN_PHASES)
+
+
+def environment() -> dict[str, str]:
+    """Versions, machine and git commit, for reproducing a run's numbers."""
+    import importlib.metadata as md
+
+    import torch
+
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("alignflow", "torch", "diffusers", "transformers", "accelerate", "peft"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = "not installed"
+    env["cpus"] = str(os.cpu_count())
+    env["threads"] = str(torch.get_num_threads())
+    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    env["git commit"] = git_commit()
+    return env
+
+
+def git_commit() -> str:
+    """The commit of this alignflow checkout (with "+ uncommitted changes" when its
+    tracked files differ from it), else the commit ``git archive`` wrote into the
+    copy (``sdk/_commit.py``), else why there is none."""
+    root = Path(__file__).resolve().parents[1]  # the repository root of a checkout
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=10, cwd=root
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top and Path(top).resolve() == root:  # not a repository that merely contains us
+        commit = git("rev-parse", "HEAD") or "no commit"
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        return commit + (" + uncommitted changes" if changed else "")
+    from alignflow.sdk._commit import COMMIT
+
+    return COMMIT if not COMMIT.startswith("$") else "not a git checkout"
+
+
+def record_environment(output_dir: Path, start: int | None) -> None:
+    """Append this start's environment to the run's ``environment.jsonl`` (a fresh run
+    starts the file over; a resumed one drops the starts after its checkpoint, whose
+    iterations it drops too)."""
+    path = Path(output_dir) / ENVIRONMENT_FILE
+    rows = (
+        [] if start is None else [r for r in read_metrics(path) if r.get("iteration", 0) <= start]
+    )
+    rows.append({"iteration": start or 0, "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+    rows[-1].update(environment())
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -110,6 +175,7 @@ class MetricsLog:
         self.seconds = 0.0  # training seconds of the rows so far (main process)
         if accelerator.is_main_process:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            record_environment(output_dir, start)
             rows = (
                 []
                 if start is None

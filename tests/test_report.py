@@ -137,3 +137,63 @@ def test_a_run_without_evaluation_still_gets_its_page(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "No gallery" in page and 'src="report_files/curves.png"' in page
     assert write_report_page(tmp_path) == tmp_path / "report.html"
+
+
+def test_the_page_shows_the_environment_of_each_start_of_a_resumed_run(tmp_path, monkeypatch):
+    """A run resumed with other code (here: another commit) records both environments,
+    and its page shows both; a run folder without records (from an older alignflow)
+    shows the page writer's, labelled so."""
+    from alignflow.sdk import tracking
+    from alignflow.sdk.report_html import _environments
+    from alignflow.sdk.trainer import Trainer
+
+    Trainer(digits_cfg(tmp_path, "data.eval=", "checkpoint.every=2")).train()
+    monkeypatch.setattr(tracking, "git_commit", lambda: "0123abc (another checkout)")
+    resume = digits_cfg(tmp_path, "data.eval=", "train.iterations=3", "checkpoint.resume=latest")
+    Trainer(resume).train()
+    records = [json.loads(line) for line in (tmp_path / "environment.jsonl").open()]
+    assert [r["iteration"] for r in records] == [0, 2]
+    shown = _environments([tmp_path], "run")
+    assert shown["labels"] == [
+        "this run, started at iteration 0",
+        "this run, started at iteration 2",
+    ]
+    commit = dict((row[0], row[1:]) for row in shown["rows"])["git commit"]
+    assert commit[1] == "0123abc (another checkout)" and commit[0] != commit[1]
+    assert "0123abc (another checkout)" in write_report_page(tmp_path).read_text()
+
+    (tmp_path / "environment.jsonl").unlink()
+    assert _environments([tmp_path], "run")["labels"] == [
+        "this page's writer (the run recorded none)"
+    ]
+
+
+def test_the_commit_is_the_checkouts_or_the_one_git_archive_wrote(tmp_path):
+    """In this checkout: HEAD (a 40-hex commit, maybe with uncommitted changes). In a
+    copy made by `git archive` (no .git): the commit that archive wrote into it."""
+    import re
+    import subprocess
+    import sys
+
+    from alignflow.sdk.tracking import git_commit
+
+    root = Path(__file__).parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not run from a git checkout")
+    assert re.fullmatch(r"[0-9a-f]{40}( \+ uncommitted changes)?", git_commit()), git_commit()
+    assert git_commit().startswith(head.stdout.strip())
+
+    copy = tmp_path / "copy" / "alignflow"
+    copy.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD", "sdk"], cwd=root, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive.stdout, check=True)
+    code = "from alignflow.sdk.tracking import git_commit; print(git_commit())"
+    seen = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(tmp_path / "copy"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert seen.stdout.strip() == head.stdout.strip(), seen.stderr

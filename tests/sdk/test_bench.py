@@ -198,6 +198,8 @@ def test_killed_jobs_resume_failed_ones_retry_and_finished_ones_are_skipped(tmp_
     # job's too), every picture labelled with its prompt
     assert len(seen["images"]) == 2 + 8 * 3
     assert "a handwritten digit seven" in seen["text"]
+    # what the jobs ran with, recorded at each of their starts (one was resumed)
+    assert seen["tables"]["environment"][0] == ["environment", "2 jobs, 3 starts"]
 
 
 @pytest.mark.parametrize(
