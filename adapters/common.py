@@ -98,3 +98,81 @@ def component_folder(path: str, default: Path, script: str) -> Path:
             f"scheduler/ (missing {missing}); run {script} to regenerate it",
         )
     return folder
+
+
+class DiffusersExport:
+    """``alignflow export`` for a policy built on a diffusers transformer: the SD3, FLUX
+    and Wan adapters and their tiny toys share it (``self.transformer``,
+    ``self.pipeline`` when the policy came from a pipeline, ``self.save_pretrained``).
+
+    - ``diffusers-lora``: the trained LoRA as the pipeline class's own
+      ``save_lora_weights`` writes it, with peft's LoRA config (rank, alpha, targets) in
+      the file's metadata, so that ``pipe.load_lora_weights(DIR)`` applies it at the
+      trained scale alpha / rank. Only for a policy loaded from a pipeline.
+    - ``diffusers``: :meth:`save_pretrained` after the LoRA is merged into the base
+      weights (base dtype; the float32 adapter's product is rounded once), or the full
+      fine-tune's weights.
+    """
+
+    EXPORT_FORMATS = ("diffusers-lora", "diffusers")
+
+    def export_formats(self) -> tuple[str, ...]:
+        return self.EXPORT_FORMATS if self.pipeline is not None else ("diffusers",)
+
+    def export(self, fmt: str, out: Path) -> str:
+        """Write ``fmt`` into ``out``; returns the Python that loads it."""
+        if fmt == "diffusers-lora":
+            return self._export_lora(out)
+        merge_lora(self.transformer)
+        self.save_pretrained(out)
+        if self.pipeline is None:  # a toy: component folders, not a stock pipeline
+            cls = type(self.transformer).__name__
+            return (
+                f"from diffusers import {cls}\n"
+                f'transformer = {cls}.from_pretrained("{out}/transformer")\n'
+                f"# or all of it: alignflow train ... policy.path={out}"
+            )
+        cls = type(self.pipeline).__name__
+        return f'from diffusers import {cls}\npipe = {cls}.from_pretrained("{out}")'
+
+    def _export_lora(self, out: Path) -> str:
+        from peft.utils import get_peft_model_state_dict
+
+        config = getattr(self.transformer, "peft_config", {}).get("default")
+        if config is None:
+            raise ConfigError(
+                "export --format",
+                "diffusers-lora",
+                "a run trained with LoRA (train.finetune=lora); a full fine-tune exports "
+                "with --format diffusers",
+            )
+        cls = type(self.pipeline)
+        metadata = config.to_dict()
+        metadata["target_modules"] = sorted(metadata["target_modules"])  # a set: not JSON
+        cls.save_lora_weights(
+            out,
+            transformer_lora_layers=get_peft_model_state_dict(self.transformer),
+            transformer_lora_adapter_metadata=metadata,
+        )
+        base = self.pipeline.name_or_path
+        return (
+            f"from diffusers import {cls.__name__}\n"
+            f'pipe = {cls.__name__}.from_pretrained("{base}")\n'
+            f'pipe.load_lora_weights("{out}")  # scale alpha / rank = '
+            f"{config.lora_alpha / config.r:g}, as trained"
+        )
+
+
+def merge_lora(module: torch.nn.Module) -> None:
+    """Fold every LoRA adapter that peft injected into ``module`` into its base layer
+    and put the base layer back in its place: a plain module again, which
+    ``save_pretrained`` writes with the diffusers key names."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, layer in list(module.named_modules()):
+        if isinstance(layer, BaseTunerLayer):
+            layer.merge(safe_merge=True)  # refuses a non-finite result
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent), child, layer.get_base_layer())
+    if hasattr(module, "peft_config"):
+        del module.peft_config

@@ -10,6 +10,7 @@
     alignflow pretrain experiment=image_digits
     alignflow bench    benchmark=cross_modal [seeds=[0]] [parallel=2] [--dry-run]
     alignflow report   OUTPUT_DIR [--to DEST [--per N]]      report.html of a run or benchmark
+    alignflow export   OUTPUT_DIR --format diffusers-lora --out DIR [--checkpoint best]
     alignflow config   [--pretrain] experiment=...           print the composed config
     alignflow fields   [--pretrain | --algorithm NAME]       every field with its help
     alignflow serve-reward reward=ocr [reward.key=value ...] [--host 127.0.0.1] [--port 8765]
@@ -152,6 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     p_report.add_argument(
         "--per", type=int, default=8, help="gallery prompts per experiment (published pages)"
     )
+    p_export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a run's trained weights in the format their users load (sdk/export.py)",
+    )
+    p_export.add_argument("run", help="the run's output_dir")
+    p_export.add_argument(
+        "--format",
+        required=True,
+        dest="fmt",
+        help="diffusers-lora (SD3, FLUX, Wan), diffusers (LoRA merged; also the toys), f5-tts",
+    )
+    p_export.add_argument("--out", required=True, help="the folder to write")
+    p_export.add_argument(
+        "--checkpoint", default="latest", help="latest (default), best or an iteration"
+    )
+    p_export.add_argument(
+        "--no-ema", action="store_true", help="the trained weights, not the EMA ones"
+    )
+    p_export.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     p_config = sub.add_parser("config", parents=[common])
     p_config.add_argument(
         "--pretrain", action="store_true", help="the pretraining config instead of training's"
@@ -326,6 +347,19 @@ def _run(args: argparse.Namespace) -> int:
         from alignflow.sdk.report_html import write_report_page
 
         print(f"written: {write_report_page(args.folder, args.to, args.per)}")
+        return 0
+    if args.command == "export":
+        from alignflow.sdk.export import export
+
+        out = export(
+            args.run,
+            args.out,
+            args.fmt,
+            args.checkpoint,
+            ema=not args.no_ema,
+            overwrite=args.overwrite,
+        )
+        print(f"written: {out} (how to load it: {out / 'README.md'})")
         return 0
     if args.command == "bench":
         from alignflow.sdk.bench import bench

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignflow.adapters.common import DiffusersExport
 from alignflow.modalities.image.codec import VAECodec
 from alignflow.sdk.batching import SHARED
 from alignflow.sdk.errors import ConfigError
@@ -57,7 +58,7 @@ class FluxCondition:
     text_ids: torch.Tensor = field(metadata=SHARED)
 
 
-class FluxPolicy:
+class FluxPolicy(DiffusersExport):
     modality = "image"
     default_lora_targets = FLUX_LORA_TARGETS
 

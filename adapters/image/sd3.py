@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignflow.adapters.common import DiffusersExport
 from alignflow.sdk.random import Generators, randn
 
 # Attention projections of the joint blocks, the LoRA targets Flow-GRPO uses for SD3.5.
@@ -97,7 +98,7 @@ class PipelinePromptEncoder:
         return embeds, pooled
 
 
-class SD3Policy:
+class SD3Policy(DiffusersExport):
     modality = "image"
     default_lora_targets = SD3_LORA_TARGETS
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignflow.adapters.common import DiffusersExport
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import Generators, randn
 
@@ -74,7 +75,7 @@ def positions(size: tuple[int, int, int], device: torch.device, dtype: torch.dty
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
 
 
-class WanPolicy:
+class WanPolicy(DiffusersExport):
     modality = "video"
     default_lora_targets = WAN_LORA_TARGETS
 

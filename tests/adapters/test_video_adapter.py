@@ -115,17 +115,14 @@ def test_bad_arguments(folder, tmp_path):
         load(folder, attention="warp-drive")
 
 
-def test_a_grpo_iteration_of_wan_runs_with_a_video_reward(folder, tmp_path):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(f'{{"prompt": "{p}", "direction": "left"}}\n' for p in PROMPTS))
-    cfg = compose(
+def wan_cfg(out, folder, prompts, *extra):
+    """A one-iteration LoRA run of the tiny Wan pipeline saved in ``folder``."""
+    return compose(
         "train",
         [
             "policy.name=wan",
             f"+policy.path={folder}",
-            "+policy.height=32",
-            "+policy.width=32",
-            "+policy.num_frames=9",
+            *(f"+policy.{k}={v}" for k, v in SIZE.items()),
             "+policy.dtype=float32",
             "+policy.max_sequence_length=16",
             "+reward.flow.name=video_flow",
@@ -141,13 +138,24 @@ def test_a_grpo_iteration_of_wan_runs_with_a_video_reward(folder, tmp_path):
             "train.iterations=1",
             "train.lora_rank=4",
             "train.lora_alpha=8",
-            "train.optimizer_steps=1",
-            "+algorithm.aggregate=advantage",
             "logging.progress_bar=false",
             "logging.tensorboard=false",
             "logging.media=false",
-            f"output_dir={tmp_path / 'run'}",
+            f"output_dir={out}",
+            *extra,
         ],
+    )
+
+
+def test_a_grpo_iteration_of_wan_runs_with_a_video_reward(folder, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "{p}", "direction": "left"}}\n' for p in PROMPTS))
+    cfg = wan_cfg(
+        tmp_path / "run",
+        folder,
+        prompts,
+        "train.optimizer_steps=1",
+        "+algorithm.aggregate=advantage",
     )
     tr = Trainer(cfg)
     assert tr.reward.advantage_terms() == {"flow/direction": 1.0, "flow/consistency": 1.0}
