@@ -1,4 +1,4 @@
-"""What the diffusers image adapters share: dtypes, attention backends, loading."""
+"""What the adapters share: dtypes, attention backends, loading, export and merging LoRA."""
 
 from __future__ import annotations
 

@@ -329,6 +329,55 @@ class F5Policy:
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
+    # ------------------------------------------------------------------ export
+
+    EXPORT_FORMATS = ("f5-tts",)
+
+    def export_formats(self) -> tuple[str, ...]:
+        return self.EXPORT_FORMATS
+
+    def export(self, fmt: str, out: Path) -> str:
+        """``f5-tts``: the checkpoint in F5-TTS's release layout (``model.safetensors`` with
+        the keys ``ema_model.transformer.*``, which its ``load_checkpoint`` reads into
+        ``CFM``), the LoRA merged, and ``vocab.txt``. F5-TTS sizes the text embedding
+        from the vocab file (one row per token, plus the filler), so rows past the
+        vocabulary, which no token reaches, are left out. ``config.json`` keeps the
+        architecture and mel settings for alignflow (``policy.path=DIR``)."""
+        from safetensors.torch import save_file
+
+        from alignflow.adapters.common import merge_lora
+
+        net = getattr(self.transformer, "module", self.transformer)
+        merge_lora(net)
+        state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+        rows = len(self.vocab) + 1
+        state["text_embed.text_embed.weight"] = state["text_embed.text_embed.weight"][:rows].clone()
+        arch = {**net.config.to_dict(), "text_num_embeds": len(self.vocab)}
+        save_file(
+            {f"ema_model.transformer.{k}": v for k, v in state.items()}, out / "model.safetensors"
+        )
+        self.vocab.save(out / "vocab.txt")
+        config = {
+            "arch": arch,
+            "mel": vars(self.codec.config),
+            "max_frames": self.max_frames,
+            "sway": self.sway,
+            "speed": self.speed,
+        }
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        f5_arch = {
+            k: arch[k] for k in ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")
+        }
+        return (
+            "from f5_tts.infer.utils_infer import load_model\n"
+            "from f5_tts.model import DiT\n"
+            f"model = load_model(DiT, {f5_arch!r},\n"
+            f'                   "{out}/model.safetensors", vocab_file="{out}/vocab.txt")\n'
+            f"# mel: {self.codec.config.n_mels} bins at {self.codec.config.sample_rate} Hz, "
+            f"hop {self.codec.config.hop_length}; sway {self.sway}\n"
+            f"# or in alignflow: policy.name=f5_tts policy.path={out}"
+        )
+
 
 def reference_text(text: str) -> str:
     """F5-TTS ends the reference transcript with '. ' so that the generated text starts

@@ -212,3 +212,45 @@ def test_best_is_the_checkpoint_with_the_highest_held_out_reward(tmp_path):
     Trainer(digits_cfg(plain, "data.eval=")).train()
     with pytest.raises(ConfigError, match="export --checkpoint = 'best'.*evaluated"):
         _checkpoint_path(plain, "best")
+
+
+def test_the_f5_export_is_a_release_layout_checkpoint_that_loads_strictly(tmp_path):
+    """F5-TTS's `load_checkpoint(use_ema=True)` reads `ema_model_state_dict` (a
+    safetensors file is that dict), strips `ema_model.` and loads the rest strictly
+    into `CFM`, whose DiT is `transformer`; `load_model` sizes the text embedding from
+    vocab.txt. The export is checked against that layout, then loaded back (through
+    the same key mapping a release goes through) to the same velocity with the LoRA merged."""
+    from safetensors.torch import load_file
+
+    from alignflow.adapters.speech.f5 import load_f5_policy
+    from alignflow.adapters.speech.tiny import load_tiny_f5
+    from alignflow.sdk.finetune import LoRA
+
+    policy = load_tiny_f5()
+    lora = LoRA(policy, rank=4, alpha=8)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in policy.transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    tokens = policy.transformer.text_embed.text_embed.weight.shape[0]
+    with torch.no_grad():
+        probe = torch.randn(1, 40, policy.transformer.config.mel_dim)
+        text = torch.tensor([[1, 2, 3, 4]])
+        v = policy.transformer(probe, torch.zeros_like(probe), text, torch.tensor([0.4]))
+        with lora.reference():
+            v_base = policy.transformer(probe, torch.zeros_like(probe), text, torch.tensor([0.4]))
+        assert (v - v_base).abs().max() > 1e-3
+        policy.export("f5-tts", tmp_path)
+
+    state = load_file(str(tmp_path / "model.safetensors"))
+    assert all(k.startswith("ema_model.transformer.") for k in state)
+    assert not any("lora" in k for k in state)
+    vocab = (tmp_path / "vocab.txt").read_text().splitlines()
+    embed = state["ema_model.transformer.text_embed.text_embed.weight"]
+    assert embed.shape[0] == len(vocab) + 1 < tokens  # F5-TTS: Embedding(len(vocab) + 1)
+
+    again = load_f5_policy(str(tmp_path))
+    with torch.no_grad():
+        v_again = again.transformer(probe, torch.zeros_like(probe), text, torch.tensor([0.4]))
+    torch.testing.assert_close(v_again, v, atol=1e-5, rtol=0)
