@@ -248,8 +248,7 @@ def _series(rows: list[dict], x: str, y: str) -> dict[str, list[tuple]]:
     for r in rows:
         if r.get(y) is None:
             continue
-        axes = " ".join(f"{k[5:]}={v}" for k, v in r.items() if k.startswith("axis:"))
-        cells[f"{r['algorithm']} {axes}".strip()][r["iteration"]].append(r)
+        cells[_series_name(r)][r["iteration"]].append(r)
     out = {}
     for name, by_it in cells.items():
         out[name] = [
@@ -264,8 +263,14 @@ def _series(rows: list[dict], x: str, y: str) -> dict[str, list[tuple]]:
     return out
 
 
+def _series_name(row: dict) -> str:
+    axes = " ".join(f"{k[5:]}={v}" for k, v in row.items() if k.startswith("axis:"))
+    return f"{row['algorithm']} {axes}".strip()
+
+
 def _plot_bench_curves(rows: list[dict], path: Path, experiment: str) -> Path:
     plt = _pyplot()
+    styles = _styles(rows)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
     for ax, x, label in (
         (axes[0], "iteration", "iteration"),
@@ -274,12 +279,12 @@ def _plot_bench_curves(rows: list[dict], path: Path, experiment: str) -> Path:
     ):
         for name, points in _series(rows, x, "value").items():
             xs, mean, lo, hi = zip(*points)
-            line = ax.plot(xs, mean, "o-", ms=3, label=name)[0]
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+            ax.plot(xs, mean, ms=3, label=name, **styles[name])
+            ax.fill_between(xs, lo, hi, color=styles[name]["color"], alpha=0.15)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(rows[0]["metric"])
-    axes[0].legend(fontsize=8)
+    _legend(fig, axes[0])
     fig.suptitle(f"{experiment}: mean over seeds, band from the lowest to the highest seed")
     return _save(fig, path)
 
@@ -291,12 +296,13 @@ def _plot_bench_monitors(rows: list[dict], path: Path) -> Path | None:
     if not keys:
         return None
     plt = _pyplot()
+    styles = _styles(rows)
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, points in _series(rows, "iteration", key).items():
             xs, mean, lo, hi = zip(*points)
-            line = ax.plot(xs, mean, "o-", ms=3, label=name)[0]
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+            ax.plot(xs, mean, ms=3, label=name, **styles[name])
+            ax.fill_between(xs, lo, hi, color=styles[name]["color"], alpha=0.15)
         ax.set_title(
             {
                 "reward": "optimised reward (held out)",
@@ -307,8 +313,31 @@ def _plot_bench_monitors(rows: list[dict], path: Path) -> Path | None:
         )
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    _legend(fig, axes[0][0])
     return _save(fig, path)
+
+
+def _styles(rows: list[dict]) -> dict[str, dict[str, Any]]:
+    """One look per series, the same in every plot of an experiment: the ten tab10
+    colours, then the same colours dashed with squares, then dotted with triangles."""
+    names = list(dict.fromkeys(map(_series_name, rows)))
+    return {
+        name: {
+            "color": f"C{i % 10}",
+            "linestyle": ("-", "--", ":")[i // 10 % 3],
+            "marker": ("o", "s", "^")[i // 10 % 3],
+        }
+        for i, name in enumerate(names)
+    }
+
+
+def _legend(fig: Any, ax: Any) -> None:
+    """Beside the plots when there are many series, over the first one otherwise."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) > 4:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    else:
+        ax.legend(fontsize=8)
 
 
 def _bench_gallery(
@@ -443,7 +472,7 @@ def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # with a legend beside the plots
     plt.close(fig)
     return path
 

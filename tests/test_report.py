@@ -197,3 +197,11 @@ def test_the_commit_is_the_checkouts_or_the_one_git_archive_wrote(tmp_path):
         cwd=tmp_path,
     )
     assert seen.stdout.strip() == head.stdout.strip(), seen.stderr
+
+
+def test_every_series_of_a_bench_plot_has_its_own_look_past_ten_algorithms():
+    from alignflow.sdk.report_html import _styles
+
+    rows = [{"algorithm": f"a{i}", "iteration": 0, "value": 0.5} for i in range(12)]
+    looks = {(s["color"], s["linestyle"], s["marker"]) for s in _styles(rows).values()}
+    assert len(looks) == 12  # matplotlib's own cycle repeats its ten colours
