@@ -7,8 +7,9 @@ the SDK's kernels own the step loop, so every step has a log-prob. Conventions
 - time: F5's t runs from noise (0) to data (1) and its DiT predicts u = data - noise;
   alignflow's sigma = 1 - t and v = -u, so x_sigma = (1 - sigma) x0 + sigma eps is
   F5's x_t unchanged;
-- schedule: F5's sway sampling t' = t + s (cos(pi t / 2) - 1 + t) of a uniform grid
-  (s = -1: t' = 1 - cos(pi t / 2)), i.e. sigma_i = 1 - t'_i;
+- schedule: F5's sway sampling t' = t + s (cos(pi t / 2) - 1 + t) (s = -1: t' = 1 -
+  cos(pi t / 2)) of F5-TTS 1.1's grid: its EPSS grid at 5, 6, 7, 10, 12 and 16 steps,
+  else uniform (``epss=False``: always uniform); sigma_i = 1 - t'_i;
 - guidance: F5's ``pred + (pred - null) * cfg_strength`` is alignflow's w = 1 +
   cfg_strength; the null branch drops the text and the audio prompt together;
 - duration: F5's rule, prompt frames + prompt frames * bytes(text) / bytes(ref_text) / speed.
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from alignflow.adapters.speech.dit import DiT, DiTConfig, f5_state_dict
+from alignflow.adapters.speech.text import f5_tokens
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.modalities.speech.mel import MelCodec, MelConfig, make_vocoder
 from alignflow.modalities.speech.prompts import ReferenceAudio
@@ -53,12 +55,29 @@ F5_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TARGET_RMS = 0.1  # F5-TTS raises quieter reference audio to this RMS
 
 
-def sway_sigmas(num_steps: int, coef: float = -1.0) -> torch.Tensor:
-    """[N+1] float32 sigmas 1 -> 0 of F5's sway-sampled time grid (coef s = -1 default;
-    s = 0 is uniform). Small steps near the noise end (sigma ~ 1)."""
+# F5-TTS 1.1's empirically pruned step sampling (EPSS, ``get_epss_timesteps``): at these
+# step counts its ``CFM.sample`` starts from these t (in 32nds) instead of a uniform grid,
+# then applies sway sampling on top. Other step counts use the uniform grid.
+EPSS = {
+    5: (0, 2, 4, 8, 16, 32),
+    6: (0, 2, 4, 6, 8, 16, 32),
+    7: (0, 2, 4, 6, 8, 16, 24, 32),
+    10: (0, 2, 4, 6, 8, 12, 16, 20, 24, 28, 32),
+    12: (0, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32),
+    16: (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32),
+}
+
+
+def sway_sigmas(num_steps: int, coef: float = -1.0, epss: bool = True) -> torch.Tensor:
+    """[N+1] float32 sigmas 1 -> 0 of F5's time grid: EPSS at the step counts that have
+    one (``epss``, F5-TTS 1.1's default), else uniform, then sway sampling with coef s
+    (-1 default; 0 none). Small steps near the noise end (sigma ~ 1)."""
     if num_steps < 1:
         raise ConfigError("sample.num_steps", num_steps, "an int >= 1")
-    t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    if epss and num_steps in EPSS:
+        t = torch.tensor(EPSS[num_steps], dtype=torch.float64) / 32
+    else:
+        t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
     t = t + coef * (torch.cos(math.pi / 2 * t) - 1 + t)
     t[0], t[-1] = 0.0, 1.0  # exactly, whatever the rounding of cos(pi / 2)
     return (1 - t).float()
@@ -83,8 +102,10 @@ class CharVocab:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def encode(self, text: str) -> list[int]:
-        return [self.index.get(c, 0) for c in text]
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of ``tokens`` (:func:`~alignflow.adapters.speech.text.f5_tokens` of a text;
+        a plain string is its characters)."""
+        return [self.index.get(t, 0) for t in tokens]
 
 
 @dataclass
@@ -124,6 +145,7 @@ class F5Policy:
         speed: float = 1.0,
         audio_root: str = "",
         dtype: torch.dtype = torch.float32,
+        epss: bool = True,
     ):
         if transformer.config.mel_dim != codec.config.n_mels:
             raise ConfigError(
@@ -143,6 +165,7 @@ class F5Policy:
             sway,
             speed,
         )
+        self.epss = epss
         self.references = ReferenceAudio(audio_root, codec.config.sample_rate)
         self.device = torch.device("cpu")
 
@@ -171,7 +194,7 @@ class F5Policy:
             duration = ref_len + int(
                 ref_len / len(ref_text.encode()) * len(text.encode()) / self.speed
             )
-            ids = self.vocab.encode(ref_text + text)
+            ids = self.vocab.encode(f5_tokens(ref_text + text))
             rows.append((mel, ids, max(duration, max(len(ids), len(mel)) + 1)))
         return self._condition(rows, [str(self.references.path(m)) for m in metadata], prompts)
 
@@ -214,7 +237,7 @@ class F5Policy:
         :meth:`to_latents` cut it."""
         rows = []
         for b, (text, meta) in enumerate(zip(prompts, metadata)):
-            ids = self.vocab.encode(reference_text(meta["ref_text"]) + text)
+            ids = self.vocab.encode(f5_tokens(reference_text(meta["ref_text"]) + text))
             rows.append(
                 (
                     x0[b, : int(meta["prompt_frames"])].cpu(),
@@ -235,7 +258,7 @@ class F5Policy:
         )
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
-        return sway_sigmas(num_steps, self.sway)
+        return sway_sigmas(num_steps, self.sway, self.epss)
 
     def velocity(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: SpeechCondition, guidance: float = 1.0
@@ -325,6 +348,7 @@ class F5Policy:
             "mel": vars(self.codec.config),
             "max_frames": self.max_frames,
             "sway": self.sway,
+            "epss": self.epss,
             "speed": self.speed,
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -362,6 +386,7 @@ class F5Policy:
             "mel": vars(self.codec.config),
             "max_frames": self.max_frames,
             "sway": self.sway,
+            "epss": self.epss,
             "speed": self.speed,
         }
         (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -430,6 +455,7 @@ def load_f5_policy(
     audio_root: str = "",
     dtype: str = "float32",
     arch: dict[str, Any] | None = None,
+    epss: bool = True,
 ) -> F5Policy:
     """An F5-TTS policy from a local folder: a released checkpoint (``F5TTS_v1_Base``:
     ``model_1250000.safetensors`` + ``vocab.txt``; the architecture defaults to v1 Base,
@@ -437,7 +463,8 @@ def load_f5_policy(
     (``config.json`` gives the architecture). ``vocoder``: ``griffin_lim`` (offline) or
     ``vocos`` with ``vocoder_path`` a local Vocos folder (config.yaml, pytorch_model.bin).
     ``max_frames`` (the latent length, prompt included; 0 = the saved value, else 2048 =
-    21.8 s) bounds prompt + generated speech."""
+    21.8 s) bounds prompt + generated speech. ``sway`` and ``epss``: the time grid (see
+    :func:`sway_sigmas`; F5-TTS 1.1's defaults)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ConfigError(
@@ -484,4 +511,5 @@ def load_f5_policy(
         speed=speed,
         audio_root=audio_root,
         dtype=resolve_dtype(dtype),
+        epss=epss,
     )

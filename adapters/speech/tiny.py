@@ -47,10 +47,12 @@ def load_tiny_f5(
     max_frames: int = MAX_FRAMES,
     audio_root: str = str(sentences.DATA_DIR),
     arch: dict | None = None,
+    epss: bool = True,
 ) -> F5Policy:
     """The tiny policy from ``path`` (default: the shipped base), or freshly initialised
     (seeded) with ``random_init=True`` for pretraining; ``arch`` overrides fields of
-    ``TINY_ARCH`` for a fresh one (e.g. ``{dim: 256}``)."""
+    ``TINY_ARCH`` for a fresh one (e.g. ``{dim: 256}``); ``epss``: F5-TTS 1.1's pruned
+    time grid at the step counts that have one (``f5.sway_sigmas``)."""
     if not random_init:
         folder = Path(path) if path else ASSETS / "sentences_base"
         if not (folder / "model.safetensors").is_file():
@@ -61,7 +63,7 @@ def load_tiny_f5(
                 "experiment=speech_tiny` (scripts/build_speech_assets.py --base makes the "
                 "shipped one)",
             )
-        return load_f5_policy(str(folder), max_frames=max_frames, audio_root=audio_root)
+        return load_f5_policy(str(folder), max_frames=max_frames, audio_root=audio_root, epss=epss)
     unknown = sorted(set(arch or {}) - set(DiTConfig.__dataclass_fields__))
     if unknown:
         raise ConfigError(
@@ -70,5 +72,10 @@ def load_tiny_f5(
     torch.manual_seed(seed)
     config = dataclasses.replace(TINY_ARCH, **(arch or {}))
     return F5Policy(
-        DiT(config), tiny_vocab(), MelCodec(), max_frames=max_frames, audio_root=audio_root
+        DiT(config),
+        tiny_vocab(),
+        MelCodec(),
+        max_frames=max_frames,
+        audio_root=audio_root,
+        epss=epss,
     )

@@ -1,8 +1,10 @@
 """Intelligibility: word error rate of an ASR transcript against the text asked for.
 
 WER is computed as Seed-TTS-eval does (Anastassiou et al., arXiv 2406.02430; also
-F5-TTS's and F5R-TTS's evaluation): delete punctuation except the apostrophe, collapse
-double spaces, lower-case, then jiwer's WER per utterance; a test set's WER is the
+F5-TTS's and F5R-TTS's evaluation): delete punctuation except the apostrophe (ASCII
+and zhon's complete CJK set), collapse double spaces; English is lower-cased and scored
+per word, Chinese (``language: zh``, the hypothesis converted to simplified characters
+with zhconv) per character; jiwer's WER per utterance, and a test set's WER is the
 mean of the per-utterance WERs. The reward is 1 - WER (F5R-TTS's form; it goes below 0
 when the hypothesis has more errors than the truth has words) with ``wer`` logged.
 
@@ -42,21 +44,28 @@ from alignflow.sdk.extras import require
 from alignflow.sdk.rewards import RewardOutput
 
 ASR_RATE = 16000
-# string.punctuation plus the CJK punctuation Seed-TTS-eval also removes (zhon.hanzi.punctuation).
 # per token: a clip that does not say a word costs the same as one far off
 LOGP_FLOOR = float(np.log(1e-5))
-PUNCTUATION = string.punctuation + (
-    "＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､\u3000、〃〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏﹑﹔·！？｡。"
-)
+LANGUAGES = ("en", "zh")
 
 
-def normalize(text: str) -> str:
-    """Seed-TTS-eval's normalisation for English: punctuation except ' removed, double
-    spaces collapsed, lower case."""
-    for ch in PUNCTUATION:
+@functools.cache
+def punctuation() -> str:
+    """Seed-TTS-eval's set: ``string.punctuation`` plus zhon's complete CJK punctuation
+    (``zhon.hanzi.punctuation``), the library it takes it from."""
+    cjk = require("zhon.hanzi", "reward.name", "asr", "Seed-TTS-eval's punctuation set")
+    return string.punctuation + cjk.punctuation
+
+
+def normalize(text: str, language: str = "en") -> str:
+    """Seed-TTS-eval's normalisation (``run_wer.py``): punctuation except ' removed,
+    double spaces collapsed; English lower-cased (scored per word), Chinese split into
+    characters (scored per character)."""
+    for ch in punctuation():
         if ch != "'":
             text = text.replace(ch, "")
-    return text.replace("  ", " ").lower()
+    text = text.replace("  ", " ")
+    return " ".join(text) if language == "zh" else text.lower()
 
 
 def spellings(text: str) -> tuple[str, str]:
@@ -65,15 +74,25 @@ def spellings(text: str) -> tuple[str, str]:
     return text, text[:1].upper() + text[1:]
 
 
-def wer(truth: str, hypothesis: str) -> float:
-    """WER of one utterance after :func:`normalize`; NaN when the truth has no words,
-    1.0 when the hypothesis is empty (every word deleted)."""
+def wer(truth: str, hypothesis: str, language: str = "en") -> float:
+    """WER (a character error rate for ``zh``) of one utterance after :func:`normalize`;
+    a Chinese hypothesis is first converted to simplified characters (zhconv), as
+    Seed-TTS-eval converts its ASR's output. NaN when the truth has no words, 1.0 when
+    the hypothesis is empty (every word deleted)."""
     import jiwer
 
-    truth, hypothesis = normalize(truth).strip(), normalize(hypothesis).strip()
-    if not truth:
+    if language not in LANGUAGES:
+        raise ConfigError("reward.language", language, f"one of {list(LANGUAGES)} for WER")
+    if language == "zh":
+        zhconv = require(
+            "zhconv", "reward.language", language, "Chinese WER (simplified characters)"
+        )
+        hypothesis = zhconv.convert(hypothesis, "zh-cn")
+    truth = normalize(truth, language).strip()
+    hypothesis = normalize(hypothesis, language).strip()
+    if not truth.strip():
         return float("nan")
-    if not hypothesis:
+    if not hypothesis.strip():
         return 1.0
     return float(jiwer.wer(truth, hypothesis))
 
@@ -338,8 +357,10 @@ class WERReward:
             raise ConfigError(
                 "reward.path", path, "a local Whisper folder or hub id for the transformers backend"
             )
+        if language not in LANGUAGES:
+            raise ConfigError("reward.language", language, f"one of {list(LANGUAGES)}")
         self.asr = BACKENDS[backend](path=path, language=language, **backend_args)
-        self.text_key, self.score = text_key, score
+        self.text_key, self.score, self.language = text_key, score, language
 
     def __call__(
         self, media: Waveform, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
@@ -357,7 +378,9 @@ class WERReward:
         hypotheses, logp = self.asr.transcribe(
             audio, truths if self.score == "likelihood" else None
         )
-        errors = torch.tensor([wer(t, h) for t, h in zip(truths, hypotheses)], dtype=torch.float32)
+        errors = torch.tensor(
+            [wer(t, h, self.language) for t, h in zip(truths, hypotheses)], dtype=torch.float32
+        )
         self.last_transcripts = hypotheses  # for people reading a run
         if logp is None:
             return RewardOutput(1.0 - errors, {"wer": errors})

@@ -3,6 +3,7 @@ and a GRPO iteration at tiny size."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,6 +154,40 @@ def test_sway_schedule_is_f5s_time_grid_in_sigma():
     torch.testing.assert_close(sway_sigmas(4, coef=0.0), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
     # small steps near the noise end: the first step is the smallest
     assert (sig[0] - sig[1]) < (sig[3] - sig[4])
+
+
+# F5-TTS 1.1's get_epss_timesteps (f5_tts/model/utils.py), in 32nds, as published
+PUBLISHED_EPSS = {
+    5: [0, 2, 4, 8, 16, 32],
+    6: [0, 2, 4, 6, 8, 16, 32],
+    7: [0, 2, 4, 6, 8, 16, 24, 32],
+    10: [0, 2, 4, 6, 8, 12, 16, 20, 24, 28, 32],
+    12: [0, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32],
+    16: [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32],
+}
+
+
+@pytest.mark.parametrize("steps", [5, 6, 7, 8, 10, 12, 16, 32])
+def test_the_time_grid_is_f5s_epss_where_it_has_one_then_sway(steps):
+    """CFM.sample: t = EPSS grid (steps with one) or linspace, then the sway
+    t + s (cos(pi t / 2) - 1 + t); s = -1 makes sigma = 1 - t' = cos(pi t / 2)."""
+    grid = PUBLISHED_EPSS.get(steps)
+    t = (
+        torch.tensor(grid, dtype=torch.float64) / 32
+        if grid
+        else torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        sway_sigmas(steps), torch.cos(math.pi / 2 * t).float(), atol=1e-6, rtol=0
+    )
+    uniform = torch.cos(math.pi / 2 * torch.linspace(0, 1, steps + 1, dtype=torch.float64))
+    torch.testing.assert_close(sway_sigmas(steps, epss=False), uniform.float(), atol=1e-6, rtol=0)
+    assert load_tiny_f5(random_init=True).sigmas(steps).equal(sway_sigmas(steps))
+    assert (
+        load_tiny_f5(random_init=True, epss=False)
+        .sigmas(steps)
+        .equal(sway_sigmas(steps, epss=False))
+    )
 
 
 def test_duration_text_and_prompt_follow_f5s_rule():
@@ -329,3 +364,18 @@ def test_tiny_architecture_overrides_are_checked():
         load_tiny_f5(random_init=True, arch={"width": 2})
     with pytest.raises(ConfigError, match="speech_tiny"):
         load_tiny_f5(path="/nonexistent/base")
+
+
+def test_the_text_front_end_tokenises_as_f5_tts_does():
+    """Mixed Chinese / English / punctuation sentences against the tokens f5-tts 1.1's
+    own convert_char_to_pinyin gave (tests/adapters/data/f5_text_frontend.json), and
+    the ids the released vocab's pinyin tokens get."""
+    from alignflow.adapters.speech.text import f5_tokens
+
+    fixture = json.loads((Path(__file__).parent / "data" / "f5_text_frontend.json").read_text())
+    for text, tokens in fixture["cases"].items():
+        assert list(f5_tokens(text)) == tokens, text
+    vocab = CharVocab([" ", ",", "a", "b", "ni2", "hao3"])  # 你好: ni3 -> ni2 (tone sandhi)
+    # " ni2 hao3, ab": a space before each syllable and before a word after punctuation
+    assert vocab.encode(f5_tokens("你好,ab")) == [0, 4, 0, 5, 1, 0, 2, 3]
+    assert vocab.encode("ab") == [2, 3]  # a plain string is its characters

@@ -50,9 +50,28 @@ def test_wer_normalisation_matches_seed_tts_eval(truth, hypothesis, expected):
     assert wer(truth, hypothesis) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    "truth, hypothesis, expected",
+    [
+        ("你好，世界！", "你好世界", 0.0),  # CJK punctuation removed
+        ("今天天气不错。", "今天天气不措", 1 / 6),  # per character: 1 of 6
+        ("我们走吧", "我們走吧", 0.0),  # the hypothesis goes to simplified characters
+        ("好的．", "好", 1 / 2),  # U+FF0E, in zhon's set: a deletion of 1 of 2
+        ("用GPT写", "用gpt写", 3 / 5),  # no lower-casing for Chinese: G P T against g p t
+    ],
+)
+def test_chinese_wer_is_per_character_after_seed_tts_evals_normalisation(
+    truth, hypothesis, expected
+):
+    assert wer(truth, hypothesis, "zh") == pytest.approx(expected)
+
+
 def test_wer_edge_cases():
     assert math.isnan(wer("...", "anything"))  # no words to read: not applicable
     assert normalize("“Quoted”—text，中文。") == "quotedtext中文"
+    assert normalize("你好，世界。", "zh") == "你 好 世 界"
+    with pytest.raises(ConfigError, match="reward.language"):
+        wer("a", "a", "fr")
 
 
 def test_offline_whisper_reads_flite_and_not_noise(speech, asr_reward):
