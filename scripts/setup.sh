@@ -21,9 +21,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
   .venv/bin/python -m pip install --quiet --no-deps "resemblyzer==0.1.4"
   # f5-tts, only for the tests that alignflow's F5 DiT and its exports match F5-TTS's own
   # classes: its model code and x-transformers, without its app (gradio, wandb, ...),
-  # which it declares but the DiT does not import. Its resolver warning is expected.
-  .venv/bin/python -m pip install --quiet --no-deps "f5-tts==1.1.22" 2>/dev/null
+  # which it declares but the DiT does not import (pip's note that they are missing is
+  # silenced; x-transformers goes first, so that its install does not repeat the note).
   .venv/bin/python -m pip install --quiet "x-transformers>=1.31"
+  .venv/bin/python -m pip install --quiet --no-deps "f5-tts==1.1.22" 2>/dev/null
   touch "$stamp"
 fi
 # System programs (Debian packages) the tests and demos use: the tesseract OCR engine,
