@@ -147,16 +147,20 @@ def _failpoint(name: str, iteration: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def iteration_of(path: Path) -> int:
+    """N of a ``checkpoint-N`` folder, from its name (not verified)."""
+    m = _NAME.match(Path(path).name)
+    if m is None:
+        raise CheckpointError(f"{path}: not a checkpoint-N folder")
+    return int(m.group(1))
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """``checkpoint-N`` folders in ``output_dir``, oldest first (not verified)."""
     if not output_dir.is_dir():
         return []
-    found = [
-        (int(m.group(1)), p)
-        for p in output_dir.iterdir()
-        if p.is_dir() and (m := _NAME.match(p.name))
-    ]
-    return [p for _, p in sorted(found)]
+    found = [p for p in output_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=iteration_of)
 
 
 def recover_partial(output_dir: Path) -> list[str]:

@@ -61,8 +61,11 @@ def export(
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError("export --out", str(out), "a new or empty folder, or --overwrite")
     path = _checkpoint_path(run_dir, checkpoint)
-    state = json.loads((path / "trainer_state.json").read_text())
-    cfg = dataclass_from(RunConfig, state["config"], "config")
+    try:  # the run's config, to refuse a format before the weights load (they are checked then)
+        saved = json.loads((path / "trainer_state.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: trainer_state.json has no readable run config ({e})") from e
+    cfg = dataclass_from(RunConfig, saved, "config")
     offered = _class_formats(cfg)
     if offered is not None and fmt not in offered:
         raise ConfigError("export --format", fmt, f"one of {list(offered)} for {_policy(cfg)}")
@@ -109,7 +112,7 @@ def _checkpoint_path(run_dir: Path, which: str | int) -> Path:
         raise ConfigError("export --checkpoint", which, "latest, best or an iteration") from None
     path = run_dir / f"checkpoint-{n}"
     if path not in found:
-        saved = [int(p.name.split("-")[1]) for p in found]
+        saved = [ckpt.iteration_of(p) for p in found]
         raise ConfigError("export --checkpoint", which, f"one of the saved iterations {saved}")
     return path
 
@@ -122,7 +125,7 @@ def _best(run_dir: Path, found: list[Path]) -> Path:
         for r in read_metrics(run_dir)
         if isinstance(r.get("eval/reward_mean"), (int, float))
     }
-    scored = [p for p in found if int(p.name.split("-")[1]) in scores]
+    scored = [p for p in found if ckpt.iteration_of(p) in scores]
     if not scored:
         raise ConfigError(
             "export --checkpoint",
@@ -130,7 +133,7 @@ def _best(run_dir: Path, found: list[Path]) -> Path:
             "a run evaluated at the iteration of a saved checkpoint (eval.every, "
             "checkpoint.every); or latest or an iteration",
         )
-    return max(scored, key=lambda p: scores[int(p.name.split("-")[1])])
+    return max(scored, key=lambda p: scores[ckpt.iteration_of(p)])
 
 
 def _policy(cfg: Any) -> str:
@@ -163,7 +166,7 @@ def _write_card(folder: Path, run_dir: Path, cfg: Any, trained: Any, fmt: str, l
     policy_name, policy_args = split_component(cfg.policy, "policy")
     algorithm = split_component(cfg.algorithm, "algorithm")[0]
     base = policy_args.get("path") or f"{policy_name} (shipped with alignflow)"
-    iteration = int(trained.checkpoint.name.split("-")[1])
+    iteration = ckpt.iteration_of(trained.checkpoint)
     evals = {r["iteration"]: r for r in read_metrics(run_dir) if "eval/reward_mean" in r}
     before, after = evals.get(0, {}), evals.get(iteration)
     modality = trained.policy.modality

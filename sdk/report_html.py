@@ -398,7 +398,7 @@ def _environments(folders: list[Path], unit: str) -> dict[str, Any]:
     groups: dict[str, dict[str, Any]] = {}
     unrecorded = 0
     for folder in folders:
-        records = [json.loads(line) for line in _lines(folder / ENVIRONMENT_FILE)]
+        records = read_metrics(folder / ENVIRONMENT_FILE)  # skips a line cut by a kill
         unrecorded += not records
         for r in records:
             env = {k: str(v) for k, v in r.items() if k not in ("iteration", "time")}

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from alignflow.adapters.speech.dit import DiT, DiTConfig, f5_state_dict
-from alignflow.adapters.speech.text import f5_tokens
+from alignflow.adapters.speech.text import CharVocab, f5_tokens, reference_text
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.modalities.speech.mel import MelCodec, MelConfig, make_vocoder
 from alignflow.modalities.speech.prompts import ReferenceAudio
@@ -81,31 +81,6 @@ def sway_sigmas(num_steps: int, coef: float = -1.0, epss: bool = True) -> torch.
     t = t + coef * (torch.cos(math.pi / 2 * t) - 1 + t)
     t[0], t[-1] = 0.0, 1.0  # exactly, whatever the rounding of cos(pi / 2)
     return (1 - t).float()
-
-
-class CharVocab:
-    """F5-TTS's character vocabulary (``vocab.txt``: one token per line, the line number
-    is its id). Unknown characters map to id 0, as F5-TTS does."""
-
-    def __init__(self, tokens: Sequence[str]):
-        self.tokens = list(tokens)
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> CharVocab:
-        with open(path, encoding="utf-8") as f:
-            return cls([line[:-1] if line.endswith("\n") else line for line in f])
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        """Ids of ``tokens`` (:func:`~alignflow.adapters.speech.text.f5_tokens` of a text;
-        a plain string is its characters)."""
-        return [self.index.get(t, 0) for t in tokens]
 
 
 @dataclass
@@ -343,8 +318,12 @@ class F5Policy:
             folder / "model.safetensors",
         )
         self.vocab.save(folder / "vocab.txt")
+        self._write_config(folder, net.config.to_dict())
+
+    def _write_config(self, folder: Path, arch: dict[str, Any]) -> None:
+        """config.json: what :func:`load_f5_policy` reads back besides the weights."""
         config = {
-            "arch": net.config.to_dict(),
+            "arch": arch,
             "mel": vars(self.codec.config),
             "max_frames": self.max_frames,
             "sway": self.sway,
@@ -381,15 +360,7 @@ class F5Policy:
             {f"ema_model.transformer.{k}": v for k, v in state.items()}, out / "model.safetensors"
         )
         self.vocab.save(out / "vocab.txt")
-        config = {
-            "arch": arch,
-            "mel": vars(self.codec.config),
-            "max_frames": self.max_frames,
-            "sway": self.sway,
-            "epss": self.epss,
-            "speed": self.speed,
-        }
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        self._write_config(out, arch)
         f5_arch = {
             k: arch[k] for k in ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")
         }
@@ -402,15 +373,6 @@ class F5Policy:
             f"hop {self.codec.config.hop_length}; sway {self.sway}\n"
             f"# or in alignflow: policy.name=f5_tts policy.path={out}"
         )
-
-
-def reference_text(text: str) -> str:
-    """F5-TTS ends the reference transcript with '. ' so that the generated text starts
-    a new sentence."""
-    text = text.strip()
-    if text.endswith(". ") or text.endswith("。"):
-        return text
-    return text + " " if text.endswith(".") else text + ". "
 
 
 def _checkpoint_file(folder: Path) -> Path:

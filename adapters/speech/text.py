@@ -1,4 +1,5 @@
-"""F5-TTS's text front-end: text -> the tokens its ``vocab.txt`` indexes.
+"""F5-TTS's text side: the front-end (text -> the tokens its ``vocab.txt`` indexes),
+the vocabulary, and the reference transcript's ending.
 
 F5-TTS 1.1 (``convert_char_to_pinyin``, used in training and in inference) segments
 the text with jieba (the ``rjieba`` binding), then per segment:
@@ -18,7 +19,9 @@ English-only vocab (the tiny default's) sees the same characters it always did.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 _TRANSLATE = str.maketrans({";": ",", "“": '"', "”": '"', "‘": "'", "’": "'"})
 _NO_SPACE_AFTER = " :'\""
@@ -59,3 +62,37 @@ def f5_tokens(text: str) -> tuple[str, ...]:
                 else:
                     tokens.append(c)
     return tuple(tokens)
+
+
+class CharVocab:
+    """F5-TTS's character vocabulary (``vocab.txt``: one token per line, the line number
+    is its id). Unknown characters map to id 0, as F5-TTS does."""
+
+    def __init__(self, tokens: Sequence[str]):
+        self.tokens = list(tokens)
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> CharVocab:
+        with open(path, encoding="utf-8") as f:
+            return cls([line[:-1] if line.endswith("\n") else line for line in f])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of ``tokens`` (:func:`f5_tokens` of a text; a plain string is its
+        characters)."""
+        return [self.index.get(t, 0) for t in tokens]
+
+
+def reference_text(text: str) -> str:
+    """F5-TTS ends the reference transcript with '. ' so that the generated text starts
+    a new sentence."""
+    text = text.strip()
+    if text.endswith(". ") or text.endswith("。"):
+        return text
+    return text + " " if text.endswith(".") else text + ". "

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from alignflow.adapters.speech.dit import DiT, DiTConfig
-from alignflow.adapters.speech.f5 import CharVocab, F5Policy, load_f5_policy
+from alignflow.adapters.speech.f5 import F5Policy, load_f5_policy
+from alignflow.adapters.speech.text import CharVocab
 from alignflow.modalities.speech import sentences
 from alignflow.modalities.speech.mel import MelCodec
 from alignflow.sdk.errors import ConfigError

@@ -90,9 +90,9 @@ def wer(truth: str, hypothesis: str, language: str = "en") -> float:
         hypothesis = zhconv.convert(hypothesis, "zh-cn")
     truth = normalize(truth, language).strip()
     hypothesis = normalize(hypothesis, language).strip()
-    if not truth.strip():
+    if not truth:
         return float("nan")
-    if not hypothesis.strip():
+    if not hypothesis:
         return 1.0
     return float(jiwer.wer(truth, hypothesis))
 

@@ -191,6 +191,7 @@ def test_the_video_toy_merges_its_lora_into_the_folder_it_loads_from(tmp_path):
 
 
 def test_best_is_the_checkpoint_with_the_highest_held_out_reward(tmp_path):
+    from alignflow.sdk.checkpoint import iteration_of
     from alignflow.sdk.export import _checkpoint_path
     from alignflow.sdk.tracking import read_metrics
     from tests.helpers import digits_cfg
@@ -202,7 +203,7 @@ def test_best_is_the_checkpoint_with_the_highest_held_out_reward(tmp_path):
     scores = {
         r["iteration"]: r["eval/reward_mean"] for r in read_metrics(run) if "eval/reward_mean" in r
     }
-    saved = [int(p.name.split("-")[1]) for p in run.glob("checkpoint-*")]
+    saved = [iteration_of(p) for p in run.glob("checkpoint-*")]
     assert len(saved) >= 2  # the last ones (checkpoint.keep_last)
     best = max(saved, key=scores.get)
     assert _checkpoint_path(run, "best") == run / f"checkpoint-{best}"

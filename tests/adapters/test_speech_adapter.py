@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from alignflow.adapters.speech.dit import DiT, DiTConfig
-from alignflow.adapters.speech.f5 import (
-    CharVocab,
-    F5Policy,
-    load_f5_policy,
-    reference_text,
-    sway_sigmas,
-)
+from alignflow.adapters.speech.f5 import F5Policy, load_f5_policy, sway_sigmas
+from alignflow.adapters.speech.text import CharVocab, reference_text
 from alignflow.adapters.speech.tiny import TINY_ARCH, load_tiny_f5
 from alignflow.modalities.speech import sentences
 from alignflow.modalities.speech.mel import MelCodec
