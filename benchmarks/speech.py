@@ -8,7 +8,11 @@ reward backend runs relative to real time.
 2. In the same process, on the same shapes, times each part of an iteration alone:
    the rollout's denoiser forwards, the vocoder (decode), the ASR (WER) and speaker
    rewards, and training (forward + backward per micro-batch).
-3. The real-time factor (compute seconds / audio seconds; < 1 is faster than real
+3. The denoiser forward of a batch of 16 different prompts with F5-TTS's batching
+   (``frame_padding=batch``: the batch's longest sample, masked) against every sample
+   padded to ``max_frames`` (the tiny base's way), at the default's max_frames (224)
+   and at 1024.
+4. The real-time factor (compute seconds / audio seconds; < 1 is faster than real
    time) of every offline backend on the same flite speech: Whisper tiny.en batched in
    a 10 s window (the default) and one clip at a time in Whisper's 30 s window,
    resemblyzer, DNSMOS, and the Griffin-Lim vocoder.
@@ -68,6 +72,30 @@ def real_time_factors() -> list[tuple[str, float, float]]:
     return [(name, sec / seconds, seconds) for name, sec in rows]
 
 
+def padding_forwards(tr: Trainer) -> list[tuple[int, float, float, float]]:
+    """(max_frames, mean length, seconds per velocity call with ``batch`` padding, with
+    ``max_frames``) for 16 prompts of the training set, guidance 1; the second of two
+    passes (the first warms the kernels for every shape)."""
+    policy = tr.policy
+    saved = policy.max_frames, policy.frame_padding
+    prompts, meta = tr.train_set.prompts[:16], tr.train_set.metadata[:16]
+    rows = []
+    for max_frames in (saved[0], 1024) * 2:
+        policy.max_frames = max_frames
+        cond = policy.encode(prompts, meta)
+        x = policy.noise(len(prompts), [torch.Generator().manual_seed(b) for b in range(16)])
+        seconds = {}
+        for padding in ("batch", "max_frames"):
+            policy.frame_padding = padding
+            with torch.no_grad():
+                seconds[padding] = timed(
+                    lambda x=x, cond=cond: policy.velocity(x, torch.tensor(0.5), cond), 5
+                )
+        rows.append((max_frames, cond.length.float().mean().item(), *seconds.values()))
+    policy.max_frames, policy.frame_padding = saved
+    return rows[2:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,6 +126,9 @@ def main() -> None:
         f"steps, guidance {s.guidance}, {torch.get_num_threads()} threads"
     )
     print_parts(wall, split, alone)
+    print(f"\n{'max_frames':>10}{'mean length':>13}{'batch s':>10}{'max_frames s':>14}{'ratio':>8}")
+    for frames, mean, batch, padded in padding_forwards(tr):
+        print(f"{frames:>10}{mean:>13.0f}{batch:>10.3f}{padded:>14.3f}{padded / batch:>8.2f}")
     rtf = real_time_factors()
     print(
         f"\n{'reward backend':<42}{'RTF':>8}   on {rtf[0][2]:.1f} s of flite speech "

@@ -19,11 +19,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
   # resemblyzer, only for the test that alignflow's port of its speaker encoder embeds
   # as it does (it declares the `typing` backport and the source-only webrtcvad).
   .venv/bin/python -m pip install --quiet --no-deps "resemblyzer==0.1.4"
-  # f5-tts, only for the tests that alignflow's F5 DiT and its exports match F5-TTS's own
-  # classes: its model code and x-transformers, without its app (gradio, wandb, ...),
-  # which it declares but the DiT does not import (pip's note that they are missing is
-  # silenced; x-transformers goes first, so that its install does not repeat the note).
-  .venv/bin/python -m pip install --quiet "x-transformers>=1.31"
+  # f5-tts, only for the tests that alignflow's F5 DiT, sampler and exports match F5-TTS's
+  # own classes: its model code, x-transformers and torchdiffeq (its ODE solver), without
+  # its app (gradio, wandb, ...), which it declares but the model does not import (pip's
+  # note that they are missing is silenced; the two go first, so that their install does
+  # not repeat the note).
+  .venv/bin/python -m pip install --quiet "x-transformers>=1.31" "torchdiffeq>=0.2.4"
   .venv/bin/python -m pip install --quiet --no-deps "f5-tts==1.1.22" 2>/dev/null
   touch "$stamp"
 fi

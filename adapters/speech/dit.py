@@ -10,8 +10,17 @@ Inputs per forward, with n mel frames of dimension ``mel_dim``:
 - ``x`` [B, n, mel_dim] the noisy mel (F5 time t: x_t = (1 - t) noise + t data);
 - ``cond`` [B, n, mel_dim] the prompt's frames, zero where speech is generated;
 - ``text`` [B, nt] character ids, -1 padded (id + 1 indexes the embedding; 0 = filler);
-- ``time`` [B] F5's t in [0, 1].
+- ``time`` [B] F5's t in [0, 1];
+- ``mask`` [B, n] bool, optional: the frames of each sample (a batch padded to its
+  longest sample).
 Output: u = data - noise [B, n, mel_dim] (alignflow's velocity is v = -u).
+
+With ``mask``, each sample's output on its own frames equals its output alone (run at
+its own length without a mask): padded frames are zeroed before every convolution (as
+F5-TTS does), attention keys are masked (F5-TTS's ``attn_mask_enabled``, off in its v1
+configs) and the text encoder's global response normalisation sums over the sample's
+frames only (F5-TTS sums over the padding too, so its batched output depends on the
+batch; its inference runs one sample at a time).
 
 Text is padded with the filler to n, embedded, given sinusoidal positions and refined by
 ConvNeXt-V2 blocks; [x, cond, text] are concatenated per frame and projected, plus a
@@ -93,8 +102,9 @@ class GRN(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, 1, dim))
         self.beta = nn.Parameter(torch.zeros(1, 1, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.norm(x, p=2, dim=1, keepdim=True)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid`` [B, n, 1]: the frames the norm sums over (all when None)."""
+        norm = torch.norm(x if valid is None else x * valid, p=2, dim=1, keepdim=True)
         return self.gamma * (x * (norm / (norm.mean(dim=-1, keepdim=True) + 1e-6))) + self.beta + x
 
 
@@ -108,9 +118,9 @@ class ConvNeXtV2Block(nn.Module):
         self.grn = GRN(hidden)
         self.pwconv2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         h = self.dwconv(x.transpose(1, 2)).transpose(1, 2)
-        return x + self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(h)))))
+        return x + self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(h))), valid))
 
 
 class TextEmbedding(nn.Module):
@@ -126,9 +136,17 @@ class TextEmbedding(nn.Module):
         )
         self.register_buffer("positions", text_positions(dim, self.max_positions), persistent=False)
 
-    def forward(self, text: torch.Tensor, n: int, drop: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        text: torch.Tensor,
+        n: int,
+        drop: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         ids = (text[:, :n] + 1).clamp_min(0)
         ids = F.pad(ids, (0, n - ids.shape[1]), value=0)
+        if mask is not None:  # text past a sample's frames is cut, as at its own length
+            ids = ids.masked_fill(~mask, 0)
         filler = (ids == 0)[..., None]  # of the real text, also in the dropped branch (as F5 does)
         if drop is not None:
             ids = ids.masked_fill(drop[:, None], 0)
@@ -136,8 +154,9 @@ class TextEmbedding(nn.Module):
         if len(self.text_blocks):
             where = torch.arange(n, device=ids.device).clamp_max(self.max_positions - 1)
             h = h + self.positions[where].to(h.dtype)
+            valid = None if mask is None else mask[..., None].to(h.dtype)
             for block in self.text_blocks:  # filler frames are zeroed before and after every block
-                h = block(h.masked_fill(filler, 0.0))
+                h = block(h.masked_fill(filler, 0.0), valid)
             h = h.masked_fill(filler, 0.0)
         return h
 
@@ -153,8 +172,14 @@ class ConvPositionEmbedding(nn.Module):
             nn.Mish(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1d(x.transpose(1, 2)).transpose(1, 2)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = x.transpose(1, 2)
+        if mask is None:
+            return self.conv1d(h).transpose(1, 2)
+        pad = ~mask[:, None]  # [B, 1, n]
+        for layer in self.conv1d:  # padding is zero at every convolution's input (Mish(0) = 0)
+            h = layer(h.masked_fill(pad, 0.0) if isinstance(layer, nn.Conv1d) else h)
+        return h.masked_fill(pad, 0.0).transpose(1, 2)
 
 
 class InputEmbedding(nn.Module):
@@ -163,9 +188,9 @@ class InputEmbedding(nn.Module):
         self.proj = nn.Linear(2 * mel_dim + text_dim, dim)
         self.conv_pos_embed = ConvPositionEmbedding(dim, groups=min(16, dim))
 
-    def forward(self, x, cond, text_embed):
+    def forward(self, x, cond, text_embed, mask=None):
         h = self.proj(torch.cat((x, cond, text_embed), dim=-1))
-        return self.conv_pos_embed(h) + h
+        return self.conv_pos_embed(h, mask) + h
 
 
 class AdaLayerNorm(nn.Module):
@@ -195,7 +220,9 @@ class Attention(nn.Module):
         )
         self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(dropout)])
 
-    def forward(self, x: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, inv_freq: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, n, _ = x.shape
         q, k, v = (
             proj(x).view(B, n, self.heads, -1).transpose(1, 2)
@@ -203,7 +230,9 @@ class Attention(nn.Module):
         )
         pos = torch.arange(n, device=x.device)
         q, k = rotate(q, pos, inv_freq), rotate(k, pos, inv_freq)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, n, -1)
+        keys = None if mask is None else mask[:, None, None, :]  # [B, 1, 1, n]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+        out = out.transpose(1, 2).reshape(B, n, -1)
         return self.to_out[1](self.to_out[0](out))
 
 
@@ -228,10 +257,10 @@ class DiTBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(cfg.dim, cfg.ff_mult, cfg.dropout)
 
-    def forward(self, x, t, inv_freq):
+    def forward(self, x, t, inv_freq, mask=None):
         normed, (shift_a, scale_a, gate_a, shift_f, scale_f, gate_f) = self.attn_norm(x, t)
         x = x + gate_a[:, None] * self.attn(
-            normed * (1 + scale_a[:, None]) + shift_a[:, None], inv_freq
+            normed * (1 + scale_a[:, None]) + shift_a[:, None], inv_freq, mask
         )
         h = self.ff_norm(x) * (1 + scale_f[:, None]) + shift_f[:, None]
         return x + gate_f[:, None] * self.ff(h)
@@ -267,9 +296,11 @@ class DiT(nn.Module):
         text: torch.Tensor,
         time: torch.Tensor,
         drop: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``drop`` [B] bool: the unconditional branch for those samples (text and
-        audio prompt both dropped, as F5-TTS's classifier-free guidance does)."""
+        audio prompt both dropped, as F5-TTS's classifier-free guidance does). ``mask``
+        [B, n] bool: each sample's frames (module doc); its padded frames output 0."""
         B, n, _ = x.shape
         if x.shape != cond.shape:
             raise ValueError(
@@ -278,11 +309,12 @@ class DiT(nn.Module):
         if drop is not None:
             cond = cond.masked_fill(drop[:, None, None], 0.0)
         t = self.time_embed(time.expand(B) if time.ndim == 0 else time)
-        h = self.input_embed(x, cond, self.text_embed(text, n, drop))
+        h = self.input_embed(x, cond, self.text_embed(text, n, drop, mask), mask)
         for block in self.transformer_blocks:
-            h = block(h, t, self.rotary_embed.inv_freq)
+            h = block(h, t, self.rotary_embed.inv_freq, mask)
         normed, (scale, shift) = self.norm_out(h, t)
-        return self.proj_out(normed * (1 + scale[:, None]) + shift[:, None])
+        out = self.proj_out(normed * (1 + scale[:, None]) + shift[:, None])
+        return out if mask is None else out.masked_fill(~mask[..., None], 0.0)
 
 
 # Keys of a released checkpoint that are not the DiT's weights.

@@ -12,20 +12,39 @@ the SDK's kernels own the step loop, so every step has a log-prob. Conventions
   else uniform (``epss=False``: always uniform); sigma_i = 1 - t'_i;
 - guidance: F5's ``pred + (pred - null) * cfg_strength`` is alignflow's w = 1 +
   cfg_strength; the null branch drops the text and the audio prompt together;
-- duration: F5's rule, prompt frames + prompt frames * bytes(text) / bytes(ref_text) / speed.
+- duration: F5's rule, ref frames + ref frames * bytes(text) / bytes(ref_text) / speed,
+  with ref frames = reference samples // hop and speed 0.3 for a text under 10 bytes.
 
-Latents are [B, max_frames, n_mels] (a fixed size: a group and a batch share one
-shape). Frames of one sample:
+Latents are [B, max_frames, n_mels] (one storage shape, so that groups and batches
+concatenate). Frames of one sample:
 
     [0, prompt)          the reference audio's frames (given, F5's ``cond``)
     [prompt, length)     the generated speech
     [length, max_frames) padding, silence
 
-Prompt and padding frames do not depend on the model: ``velocity`` returns there the
-exact velocity of the straight path to their target, (x - target) / sigma, so every
-kernel keeps them on x_sigma = (1 - sigma) target + sigma eps, their log-prob terms are
-equal under every policy (they cancel in the ratio) and ``decode`` reads only
-[prompt, length).
+What the DiT sees, ``frame_padding``:
+
+- ``batch`` (F5-TTS's batching): the DiT runs on the batch's longest sample,
+  ``length.max()`` frames, with a frame mask, so padding costs no compute and a
+  sample's velocity is the same alone and in any batch (see
+  :mod:`alignflow.adapters.speech.dit`);
+- ``max_frames``: every sample is padded with silence to ``max_frames`` and the DiT sees
+  the padding, unmasked. A model pretrained that way (the tiny default's shipped base)
+  needs it: it reads where the silence starts.
+
+Either way padding frames follow the exact straight path to silence, (x - silence) /
+sigma, which no policy changes (their log-prob terms cancel in every ratio). The
+prompt frames, ``prompt_frames``:
+
+- ``free`` (F5-TTS's default): the model's velocity moves them, as F5-TTS's ODE does,
+  and F5's ``torch.where(cond_mask, cond, out)`` puts the prompt back at the end
+  (:meth:`F5Policy.decode`);
+- ``pinned``: the straight path to the prompt, (x - cond) / sigma, the noisy prompt the
+  DiT saw in training; the prompt frames' log-prob terms cancel in the ratio.
+
+The output is F5-TTS's: the frames from ``samples // hop`` (the reference's last mel
+frame, then the generated ones) through the vocoder, scaled back by the reference's
+loudness gain when F5 raised a quiet reference to RMS 0.1.
 """
 
 from __future__ import annotations
@@ -53,6 +72,8 @@ from alignflow.sdk.weights import resolve_dtype
 # Attention projections of every DiT block: the usual LoRA targets.
 F5_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TARGET_RMS = 0.1  # F5-TTS raises quieter reference audio to this RMS
+PROMPT_FRAMES = ("free", "pinned")  # how sampling treats the reference's frames (module doc)
+FRAME_PADDING = ("batch", "max_frames")  # what the DiT sees past a sample's end (module doc)
 
 
 # F5-TTS 1.1's empirically pruned step sampling (EPSS, ``get_epss_timesteps``): at these
@@ -90,6 +111,8 @@ class SpeechCondition:
     cond: [B, max_frames, n_mels] the prompt's frames, zero elsewhere;
     prompt: [B] long number of prompt frames; length: [B] long total frames;
     drop: [B] bool, the sample is the unconditional branch (pretraining's dropout);
+    gain: [B] float, the output's loudness factor (F5 scales a reference quieter than
+    RMS 0.1 up, and the generated speech back down by the same factor);
     silence: the log-mel value of the padding (shared)."""
 
     text: torch.Tensor
@@ -97,6 +120,7 @@ class SpeechCondition:
     prompt: torch.Tensor
     length: torch.Tensor
     drop: torch.Tensor
+    gain: torch.Tensor
     silence: float = field(default=math.log(1e-5), metadata=SHARED)
 
     def frame_masks(self, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +145,13 @@ class F5Policy:
         audio_root: str = "",
         dtype: torch.dtype = torch.float32,
         epss: bool = True,
+        prompt_frames: str = "free",
+        frame_padding: str = "batch",
     ):
+        if prompt_frames not in PROMPT_FRAMES:
+            raise ConfigError("policy.prompt_frames", prompt_frames, f"one of {PROMPT_FRAMES}")
+        if frame_padding not in FRAME_PADDING:
+            raise ConfigError("policy.frame_padding", frame_padding, f"one of {FRAME_PADDING}")
         if transformer.config.mel_dim != codec.config.n_mels:
             raise ConfigError(
                 "policy.mel",
@@ -140,7 +170,7 @@ class F5Policy:
             sway,
             speed,
         )
-        self.epss = epss
+        self.epss, self.prompt_frames, self.frame_padding = epss, prompt_frames, frame_padding
         self.references = ReferenceAudio(audio_root, codec.config.sample_rate)
         self.device = torch.device("cpu")
 
@@ -156,22 +186,29 @@ class F5Policy:
                 f"speech prompts need one metadata row (ref_audio, ref_text) per prompt; got "
                 f"{0 if metadata is None else len(metadata)} rows for {len(prompts)} prompts"
             )
-        hop, rows = self.codec.config.hop_length, []
+        hop, rows, gains = self.codec.config.hop_length, [], []
         for text, meta in zip(prompts, metadata):
             wave = self.references(meta).samples
-            rms = wave.pow(2).mean().sqrt()
-            if rms < TARGET_RMS:
-                wave = wave * TARGET_RMS / rms.clamp_min(1e-8)
+            rms = float(wave.pow(2).mean().sqrt())
+            if rms < 1e-6:
+                raise DataError(
+                    f"speech reference {self.references.path(meta)} is silent (RMS {rms:.1e}); "
+                    "a reference needs audible speech"
+                )
+            gain = min(1.0, rms / TARGET_RMS)
+            wave = wave / gain
             # [prompt, n_mels]
             mel = self.codec.encode(Waveform(wave, self.codec.config.sample_rate))[0]
             ref_text = reference_text(meta["ref_text"])
             ref_len = wave.shape[-1] // hop
-            duration = ref_len + int(
-                ref_len / len(ref_text.encode()) * len(text.encode()) / self.speed
-            )
+            speed = 0.3 if len(text.encode()) < 10 else self.speed  # F5's rule for short texts
+            duration = ref_len + int(ref_len / len(ref_text.encode()) * len(text.encode()) / speed)
             ids = self.vocab.encode(f5_tokens(ref_text + text))
             rows.append((mel, ids, max(duration, max(len(ids), len(mel)) + 1)))
-        return self._condition(rows, [str(self.references.path(m)) for m in metadata], prompts)
+            gains.append(gain)
+        cond = self._condition(rows, [str(self.references.path(m)) for m in metadata], prompts)
+        cond.gain = torch.tensor(gains, device=self.device)
+        return cond
 
     def _condition(self, rows, sources, prompts) -> SpeechCondition:
         B, F, M = len(rows), self.max_frames, self.codec.config.n_mels
@@ -194,6 +231,7 @@ class F5Policy:
             torch.tensor([len(m) for m, _, _ in rows], device=dev),
             torch.tensor([n for _, _, n in rows], device=dev),
             torch.zeros(B, dtype=torch.bool, device=dev),
+            torch.ones(B, device=dev),
             math.log(self.codec.config.log_floor),
         )
 
@@ -242,22 +280,30 @@ class F5Policy:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(B)
         dtype = next(self.transformer.parameters()).dtype
         t = (1 - sigma).to(dtype)
+        mask = None
+        if self.frame_padding == "batch":  # the batch's longest sample, masked
+            n = int(cond.length.max())
+            mask = torch.arange(n, device=x.device)[None] < cond.length[:, None]
+            mask = None if bool(mask.all()) else mask
+        else:  # all max_frames, padding visible
+            n = F
+        inputs = (x[:, :n].to(dtype), cond.cond[:, :n].to(dtype), cond.text)
         if guidance != 1.0:  # one batched call: conditional and null branches
             drop = torch.cat([cond.drop, torch.ones_like(cond.drop)])
             u = self.transformer(
-                x.to(dtype).repeat(2, 1, 1),
-                cond.cond.to(dtype).repeat(2, 1, 1),
-                cond.text.repeat(2, 1),
+                *(v.repeat(2, *[1] * (v.ndim - 1)) for v in inputs),
                 t.repeat(2),
                 drop=drop,
+                mask=None if mask is None else mask.repeat(2, 1),
             )
             u_c, u_u = u.float().chunk(2)
             u = u_u + guidance * (u_c - u_u)
         else:
-            u = self.transformer(
-                x.to(dtype), cond.cond.to(dtype), cond.text, t, drop=cond.drop
-            ).float()
+            u = self.transformer(*inputs, t, drop=cond.drop, mask=mask).float()
+        u = torch.nn.functional.pad(u, (0, 0, 0, F - n))
         prompt, generated = cond.frame_masks(F)
+        if self.prompt_frames == "free":
+            generated = generated | prompt
         target = torch.where(prompt[..., None], cond.cond.float(), cond.silence)
         pinned = (x.float() - target) / sigma.clamp_min(1e-6).view(B, 1, 1)
         return torch.where(generated[..., None], -u, pinned)
@@ -265,15 +311,22 @@ class F5Policy:
     # ------------------------------------------------------------------ media
 
     def decode(self, latents: torch.Tensor, cond: SpeechCondition | None = None) -> Waveform:
-        """The generated span [prompt, length) of each sample -> Waveform [B, N] with
-        ``lengths`` (the prompt's audio is not part of the output, as in F5-TTS)."""
+        """Each sample's speech -> Waveform [B, N] with ``lengths``. With ``cond``, as
+        F5-TTS's inference: the prompt's frames are put back (``torch.where(cond_mask,
+        cond, out)``), the output starts at frame ``samples // hop`` of the reference
+        (its last mel frame, ``prompt - 1``) and ends at ``length``, and the audio is
+        scaled by ``gain``. Without, every frame is decoded."""
         frames = latents.float()
         if cond is None:
-            spans = [frames[b] for b in range(len(frames))]
+            spans, gains = [frames[b] for b in range(len(frames))], [1.0] * len(frames)
         else:
+            prompt, _ = cond.frame_masks(frames.shape[1])
+            frames = torch.where(prompt[..., None], cond.cond.float(), frames)
             spans = [
-                frames[b, int(p) : int(n)] for b, (p, n) in enumerate(zip(cond.prompt, cond.length))
+                frames[b, max(int(p) - 1, 0) : int(n)]
+                for b, (p, n) in enumerate(zip(cond.prompt, cond.length))
             ]
+            gains = cond.gain.tolist()
         silence = math.log(self.codec.config.log_floor)
         # one frame of silence: Griffin-Lim returns (T - 1) * hop samples
         T = max(len(s) for s in spans) + 1
@@ -281,9 +334,10 @@ class F5Policy:
         for b, s in enumerate(spans):
             batch[b, : len(s)] = s
         wave = self.codec.decode(batch)
+        samples = wave.samples.cpu() * torch.tensor(gains)[:, None]
         hop = self.codec.config.hop_length
-        lengths = torch.tensor([min(len(s) * hop, wave.samples.shape[1]) for s in spans])
-        return Waveform(wave.samples.cpu(), wave.sample_rate, lengths)
+        lengths = torch.tensor([min(len(s) * hop, samples.shape[1]) for s in spans])
+        return Waveform(samples, wave.sample_rate, lengths)
 
     def to_latents(self, media: Waveform) -> torch.Tensor:
         """Waveform [B, N] (with lengths) -> [B, max_frames, n_mels]: F5's log-mel, silence
@@ -328,6 +382,8 @@ class F5Policy:
             "max_frames": self.max_frames,
             "sway": self.sway,
             "epss": self.epss,
+            "prompt_frames": self.prompt_frames,
+            "frame_padding": self.frame_padding,
             "speed": self.speed,
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -418,6 +474,8 @@ def load_f5_policy(
     dtype: str = "float32",
     arch: dict[str, Any] | None = None,
     epss: bool = True,
+    prompt_frames: str | None = None,
+    frame_padding: str | None = None,
 ) -> F5Policy:
     """An F5-TTS policy from a local folder: a released checkpoint (``F5TTS_v1_Base``:
     ``model_1250000.safetensors`` + ``vocab.txt``; the architecture defaults to v1 Base,
@@ -426,7 +484,10 @@ def load_f5_policy(
     ``vocos`` with ``vocoder_path`` a local Vocos folder (config.yaml, pytorch_model.bin).
     ``max_frames`` (the latent length, prompt included; 0 = the saved value, else 2048 =
     21.8 s) bounds prompt + generated speech. ``sway`` and ``epss``: the time grid (see
-    :func:`sway_sigmas`; F5-TTS 1.1's defaults)."""
+    :func:`sway_sigmas`; F5-TTS 1.1's defaults). ``prompt_frames``: ``free`` (F5-TTS's
+    sampling) or ``pinned``; ``frame_padding``: ``batch`` (F5-TTS's) or ``max_frames``
+    (module doc); None: the value in the folder's config.json (a model pretrained with
+    ``max_frames`` keeps it), else F5-TTS's."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ConfigError(
@@ -474,4 +535,6 @@ def load_f5_policy(
         audio_root=audio_root,
         dtype=resolve_dtype(dtype),
         epss=epss,
+        prompt_frames=prompt_frames or saved.get("prompt_frames", "free"),
+        frame_padding=frame_padding or saved.get("frame_padding", "batch"),
     )

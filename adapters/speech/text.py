@@ -90,9 +90,11 @@ class CharVocab:
 
 
 def reference_text(text: str) -> str:
-    """F5-TTS ends the reference transcript with '. ' so that the generated text starts
-    a new sentence."""
-    text = text.strip()
-    if text.endswith(". ") or text.endswith("。"):
-        return text
-    return text + " " if text.endswith(".") else text + ". "
+    """The reference transcript as F5-TTS 1.1's inference joins it to the text: ended
+    with '. ' (``preprocess_ref_audio_text``: so that the generated text starts a new
+    sentence; '.' gets a space, '。' is kept), then one more space when it ends with a
+    single-byte character (``infer_batch_process``), so "Hi" -> "Hi.  " and "你好。" is
+    unchanged. The transcript is not stripped, as F5-TTS does not."""
+    if not text.endswith(". ") and not text.endswith("。"):
+        text += " " if text.endswith(".") else ". "
+    return text + " " if len(text[-1].encode("utf-8")) == 1 else text

@@ -49,11 +49,16 @@ def load_tiny_f5(
     audio_root: str = str(sentences.DATA_DIR),
     arch: dict | None = None,
     epss: bool = True,
+    prompt_frames: str = "free",
+    frame_padding: str = "max_frames",
 ) -> F5Policy:
     """The tiny policy from ``path`` (default: the shipped base), or freshly initialised
     (seeded) with ``random_init=True`` for pretraining; ``arch`` overrides fields of
     ``TINY_ARCH`` for a fresh one (e.g. ``{dim: 256}``); ``epss``: F5-TTS 1.1's pruned
-    time grid at the step counts that have one (``f5.sway_sigmas``)."""
+    time grid at the step counts that have one (``f5.sway_sigmas``); ``prompt_frames``:
+    ``free`` (F5-TTS's sampling) or ``pinned``; ``frame_padding``: ``max_frames`` (how
+    the shipped base was pretrained: it needs to see the silence after the speech) or
+    ``batch`` (F5-TTS's masked batching; see :mod:`alignflow.adapters.speech.f5`)."""
     if not random_init:
         folder = Path(path) if path else ASSETS / "sentences_base"
         if not (folder / "model.safetensors").is_file():
@@ -64,7 +69,14 @@ def load_tiny_f5(
                 "experiment=speech_tiny` (scripts/build_speech_assets.py --base makes the "
                 "shipped one)",
             )
-        return load_f5_policy(str(folder), max_frames=max_frames, audio_root=audio_root, epss=epss)
+        return load_f5_policy(
+            str(folder),
+            max_frames=max_frames,
+            audio_root=audio_root,
+            epss=epss,
+            prompt_frames=prompt_frames,
+            frame_padding=frame_padding,
+        )
     unknown = sorted(set(arch or {}) - set(DiTConfig.__dataclass_fields__))
     if unknown:
         raise ConfigError(
@@ -79,4 +91,6 @@ def load_tiny_f5(
         max_frames=max_frames,
         audio_root=audio_root,
         epss=epss,
+        prompt_frames=prompt_frames,
+        frame_padding=frame_padding,
     )

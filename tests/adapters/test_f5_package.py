@@ -1,6 +1,7 @@
-"""alignflow's F5 DiT and its `f5-tts` export against the f5-tts package's own classes
-(scripts/setup.sh installs f5-tts 1.1.22's model code; its package __init__ imports its
-trainer, so its modules are loaded by path, as scripts/check_f5_equivalence.py does)."""
+"""alignflow's F5 DiT, sampler and `f5-tts` export against the f5-tts package's own
+classes (scripts/setup.sh installs f5-tts 1.1.22's model code with x-transformers and
+torchdiffeq; its package __init__ imports its trainer, so its modules are loaded by
+path, as scripts/check_f5_equivalence.py does)."""
 
 import importlib.util
 from pathlib import Path
@@ -27,7 +28,16 @@ def source() -> Path:
 
 
 def test_the_dit_gives_f5_tts_outputs_exactly():
-    assert checker().main(str(source())) < 1e-5
+    assert checker().dit_difference(source()) < 1e-5
+
+
+def test_same_noise_grid_and_text_give_f5_tts_cfm_sample_mel():
+    """F5-TTS's CFM.sample (EPSS grid at 6 steps, sway -1, cfg 2, Euler odeint, the
+    prompt put back at the end) against F5Policy (prompt_frames=free, batch padding)
+    stepped by the SDK's ODE kernel from the same noise: the same mel to float32
+    rounding."""
+    difference, scale = checker().sampler_difference(source())
+    assert scale > 1.0 and difference < 1e-5 * scale
 
 
 def test_the_export_loads_strictly_into_f5_tts_dit_and_gives_its_velocity(tmp_path):
@@ -54,21 +64,11 @@ def test_the_export_loads_strictly_into_f5_tts_dit_and_gives_its_velocity(tmp_pa
         ours = policy.transformer(x, cond, text, t)
         policy.export("f5-tts", tmp_path)
 
-    F5DiT = checker().load_f5_dit(source())
-    arch = policy.transformer.config
+    check = checker()
     vocab = (tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    f5 = F5DiT(
-        dim=arch.dim,
-        depth=arch.depth,
-        heads=arch.heads,
-        dim_head=arch.dim_head,
-        ff_mult=arch.ff_mult,
-        mel_dim=arch.mel_dim,
-        text_num_embeds=len(vocab),
-        text_dim=arch.text_dim,
-        conv_layers=arch.conv_layers,
-        dropout=arch.dropout,
-    ).eval()
+    f5 = check.f5_dit(
+        check.load_f5_dit(source()), policy.transformer.config, text_num_embeds=len(vocab)
+    )
     checkpoint = load_file(str(tmp_path / "model.safetensors"))
     state = {
         k.replace("ema_model.", ""): v
