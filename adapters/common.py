@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,40 @@ def set_attention(
         transformer.enable_xformers_memory_efficient_attention()
         return "xformers"
     return "sdpa"
+
+
+def memory_controls(
+    pipe: Any,
+    gradient_checkpointing: bool = False,
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+) -> None:
+    """diffusers' own memory switches on a pipeline's parts: recompute each transformer
+    block in the backward pass (activation memory O(1) blocks instead of O(layers), one
+    more forward of compute), decode the VAE in spatial tiles / one image at a time."""
+    if gradient_checkpointing:
+        pipe.transformer.enable_gradient_checkpointing()
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+
+
+@contextmanager
+def visiting(
+    modules: Sequence[torch.nn.Module], device: torch.device, offload: bool
+) -> Iterator[None]:
+    """With ``offload``, ``modules`` (text encoders kept on the CPU) visit ``device`` for
+    the block and go back to the CPU after it, also when it raises."""
+    if offload:
+        for m in modules:
+            m.to(device)
+    try:
+        yield
+    finally:
+        if offload:
+            for m in modules:
+                m.to("cpu")
 
 
 def vae_scale(source: str) -> int:

@@ -71,3 +71,32 @@ def save_tiny_clip(folder: Path) -> Path:
     size = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=size, tokenizer=clip_tokenizer()).save_pretrained(folder)
     return folder
+
+
+def checkpointing_matches(plain, saving, blocks, x, sigma, cond, guidance: float) -> int:
+    """Loss v^2 and the transformer's weight gradients of ``plain`` and ``saving`` (the
+    same weights, gradient checkpointing on) agree; returns how many times the first
+    block ran in ``saving``'s forward and backward (2 when it was recomputed)."""
+    import torch
+
+    runs = []
+    hook = blocks[0].register_forward_pre_hook(lambda *_: runs.append(1))
+    results = []
+    for i, policy in enumerate((plain, saving)):
+        params = list(policy.transformer.parameters())
+        for p in params:
+            p.requires_grad_(True)
+            p.grad = None
+        if i == 1:
+            runs.clear()
+        loss = policy.velocity(x, sigma, cond[i], guidance).square().mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in params]))
+        for p in params:
+            p.requires_grad_(False)
+    hook.remove()
+    (la, ga), (lb, gb) = results
+    torch.testing.assert_close(la, lb)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    return len(runs)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignflow.adapters.common import DiffusersExport
+from alignflow.adapters.common import DiffusersExport, visiting
 from alignflow.modalities.image.codec import VAECodec
 from alignflow.sdk.batching import SHARED
 from alignflow.sdk.errors import ConfigError
@@ -62,8 +62,14 @@ class FluxPolicy(DiffusersExport):
     modality = "image"
     default_lora_targets = FLUX_LORA_TARGETS
 
-    def __init__(self, pipe: Any, resolution: int, max_sequence_length: int = 512):
-        self.pipeline = pipe
+    def __init__(
+        self,
+        pipe: Any,
+        resolution: int,
+        max_sequence_length: int = 512,
+        offload_text_encoders: bool = False,
+    ):
+        self.pipeline, self.offload_text_encoders = pipe, offload_text_encoders
         self.transformer = pipe.transformer
         self.scheduler, self.max_sequence_length = pipe.scheduler, max_sequence_length
         self.guidance_embeds = pipe.transformer.config.guidance_embeds
@@ -75,9 +81,12 @@ class FluxPolicy(DiffusersExport):
         self.resolution = resolution
         h, w = self.latent_hw
         self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
-        self.other_modules = {
-            n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "vae")
-        }
+        self.encoders = [pipe.text_encoder, pipe.text_encoder_2]
+        self.other_modules = {"vae": pipe.vae} | (
+            {}
+            if offload_text_encoders
+            else {"text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
+        )
         self.codec = VAECodec(pipe.vae)  # on unpacked latents [B, C, H, W]
 
     @property
@@ -93,11 +102,12 @@ class FluxPolicy(DiffusersExport):
     def encode(
         self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
     ) -> FluxCondition:
-        with torch.no_grad():
+        offload = self.offload_text_encoders  # CLIP and T5 visit the device to encode
+        with torch.no_grad(), visiting(self.encoders, self.device, offload):
             embeds, pooled, text_ids = self.pipeline.encode_prompt(
                 prompt=list(prompts),
                 prompt_2=None,
-                device=self.pipeline.text_encoder.device,
+                device=self.device if offload else self.pipeline.text_encoder.device,
                 max_sequence_length=self.max_sequence_length,
             )
         return FluxCondition(embeds, pooled, text_ids)
@@ -169,17 +179,25 @@ def load_flux_policy(
     dtype: str = "bfloat16",
     max_sequence_length: int = 512,
     attention: str = "auto",
+    gradient_checkpointing: bool = False,
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+    offload_text_encoders: bool = False,
 ) -> FluxPolicy:
     """FLUX.1 [dev] (guidance-distilled) or [schnell] from a local folder in diffusers
     layout or a hub id (``black-forest-labs/FLUX.1-dev`` when online).
 
     ``sample.guidance`` is the guidance *embedding* (3.5 for dev); schnell has none and
-    ignores it. ``max_sequence_length``: T5 tokens (512 dev, 256 schnell)."""
+    ignores it. ``max_sequence_length``: T5 tokens (512 dev, 256 schnell).
+    ``gradient_checkpointing`` recomputes each transformer block in the backward pass;
+    ``vae_tiling`` / ``vae_slicing`` decode in tiles / one image at a time;
+    ``offload_text_encoders`` keeps CLIP-L and T5-XXL on the CPU between encodes."""
     from diffusers import FluxPipeline
 
     from alignflow.adapters.common import (
         check_multiple,
         load_pipeline,
+        memory_controls,
         set_attention,
         vae_scale,
     )
@@ -197,6 +215,7 @@ def load_flux_policy(
     )
     pipe = load_pipeline(FluxPipeline, source, torch_dtype)
     set_attention(pipe.transformer, attention)
+    memory_controls(pipe, gradient_checkpointing, vae_tiling, vae_slicing)
     for name in ("text_encoder", "text_encoder_2", "vae"):
         getattr(pipe, name).eval().requires_grad_(False)
-    return FluxPolicy(pipe, resolution, max_sequence_length)
+    return FluxPolicy(pipe, resolution, max_sequence_length, offload_text_encoders)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignflow.adapters.common import DiffusersExport
+from alignflow.adapters.common import DiffusersExport, visiting
 from alignflow.sdk.random import Generators, randn
 
 # Attention projections of the joint blocks, the LoRA targets Flow-GRPO uses for SD3.5.
@@ -82,19 +82,27 @@ class PipelinePromptEncoder:
     states side by side, zero-padded to T5's width and followed by T5's tokens (zeros if
     the pipeline was loaded without T5); pooled = both CLIP projections."""
 
-    def __init__(self, pipe: Any, max_sequence_length: int = 256):
-        self.pipe, self.max_sequence_length = pipe, max_sequence_length
+    def __init__(self, pipe: Any, max_sequence_length: int = 256, offload: bool = False):
+        self.pipe, self.max_sequence_length, self.offload = pipe, max_sequence_length, offload
+        self.device = torch.device("cpu")
+
+    def encoders(self) -> list[nn.Module]:
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        return [getattr(self.pipe, n) for n in names if getattr(self.pipe, n, None) is not None]
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=list(prompts),
-            prompt_2=None,
-            prompt_3=None,
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-            device=self.pipe.text_encoder.device,
-        )
+        """With ``offload`` the encoders live on the CPU and visit ``device`` per call."""
+        device = self.device if self.offload else self.pipe.text_encoder.device
+        with visiting(self.encoders(), device, self.offload):
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                prompt=list(prompts),
+                prompt_2=None,
+                prompt_3=None,
+                do_classifier_free_guidance=False,
+                max_sequence_length=self.max_sequence_length,
+                device=device,
+            )
         return embeds, pooled
 
 
@@ -139,6 +147,8 @@ class SD3Policy(DiffusersExport):
         self.transformer.to(device)
         for m in self.other_modules.values():
             m.to(device)
+        if hasattr(self.prompt_encoder, "device"):
+            self.prompt_encoder.device = torch.device(device)
         self._null = None
         return self
 
@@ -226,6 +236,10 @@ def load_sd3_policy(
     drop_t5: bool = False,
     max_sequence_length: int = 256,
     attention: str = "auto",
+    gradient_checkpointing: bool = False,
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+    offload_text_encoders: bool = False,
 ) -> SD3Policy:
     """SD3 / SD3.5 from a local folder in diffusers layout or a hub id.
 
@@ -240,12 +254,17 @@ def load_sd3_policy(
         max_sequence_length: T5 tokens per prompt.
         attention: ``auto`` (xformers on CUDA when installed, else PyTorch SDPA),
             ``sdpa`` or ``xformers``.
+        gradient_checkpointing: recompute each transformer block in the backward pass.
+        vae_tiling, vae_slicing: decode in spatial tiles / one image at a time.
+        offload_text_encoders: keep CLIP-L, CLIP-G and T5 on the CPU; they visit the
+            accelerator only to encode (T5-XXL alone is ~9.5 GB in bf16).
     """
     from diffusers import StableDiffusion3Pipeline
 
     from alignflow.adapters.common import (
         check_multiple,
         load_pipeline,
+        memory_controls,
         set_attention,
         vae_scale,
     )
@@ -266,17 +285,20 @@ def load_sd3_policy(
     codec = VAECodec(pipe.vae)
     cfg = pipe.transformer.config
     set_attention(pipe.transformer, attention)
+    memory_controls(pipe, gradient_checkpointing, vae_tiling, vae_slicing)
     side = resolution // codec.scale_factor
-    modules = {
-        n: getattr(pipe, n)
-        for n in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")
-        if getattr(pipe, n, None) is not None
-    }
-    for m in modules.values():
+    prompt_encoder = PipelinePromptEncoder(pipe, max_sequence_length, offload_text_encoders)
+    for m in (*prompt_encoder.encoders(), pipe.vae):
         m.eval().requires_grad_(False)
+    modules = {"vae": pipe.vae} | (
+        {}
+        if offload_text_encoders
+        else {n: getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3")}
+    )
+    modules = {n: m for n, m in modules.items() if m is not None}
     return SD3Policy(
         pipe.transformer,
-        PipelinePromptEncoder(pipe, max_sequence_length),
+        prompt_encoder,
         codec,
         pipe.scheduler,
         latent_shape=(cfg.in_channels, side, side),

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,8 @@ class DiT(nn.Module):
             "inv_freq", 1.0 / 10000 ** (torch.arange(0, cfg.dim_head, 2).float() / cfg.dim_head)
         )
         self.transformer_blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
+        # recompute each block in the backward pass (F5-TTS's checkpoint_activations)
+        self.gradient_checkpointing = False
         self.norm_out = AdaLayerNorm(cfg.dim, 2)
         self.proj_out = nn.Linear(cfg.dim, cfg.mel_dim)
         for block in self.transformer_blocks:  # adaLN-zero: every block starts as the identity
@@ -311,7 +314,10 @@ class DiT(nn.Module):
         t = self.time_embed(time.expand(B) if time.ndim == 0 else time)
         h = self.input_embed(x, cond, self.text_embed(text, n, drop, mask), mask)
         for block in self.transformer_blocks:
-            h = block(h, t, self.rotary_embed.inv_freq, mask)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(block, h, t, self.rotary_embed.inv_freq, mask, use_reentrant=False)
+            else:
+                h = block(h, t, self.rotary_embed.inv_freq, mask)
         normed, (scale, shift) = self.norm_out(h, t)
         out = self.proj_out(normed * (1 + scale[:, None]) + shift[:, None])
         return out if mask is None else out.masked_fill(~mask[..., None], 0.0)

@@ -147,6 +147,7 @@ class F5Policy:
         epss: bool = True,
         prompt_frames: str = "free",
         frame_padding: str = "batch",
+        gradient_checkpointing: bool = False,
     ):
         if prompt_frames not in PROMPT_FRAMES:
             raise ConfigError("policy.prompt_frames", prompt_frames, f"one of {PROMPT_FRAMES}")
@@ -163,6 +164,7 @@ class F5Policy:
                 "policy.vocab", len(vocab), f"at most {transformer.config.text_num_embeds} tokens"
             )
         self.transformer = transformer.to(dtype).eval().requires_grad_(False)
+        self.transformer.gradient_checkpointing = gradient_checkpointing
         self.vocab, self.codec, self.max_frames, self.sway, self.speed = (
             vocab,
             codec,
@@ -476,6 +478,7 @@ def load_f5_policy(
     epss: bool = True,
     prompt_frames: str | None = None,
     frame_padding: str | None = None,
+    gradient_checkpointing: bool = False,
 ) -> F5Policy:
     """An F5-TTS policy from a local folder: a released checkpoint (``F5TTS_v1_Base``:
     ``model_1250000.safetensors`` + ``vocab.txt``; the architecture defaults to v1 Base,
@@ -487,7 +490,8 @@ def load_f5_policy(
     :func:`sway_sigmas`; F5-TTS 1.1's defaults). ``prompt_frames``: ``free`` (F5-TTS's
     sampling) or ``pinned``; ``frame_padding``: ``batch`` (F5-TTS's) or ``max_frames``
     (module doc); None: the value in the folder's config.json (a model pretrained with
-    ``max_frames`` keeps it), else F5-TTS's."""
+    ``max_frames`` keeps it), else F5-TTS's. ``gradient_checkpointing``: recompute each
+    DiT block in the backward pass."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ConfigError(
@@ -537,4 +541,5 @@ def load_f5_policy(
         epss=epss,
         prompt_frames=prompt_frames or saved.get("prompt_frames", "free"),
         frame_padding=frame_padding or saved.get("frame_padding", "batch"),
+        gradient_checkpointing=gradient_checkpointing,
     )

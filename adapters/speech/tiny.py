@@ -51,6 +51,7 @@ def load_tiny_f5(
     epss: bool = True,
     prompt_frames: str = "free",
     frame_padding: str = "max_frames",
+    gradient_checkpointing: bool = False,
 ) -> F5Policy:
     """The tiny policy from ``path`` (default: the shipped base), or freshly initialised
     (seeded) with ``random_init=True`` for pretraining; ``arch`` overrides fields of
@@ -58,7 +59,8 @@ def load_tiny_f5(
     time grid at the step counts that have one (``f5.sway_sigmas``); ``prompt_frames``:
     ``free`` (F5-TTS's sampling) or ``pinned``; ``frame_padding``: ``max_frames`` (how
     the shipped base was pretrained: it needs to see the silence after the speech) or
-    ``batch`` (F5-TTS's masked batching; see :mod:`alignflow.adapters.speech.f5`)."""
+    ``batch`` (F5-TTS's masked batching; see :mod:`alignflow.adapters.speech.f5`);
+    ``gradient_checkpointing``: recompute each DiT block in the backward pass."""
     if not random_init:
         folder = Path(path) if path else ASSETS / "sentences_base"
         if not (folder / "model.safetensors").is_file():
@@ -76,6 +78,7 @@ def load_tiny_f5(
             epss=epss,
             prompt_frames=prompt_frames,
             frame_padding=frame_padding,
+            gradient_checkpointing=gradient_checkpointing,
         )
     unknown = sorted(set(arch or {}) - set(DiTConfig.__dataclass_fields__))
     if unknown:
@@ -93,4 +96,5 @@ def load_tiny_f5(
         epss=epss,
         prompt_frames=prompt_frames,
         frame_padding=frame_padding,
+        gradient_checkpointing=gradient_checkpointing,
     )

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignflow.adapters.common import DiffusersExport
+from alignflow.adapters.common import DiffusersExport, visiting
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.random import Generators, randn
 
@@ -53,19 +53,13 @@ class PipelinePromptEncoder:
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        encoder = self.pipe.text_encoder
-        if self.offload:
-            encoder.to(self.device)
-        try:
+        with visiting([self.pipe.text_encoder], self.device, self.offload):
             embeds, _ = self.pipe.encode_prompt(
                 prompt=list(prompts),
                 do_classifier_free_guidance=False,
                 max_sequence_length=self.max_sequence_length,
                 device=self.device,
             )
-        finally:
-            if self.offload:
-                encoder.to("cpu")
         return embeds
 
 

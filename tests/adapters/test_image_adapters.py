@@ -218,3 +218,33 @@ def test_lora_on_a_bf16_model_trains_float32_adapters(saved):
     v = policy.velocity(x, torch.full((2,), 0.5), cond, 2.0)
     v.float().pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora.parameters())
+
+
+def test_memory_controls_give_the_same_loss_gradients_and_images(saved):
+    """gradient_checkpointing recomputes each block in the backward pass with the same
+    loss and weight gradients; offloaded text encoders give the same embeddings and do
+    not move with the policy; VAE tiling and slicing decode the same images."""
+    from tests.helpers import checkpointing_matches
+
+    kind, folder = saved
+    plain = load(kind, folder)
+    saving = LOADERS[kind][1](
+        str(folder),
+        resolution=32,
+        dtype="float32",
+        attention="sdpa",
+        gradient_checkpointing=True,
+        vae_tiling=True,
+        vae_slicing=True,
+        offload_text_encoders=True,
+    )
+    assert saving.transformer.gradient_checkpointing
+    assert set(saving.other_modules) == {"vae"} and "text_encoder" in plain.other_modules
+    conds = [p.encode(PROMPTS) for p in (plain, saving)]
+    for a, b in zip(vars(conds[0]).values(), vars(conds[1]).values()):
+        torch.testing.assert_close(a, b)
+    x = plain.noise(2, [generator("m", 0), generator("m", 1)])
+    sig = torch.tensor([0.7, 0.7])
+    blocks = saving.transformer.transformer_blocks
+    assert checkpointing_matches(plain, saving, blocks, x, sig, conds, 3.0) == 2
+    torch.testing.assert_close(plain.decode(x), saving.decode(x))

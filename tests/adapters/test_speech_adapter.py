@@ -503,3 +503,21 @@ def test_the_text_front_end_tokenises_as_f5_tts_does():
     # " ni2 hao3, ab": a space before each syllable and before a word after punctuation
     assert vocab.encode(f5_tokens("你好,ab")) == [0, 4, 0, 5, 1, 0, 2, 3]
     assert vocab.encode("ab") == [2, 3]  # a plain string is its characters
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    from tests.helpers import checkpointing_matches
+
+    plain = random_tiny(5, frame_padding="batch")
+    saving = random_tiny(5, frame_padding="batch")
+    saving.transformer.load_state_dict(plain.transformer.state_dict())
+    saving.transformer.gradient_checkpointing = True
+    rows = eval_rows(2)
+    cond = plain.encode([r["prompt"] for r in rows], rows)
+    x = plain.noise(2, [torch.Generator().manual_seed(i) for i in range(2)])
+    blocks = saving.transformer.transformer_blocks
+    sig = torch.tensor([0.6, 0.6])
+    assert checkpointing_matches(plain, saving, blocks, x, sig, [cond, cond], 2.0) == 2
+    assert load_tiny_f5(
+        random_init=True, gradient_checkpointing=True
+    ).transformer.gradient_checkpointing
