@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from alignflow.sdk.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -339,3 +342,36 @@ def f5_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         out[key.removeprefix("transformer.")] = value
     return out
+
+
+def checkpoint_file(folder: Path) -> Path:
+    """The checkpoint in an F5-TTS folder: safetensors first, then .pt (the last by name)."""
+    for pattern in (
+        "model.safetensors",
+        "model_*.safetensors",
+        "*.safetensors",
+        "model_*.pt",
+        "*.pt",
+    ):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[-1]
+    raise ConfigError(
+        "policy.path",
+        str(folder),
+        "a folder with an F5-TTS checkpoint (*.safetensors or *.pt) and vocab.txt",
+    )
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """The DiT weights of an F5-TTS checkpoint file (safetensors, or a .pt read with
+    ``weights_only=True``: EMA weights when present)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return f5_state_dict(load_file(str(path)))
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("ema_model_state_dict", "model_state_dict"):
+        if key in ckpt:
+            return f5_state_dict(ckpt[key])
+    return f5_state_dict(ckpt)

@@ -59,7 +59,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignflow.adapters.speech.dit import DiT, DiTConfig, f5_state_dict
+from alignflow.adapters.speech.dit import DiT, DiTConfig, checkpoint_file, load_state
 from alignflow.adapters.speech.text import CharVocab, f5_tokens, reference_text
 from alignflow.modalities.speech.audio import Waveform
 from alignflow.modalities.speech.mel import MelCodec, MelConfig, make_vocoder
@@ -208,11 +208,12 @@ class F5Policy:
             ids = self.vocab.encode(f5_tokens(ref_text + text))
             rows.append((mel, ids, max(duration, max(len(ids), len(mel)) + 1)))
             gains.append(gain)
-        cond = self._condition(rows, [str(self.references.path(m)) for m in metadata], prompts)
-        cond.gain = torch.tensor(gains, device=self.device)
-        return cond
+        sources = [str(self.references.path(m)) for m in metadata]
+        return self._condition(rows, sources, prompts, gains)
 
-    def _condition(self, rows, sources, prompts) -> SpeechCondition:
+    def _condition(self, rows, sources, prompts, gains=None) -> SpeechCondition:
+        """rows: (prompt mel, text ids, total frames) per sample; gains: the output
+        loudness factors (1 when None)."""
         B, F, M = len(rows), self.max_frames, self.codec.config.n_mels
         too_long = [i for i, (_, _, n) in enumerate(rows) if n > F]
         if too_long:
@@ -233,7 +234,7 @@ class F5Policy:
             torch.tensor([len(m) for m, _, _ in rows], device=dev),
             torch.tensor([n for _, _, n in rows], device=dev),
             torch.zeros(B, dtype=torch.bool, device=dev),
-            torch.ones(B, device=dev),
+            torch.ones(B, device=dev) if gains is None else torch.tensor(gains, device=dev),
             math.log(self.codec.config.log_floor),
         )
 
@@ -282,13 +283,11 @@ class F5Policy:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(B)
         dtype = next(self.transformer.parameters()).dtype
         t = (1 - sigma).to(dtype)
-        mask = None
+        n, mask = F, None  # max_frames: all frames, padding visible
         if self.frame_padding == "batch":  # the batch's longest sample, masked
             n = int(cond.length.max())
-            mask = torch.arange(n, device=x.device)[None] < cond.length[:, None]
-            mask = None if bool(mask.all()) else mask
-        else:  # all max_frames, padding visible
-            n = F
+            if int(cond.length.min()) < n:
+                mask = torch.arange(n, device=x.device)[None] < cond.length[:, None]
         inputs = (x[:, :n].to(dtype), cond.cond[:, :n].to(dtype), cond.text)
         if guidance != 1.0:  # one batched call: conditional and null branches
             drop = torch.cat([cond.drop, torch.ones_like(cond.drop)])
@@ -433,38 +432,6 @@ class F5Policy:
         )
 
 
-def _checkpoint_file(folder: Path) -> Path:
-    for pattern in (
-        "model.safetensors",
-        "model_*.safetensors",
-        "*.safetensors",
-        "model_*.pt",
-        "*.pt",
-    ):
-        found = sorted(folder.glob(pattern))
-        if found:
-            return found[-1]
-    raise ConfigError(
-        "policy.path",
-        str(folder),
-        "a folder with an F5-TTS checkpoint (*.safetensors or *.pt) and vocab.txt",
-    )
-
-
-def load_state(path: Path) -> dict[str, torch.Tensor]:
-    """The DiT weights of an F5-TTS checkpoint file (safetensors, or a .pt read with
-    ``weights_only=True``: EMA weights when present)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return f5_state_dict(load_file(str(path)))
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("ema_model_state_dict", "model_state_dict"):
-        if key in ckpt:
-            return f5_state_dict(ckpt[key])
-    return f5_state_dict(ckpt)
-
-
 def load_f5_policy(
     path: str,
     max_frames: int = 0,
@@ -517,7 +484,7 @@ def load_f5_policy(
             "policy.arch", unknown, f"keys of {sorted(DiTConfig.__dataclass_fields__)}"
         )
     model = DiT(DiTConfig(**settings))
-    state = load_state(_checkpoint_file(folder))
+    state = load_state(checkpoint_file(folder))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

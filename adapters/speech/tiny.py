@@ -61,6 +61,14 @@ def load_tiny_f5(
     the shipped base was pretrained: it needs to see the silence after the speech) or
     ``batch`` (F5-TTS's masked batching; see :mod:`alignflow.adapters.speech.f5`);
     ``gradient_checkpointing``: recompute each DiT block in the backward pass."""
+    settings = dict(
+        max_frames=max_frames,
+        audio_root=audio_root,
+        epss=epss,
+        prompt_frames=prompt_frames,
+        frame_padding=frame_padding,
+        gradient_checkpointing=gradient_checkpointing,
+    )
     if not random_init:
         folder = Path(path) if path else ASSETS / "sentences_base"
         if not (folder / "model.safetensors").is_file():
@@ -71,15 +79,7 @@ def load_tiny_f5(
                 "experiment=speech_tiny` (scripts/build_speech_assets.py --base makes the "
                 "shipped one)",
             )
-        return load_f5_policy(
-            str(folder),
-            max_frames=max_frames,
-            audio_root=audio_root,
-            epss=epss,
-            prompt_frames=prompt_frames,
-            frame_padding=frame_padding,
-            gradient_checkpointing=gradient_checkpointing,
-        )
+        return load_f5_policy(str(folder), **settings)
     unknown = sorted(set(arch or {}) - set(DiTConfig.__dataclass_fields__))
     if unknown:
         raise ConfigError(
@@ -87,14 +87,4 @@ def load_tiny_f5(
         )
     torch.manual_seed(seed)
     config = dataclasses.replace(TINY_ARCH, **(arch or {}))
-    return F5Policy(
-        DiT(config),
-        tiny_vocab(),
-        MelCodec(),
-        max_frames=max_frames,
-        audio_root=audio_root,
-        epss=epss,
-        prompt_frames=prompt_frames,
-        frame_padding=frame_padding,
-        gradient_checkpointing=gradient_checkpointing,
-    )
+    return F5Policy(DiT(config), tiny_vocab(), MelCodec(), **settings)
