@@ -114,6 +114,14 @@ class Training:
     optimizer: Any
     ema: EMA | None
 
+    def sharded(self, acc: Any) -> bool:
+        """Whether the trained module is FSDP2-sharded (one module, by build_training)."""
+        return bool(getattr(acc, "is_fsdp2", False))
+
+    def model(self) -> Any:
+        """The one prepared module (FSDP2's optimizer state is keyed by its names)."""
+        return next(iter(self.models.values()))
+
     def no_sync(self, acc: Any, skip: bool) -> contextlib.AbstractContextManager:
         """With several processes and ``skip``: gradients are not synchronised in this
         backward (an accumulation window syncs on its last one only)."""
@@ -139,14 +147,31 @@ def build_training(cfg: RunConfig, policy: Any, acc: Any, *, needs_reference: bo
     optimizer = torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, weight_decay=t.weight_decay
     )
-    models = {}
-    for name, module in policy.trainable_modules().items():
-        models[name] = acc.prepare(module)
+    models, modules = {}, policy.trainable_modules()
+    if getattr(acc, "is_fsdp2", False):
+        # FSDP2 shards by replacing parameters: the optimizer is prepared with its model
+        # (accelerate maps its parameters onto the sharded ones), and the trained
+        # parameters are read again from the sharded modules.
+        if len(modules) != 1:
+            raise ConfigError(
+                "accelerate config",
+                "FSDP2",
+                "a policy with one trainable module",
+                hint=f"this one trains {sorted(modules)}; use DDP or DeepSpeed",
+            )
+        ((name, module),) = modules.items()
+        models[name], optimizer = acc.prepare(module, optimizer)
         setattr(policy, name, models[name])
+        params = finetune.parameters()
+    else:
+        for name, module in modules.items():
+            models[name] = acc.prepare(module)
+            setattr(policy, name, models[name])
+        optimizer = acc.prepare(optimizer)
     return Training(
         finetune,
         params,
         models,
-        acc.prepare(optimizer),
+        optimizer,
         EMA(params, t.ema_decay) if t.ema_decay > 0 else None,
     )

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from alignflow.sdk.sharded import assign, whole
+
 
 class EMA:
     """shadow <- decay * shadow + (1 - decay) * param, after every ``update_every``-th
@@ -45,11 +47,12 @@ class EMA:
                     p.copy_(s)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"shadow.{i}": s for i, s in enumerate(self.shadow)}
+        """Whole tensors (FSDP2's shards gathered: every process calls this)."""
+        state = {f"shadow.{i}": whole(s) for i, s in enumerate(self.shadow)}
         state["num_steps"] = torch.tensor(self.num_steps)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for i, s in enumerate(self.shadow):
-            s.copy_(state[f"shadow.{i}"])
+            assign(s, state[f"shadow.{i}"])
         self.num_steps = int(state["num_steps"])

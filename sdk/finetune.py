@@ -18,6 +18,7 @@ from torch import nn
 
 from alignflow.sdk.errors import CheckpointError, ConfigError
 from alignflow.sdk.policy import FlowPolicy
+from alignflow.sdk.sharded import assign, whole
 
 
 class Finetune(Protocol):
@@ -34,7 +35,7 @@ class Finetune(Protocol):
 
 def _trained_state(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     return {
-        f"{name}.{key}": p.detach().clone()
+        f"{name}.{key}": whole(p.detach()).clone()
         for name, m in modules.items()
         for key, p in m.named_parameters()
         if p.requires_grad
@@ -56,12 +57,10 @@ def _load_trained_state(modules: dict[str, nn.Module], state: dict[str, torch.Te
                 f"trained weight {key}: shape {tuple(value.shape)} in the checkpoint, "
                 f"{tuple(expected[key].shape)} in the policy"
             )
-    with torch.no_grad():
-        for name, m in modules.items():
-            params = dict(m.named_parameters())
-            for key, p in params.items():
-                if p.requires_grad:
-                    p.copy_(state[f"{name}.{key}"])
+    for name, m in modules.items():
+        for key, p in m.named_parameters():
+            if p.requires_grad:
+                assign(p, state[f"{name}.{key}"])
 
 
 class LoRA:

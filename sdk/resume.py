@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from alignflow.sdk import checkpoint as ckpt
 from alignflow.sdk.errors import CheckpointError, ConfigError
+from alignflow.sdk.sharded import load_optimizer_state, optimizer_state
 from alignflow.sdk.stopping import Stopped
 
 log = logging.getLogger(__name__)
@@ -258,15 +259,20 @@ class RunState:
 
     def save(self, iteration: int) -> Path | None:
         """checkpoint-<iteration> (written by the main process; every process waits)."""
-        path = None
-        if self.acc.is_main_process:
-            t = self.training
-            path = self.checkpoints.save(
-                iteration,
+        path, t = None, self.training
+        sharded = t.sharded(self.acc)
+        whole = {}
+        if sharded or self.acc.is_main_process:  # FSDP2: gathering the shards takes all
+            whole = dict(
                 trained=t.finetune.state_dict(),
                 ema=t.ema.state_dict() if t.ema else None,
+                optimizer=optimizer_state(t.model(), t.optimizer, sharded),
+            )
+        if self.acc.is_main_process:
+            path = self.checkpoints.save(
+                iteration,
+                **whole,
                 algorithm=self.algorithm.state_dict() or None,
-                optimizer=t.optimizer.state_dict(),
                 # where the prompt stream stands is a function of the iteration; kept for people
                 state={
                     "seed": self.seed,
@@ -313,7 +319,7 @@ class RunState:
                 "needs (it was written by another algorithm)"
             )
         t.finetune.load_state_dict(c.trained)
-        t.optimizer.load_state_dict(c.optimizer)
+        load_optimizer_state(t.model(), t.optimizer, c.optimizer, t.sharded(self.acc))
         if t.ema is not None and c.ema is not None:
             t.ema.load_state_dict(c.ema)
         self.algorithm.load_state_dict(c.algorithm or {})

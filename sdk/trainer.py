@@ -75,6 +75,9 @@ class Trainer:
         self.sampler = PromptSampler(len(self.train_set), P, cfg.seed)
 
         self.policy = build_policy(cfg, self.acc.device)
+        prepare = getattr(self.policy, "prepare_prompts", None)
+        if prepare is not None:  # e.g. every prompt encoded once, the text encoders freed
+            prepare([*self.train_set.prompts, *(self.eval_set.prompts if self.eval_set else ())])
         self.reward, self.gold = build_rewards(cfg, self.policy.modality)
         algo_cls, algo_cfg = algorithm_class(cfg)
         self.writer = build_writer(self.policy.modality)

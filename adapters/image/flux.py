@@ -68,8 +68,11 @@ class FluxPolicy(DiffusersExport):
         resolution: int,
         max_sequence_length: int = 512,
         offload_text_encoders: bool = False,
+        encode_prompts_once: bool = False,
     ):
         self.pipeline, self.offload_text_encoders = pipe, offload_text_encoders
+        self.encode_prompts_once = encode_prompts_once
+        self.prompt_encoder: Any = self._encode_text  # (embeds, pooled) of prompts
         self.transformer = pipe.transformer
         self.scheduler, self.max_sequence_length = pipe.scheduler, max_sequence_length
         self.guidance_embeds = pipe.transformer.config.guidance_embeds
@@ -97,20 +100,41 @@ class FluxPolicy(DiffusersExport):
         self.transformer.to(device)
         for m in self.other_modules.values():
             m.to(device)
+        if hasattr(self.prompt_encoder, "device"):  # a PromptCache
+            self.prompt_encoder.device = torch.device(device)
         return self
 
     def encode(
         self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
     ) -> FluxCondition:
+        embeds, pooled = self.prompt_encoder(list(prompts))
+        # FluxPipeline.encode_prompt's text positions: zeros, one row per T5 token
+        text_ids = torch.zeros(embeds.shape[1], 3, device=embeds.device, dtype=embeds.dtype)
+        return FluxCondition(embeds, pooled, text_ids)
+
+    def _encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         offload = self.offload_text_encoders  # CLIP and T5 visit the device to encode
         with torch.no_grad(), visiting(self.encoders, self.device, offload):
-            embeds, pooled, text_ids = self.pipeline.encode_prompt(
-                prompt=list(prompts),
+            embeds, pooled, _ = self.pipeline.encode_prompt(
+                prompt=prompts,
                 prompt_2=None,
                 device=self.device if offload else self.pipeline.text_encoder.device,
                 max_sequence_length=self.max_sequence_length,
             )
-        return FluxCondition(embeds, pooled, text_ids)
+        return embeds, pooled
+
+    def prepare_prompts(self, prompts: Sequence[str]) -> None:
+        """With ``encode_prompts_once``: every prompt of the run is encoded now, and CLIP-L
+        and T5 are freed (the trainer calls this)."""
+        if not self.encode_prompts_once:
+            return
+        from alignflow.adapters.common import PromptCache, free_text_encoders
+
+        cache = PromptCache(self.prompt_encoder, self.device)
+        cache.fill(prompts)
+        self.prompt_encoder, self.encoders = cache, []
+        names = ("text_encoder", "text_encoder_2")
+        free_text_encoders(self.pipeline, names, self.other_modules)
 
     def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
         """Gaussian latents [B, C, H, W] drawn as the pipeline draws them, then packed."""
@@ -174,7 +198,7 @@ class FluxPolicy(DiffusersExport):
 
 
 def load_flux_policy(
-    path: str,
+    path: Any,
     resolution: int = 512,
     dtype: str = "bfloat16",
     max_sequence_length: int = 512,
@@ -183,30 +207,33 @@ def load_flux_policy(
     vae_tiling: bool = False,
     vae_slicing: bool = False,
     offload_text_encoders: bool = False,
+    encode_prompts_once: bool = False,
 ) -> FluxPolicy:
     """FLUX.1 [dev] (guidance-distilled) or [schnell] from a local folder in diffusers
-    layout or a hub id (``black-forest-labs/FLUX.1-dev`` when online).
+    layout, a hub id (``black-forest-labs/FLUX.1-dev`` when online) or a ``FluxPipeline``
+    already built (cast to ``dtype``).
 
     ``sample.guidance`` is the guidance *embedding* (3.5 for dev); schnell has none and
     ignores it. ``max_sequence_length``: T5 tokens (512 dev, 256 schnell).
     ``gradient_checkpointing`` recomputes each transformer block in the backward pass;
     ``vae_tiling`` / ``vae_slicing`` decode in tiles / one image at a time;
-    ``offload_text_encoders`` keeps CLIP-L and T5-XXL on the CPU between encodes."""
+    ``offload_text_encoders`` keeps CLIP-L and T5-XXL on the CPU between encodes;
+    ``encode_prompts_once`` encodes a run's data.train and data.eval prompts at the start
+    and frees them (2.1 MB of CPU memory per prompt in bf16; other prompts are refused)."""
     from diffusers import FluxPipeline
 
     from alignflow.adapters.common import (
         check_multiple,
         load_pipeline,
         memory_controls,
+        pipeline_source,
         set_attention,
         vae_scale,
     )
-    from alignflow.sdk.weights import pretrained_source, resolve_dtype
+    from alignflow.sdk.weights import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
-    source = pretrained_source(
-        path, "policy.path", "model_index.json", "a folder holding a FluxPipeline"
-    )
+    source = pipeline_source(path, FluxPipeline)
     check_multiple(
         "policy.resolution",
         resolution,
@@ -218,4 +245,6 @@ def load_flux_policy(
     memory_controls(pipe, gradient_checkpointing, vae_tiling, vae_slicing)
     for name in ("text_encoder", "text_encoder_2", "vae"):
         getattr(pipe, name).eval().requires_grad_(False)
-    return FluxPolicy(pipe, resolution, max_sequence_length, offload_text_encoders)
+    return FluxPolicy(
+        pipe, resolution, max_sequence_length, offload_text_encoders, encode_prompts_once
+    )

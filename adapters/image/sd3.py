@@ -119,6 +119,7 @@ class SD3Policy(DiffusersExport):
         latent_shape: Sequence[int],
         modules: Mapping[str, nn.Module] | None = None,
         pipeline: Any = None,
+        encode_prompts_once: bool = False,
     ):
         """
         Args:
@@ -130,14 +131,29 @@ class SD3Policy(DiffusersExport):
             modules: the other modules to move with ``to()`` (text encoders, VAE).
             pipeline: the ``StableDiffusion3Pipeline`` the parts came from, if any (for
                 comparisons with diffusers' own sampling and for saving).
+            encode_prompts_once: :meth:`prepare_prompts` encodes the run's prompts and
+                frees the pipeline's text encoders.
         """
         self.transformer = transformer
         self.prompt_encoder, self.codec, self.scheduler = prompt_encoder, codec, scheduler
         self.latent_shape = tuple(latent_shape)
         self.patch_size = transformer.config.patch_size  # read now: the trainer may wrap the module
         self.other_modules = dict(modules or {})
-        self.pipeline = pipeline
+        self.pipeline, self.encode_prompts_once = pipeline, encode_prompts_once
         self._null: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def prepare_prompts(self, prompts: Sequence[str]) -> None:
+        """With ``encode_prompts_once``: every prompt of the run (and the empty one) is
+        encoded now, and CLIP-L, CLIP-G and T5 are freed (the trainer calls this)."""
+        if not self.encode_prompts_once or self.pipeline is None:
+            return
+        from alignflow.adapters.common import PromptCache, free_text_encoders
+
+        cache = PromptCache(self.prompt_encoder, self.device)
+        cache.fill([*prompts, ""])
+        self.prompt_encoder, self._null = cache, None
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        free_text_encoders(self.pipeline, names, self.other_modules)
 
     @property
     def device(self) -> torch.device:
@@ -230,7 +246,7 @@ class SD3Policy(DiffusersExport):
 
 
 def load_sd3_policy(
-    path: str,
+    path: Any,
     resolution: int = 512,
     dtype: str = "bfloat16",
     drop_t5: bool = False,
@@ -240,12 +256,14 @@ def load_sd3_policy(
     vae_tiling: bool = False,
     vae_slicing: bool = False,
     offload_text_encoders: bool = False,
+    encode_prompts_once: bool = False,
 ) -> SD3Policy:
     """SD3 / SD3.5 from a local folder in diffusers layout or a hub id.
 
     Args:
         path: e.g. ``/models/stable-diffusion-3.5-medium`` or
-            ``stabilityai/stable-diffusion-3.5-medium`` (when online).
+            ``stabilityai/stable-diffusion-3.5-medium`` (when online), or a
+            ``StableDiffusion3Pipeline`` already built (cast to ``dtype``).
         resolution: image height and width in pixels (a multiple of 8 x patch size).
         dtype: weights of every component: ``bfloat16`` (default), ``float16`` or
             ``float32``; kernels and log-probs stay float32.
@@ -258,25 +276,28 @@ def load_sd3_policy(
         vae_tiling, vae_slicing: decode in spatial tiles / one image at a time.
         offload_text_encoders: keep CLIP-L, CLIP-G and T5 on the CPU; they visit the
             accelerator only to encode (T5-XXL alone is ~9.5 GB in bf16).
+        encode_prompts_once: a run encodes its data.train and data.eval prompts at the
+            start and frees the text encoders (2.7 MB of CPU memory per prompt in bf16;
+            prompts outside those sets are refused).
     """
     from diffusers import StableDiffusion3Pipeline
 
     from alignflow.adapters.common import (
         check_multiple,
+        component_config,
         load_pipeline,
         memory_controls,
+        pipeline_source,
         set_attention,
         vae_scale,
     )
     from alignflow.modalities.image.codec import VAECodec
-    from alignflow.sdk.weights import pretrained_source, read_json, resolve_dtype
+    from alignflow.sdk.weights import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     # what the model cannot take is refused from its configs, before any weights load
-    source = pretrained_source(
-        path, "policy.path", "model_index.json", "a folder holding a StableDiffusion3Pipeline"
-    )
-    patch = read_json(source, "transformer/config.json", "policy.path")["patch_size"]
+    source = pipeline_source(path, StableDiffusion3Pipeline)
+    patch = component_config(source, "transformer")["patch_size"]
     check_multiple(
         "policy.resolution", resolution, vae_scale(source) * patch, "VAE scale x patch size"
     )
@@ -304,4 +325,5 @@ def load_sd3_policy(
         latent_shape=(cfg.in_channels, side, side),
         modules=modules,
         pipeline=pipe,
+        encode_prompts_once=encode_prompts_once,
     )

@@ -84,6 +84,7 @@ class WanPolicy(DiffusersExport):
         modules: Mapping[str, nn.Module] | None = None,
         pipeline: Any = None,
         position_channels: bool = False,
+        encode_prompts_once: bool = False,
     ):
         """
         Args:
@@ -103,6 +104,8 @@ class WanPolicy(DiffusersExport):
                 ``in_channels = C + 3``). Wan's RoPE is relative only, so without them a
                 small Wan cannot tie a layout to absolute positions; the offline default
                 uses them, Wan 2.1 checkpoints do not.
+            encode_prompts_once: :meth:`prepare_prompts` encodes the run's prompts and
+                frees the pipeline's text encoder.
         """
         want = latent_shape[0] + 3 * position_channels
         if transformer.config.in_channels != want:
@@ -119,7 +122,20 @@ class WanPolicy(DiffusersExport):
         self.other_modules = dict(modules or {})
         self.pipeline = pipeline
         self.position_channels = position_channels
+        self.encode_prompts_once = encode_prompts_once
         self._null: torch.Tensor | None = None
+
+    def prepare_prompts(self, prompts: Sequence[str]) -> None:
+        """With ``encode_prompts_once``: every prompt of the run and the negative prompt
+        are encoded now, and UMT5 is freed (the trainer calls this)."""
+        if not self.encode_prompts_once or self.pipeline is None:
+            return
+        from alignflow.adapters.common import PromptCache, free_text_encoders
+
+        cache = PromptCache(self.prompt_encoder, self.device)
+        cache.fill([*prompts, self.negative_prompt])
+        self.prompt_encoder, self._null = cache, None
+        free_text_encoders(self.pipeline, ("text_encoder",), self.other_modules)
 
     @property
     def device(self) -> torch.device:
@@ -196,7 +212,7 @@ class WanPolicy(DiffusersExport):
 
 
 def load_wan_policy(
-    path: str,
+    path: Any,
     height: int = 480,
     width: int = 832,
     num_frames: int = 33,
@@ -210,12 +226,14 @@ def load_wan_policy(
     vae_slicing: bool = False,
     offload_text_encoder: bool = False,
     attention: str = "sdpa",
+    encode_prompts_once: bool = False,
 ) -> WanPolicy:
     """Wan 2.1 T2V (1.3B or 14B) from a local folder in diffusers layout or a hub id.
 
     Args:
         path: e.g. ``/models/Wan2.1-T2V-1.3B-Diffusers`` or
-            ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` (when online).
+            ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` (when online), or a ``WanPipeline``
+            already built (cast to ``dtype``, its VAE to ``vae_dtype``).
         height, width: pixels, multiples of 16 (VAE 8 x patch 2).
         num_frames: 1 + 4k (the VAE's temporal stride); 81 is Wan's 5 s at 16 fps.
         dtype: transformer and text encoder (``bfloat16`` default); kernels and
@@ -225,27 +243,30 @@ def load_wan_policy(
             training step's activation memory drops from O(layers) to O(1) blocks).
         vae_tiling, vae_slicing: decode in spatial tiles / one clip at a time.
         offload_text_encoder: keep UMT5 on the CPU between encodes.
+        encode_prompts_once: a run encodes its data.train and data.eval prompts at the
+            start and frees UMT5 (4.2 MB of CPU memory per prompt in bf16; prompts
+            outside those sets are refused).
         attention: ``sdpa`` (PyTorch's) or a diffusers attention backend
             (``flash``, ``xformers``, ``sage``... where installed).
     """
     from diffusers import AutoencoderKLWan, WanPipeline
 
-    from alignflow.adapters.common import check_multiple, load_pipeline
+    from alignflow.adapters.common import (
+        check_multiple,
+        component_config,
+        load_pipeline,
+        pipeline_source,
+    )
     from alignflow.modalities.video.codec import WanVAECodec
-    from alignflow.sdk.weights import pretrained_source, read_json, resolve_dtype
+    from alignflow.sdk.weights import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
-    source = pretrained_source(
-        path,
-        "policy.path",
-        "model_index.json",
-        "a folder holding a WanPipeline in diffusers layout",
-    )
+    source = pipeline_source(path, WanPipeline)
     # what the model cannot take is refused from its configs, before any weights load
-    vae_cfg = read_json(source, "vae/config.json", "policy.path")
+    vae_cfg = component_config(source, "vae")
     ps = (
         vae_cfg.get("scale_factor_spatial", 8)
-        * read_json(source, "transformer/config.json", "policy.path")["patch_size"][1]
+        * component_config(source, "transformer")["patch_size"][1]
     )
     pt = vae_cfg.get("scale_factor_temporal", 4)
     check_multiple("policy.height", height, ps, "VAE scale x patch size")
@@ -254,8 +275,11 @@ def load_wan_policy(
         raise ConfigError(
             "policy.num_frames", num_frames, f"1 + {pt} k (the VAE's temporal stride)"
         )
-    vae = AutoencoderKLWan.from_pretrained(
-        source, subfolder="vae", torch_dtype=resolve_dtype(vae_dtype)
+    vae_torch_dtype = resolve_dtype(vae_dtype)
+    vae = (
+        AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=vae_torch_dtype)
+        if isinstance(source, str)
+        else source.vae.to(vae_torch_dtype)
     )
     pipe = load_pipeline(WanPipeline, source, torch_dtype, vae=vae)
     codec = WanVAECodec(pipe.vae, fps=fps, tiling=vae_tiling, slicing=vae_slicing)
@@ -291,4 +315,5 @@ def load_wan_policy(
         negative_prompt=negative_prompt,
         modules=modules,
         pipeline=pipe,
+        encode_prompts_once=encode_prompts_once,
     )

@@ -248,3 +248,39 @@ def test_memory_controls_give_the_same_loss_gradients_and_images(saved):
     blocks = saving.transformer.transformer_blocks
     assert checkpointing_matches(plain, saving, blocks, x, sig, conds, 3.0) == 2
     torch.testing.assert_close(plain.decode(x), saving.decode(x))
+
+
+def test_prompts_encoded_once_are_the_same_and_the_text_encoders_are_freed(saved):
+    from alignflow.sdk.errors import ConfigError
+
+    kind, folder = saved
+    plain = load(kind, folder)
+    plain.prepare_prompts(PROMPTS)  # the option is off: nothing changes
+    assert plain.pipeline.text_encoder is not None and "text_encoder" in plain.other_modules
+    once = LOADERS[kind][1](
+        str(folder), resolution=32, dtype="float32", attention="sdpa", encode_prompts_once=True
+    )
+    once.prepare_prompts([*PROMPTS, PROMPTS[0]])
+    assert once.pipeline.text_encoder is None and once.pipeline.text_encoder_2 is None
+    assert set(once.other_modules) == {"vae"}
+    for a, b in zip(vars(plain.encode(PROMPTS)).values(), vars(once.encode(PROMPTS)).values()):
+        torch.testing.assert_close(a, b)  # encoded in another batch: float rounding only
+    with pytest.raises(ConfigError, match="policy.encode_prompts_once.*'a blue dog' was not"):
+        once.encode(["a blue dog"])
+
+
+def test_a_pipeline_built_in_memory_loads_as_its_folder_does(saved):
+    """load_*_policy(pipeline object): a pipeline the caller built (random weights at
+    real size, a quantised one) goes through the same adapter, cast to ``dtype``."""
+    from alignflow.sdk.errors import ConfigError
+
+    kind, folder = saved
+    make, loader = LOADERS[kind]
+    policies = [load(kind, folder), loader(make(seed=0), resolution=32, dtype="float32")]
+    x = policies[0].noise(2, [generator("o", 0), generator("o", 1)])
+    v = [p.velocity(x, torch.tensor([0.6, 0.6]), p.encode(PROMPTS), 2.0) for p in policies]
+    torch.testing.assert_close(v[0], v[1])
+    assert policies[1].pipeline.vae.dtype == torch.float32
+    other = tiny_flux_pipeline() if kind == "sd3" else tiny_sd3_pipeline()
+    with pytest.raises(ConfigError, match="policy.path = '(Flux|StableDiffusion3)Pipeline'"):
+        loader(other, resolution=32)

@@ -242,6 +242,7 @@ def test_the_wan_product_config_runs_an_iteration_on_tiny_weights(folder, tmp_pa
             "policy.num_frames=9",
             "policy.dtype=float32",
             "policy.max_sequence_length=16",
+            "policy.encode_prompts_once=true",
             f"reward.clip.path={clip}",
             f"data.train={prompts}",
             f"data.eval={prompts}",
@@ -258,7 +259,8 @@ def test_the_wan_product_config_runs_an_iteration_on_tiny_weights(folder, tmp_pa
             "logging.tensorboard=false",
         ],
     )
-    tr = Trainer(cfg)
+    tr = Trainer(cfg)  # the prompts are encoded, UMT5 is gone
+    assert tr.policy.pipeline.text_encoder is None and set(tr.policy.other_modules) == {"vae"}
     assert set(tr.reward.advantage_terms()) == {
         "flow/consistency",
         "flow/smoothness",
@@ -299,3 +301,15 @@ def test_video_shapes_same_seed_same_numbers(tmp_path):
 
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first == second and any("train/flow/direction_mean" in row for row in first)
+
+
+def test_a_wan_pipeline_in_memory_keeps_its_float32_modules(folder):
+    """A WanPipeline object cast to bf16 as from_pretrained loads it: RoPE, time
+    embedder and norms stay float32, the VAE takes vae_dtype."""
+    from alignflow.adapters.video.tiny import tiny_wan_pipeline
+
+    policy = load_wan_policy(tiny_wan_pipeline(), height=32, width=32, num_frames=5)
+    t = policy.transformer
+    assert t.patch_embedding.weight.dtype == torch.bfloat16
+    assert t.scale_shift_table.dtype == t.condition_embedder.time_embedder.linear_1.weight.dtype
+    assert t.scale_shift_table.dtype == torch.float32 and policy.pipeline.vae.dtype == torch.float32

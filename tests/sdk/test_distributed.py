@@ -166,3 +166,31 @@ def test_workers_stop_with_a_checkpoint_when_the_launcher_dies(tmp_path):
     saved = list(out.glob("checkpoint-*"))
     assert len(saved) == 1 and (saved[0] / "manifest.json").is_file()
     assert max(r["iteration"] for r in read_metrics(out)) < 200
+
+
+def fsdp2(out, *extra, plain=False):
+    cmd = [sys.executable, str(ROOT / "tests/sdk/fsdp2_cpu.py"), *(["--plain"] * plain)]
+    done = subprocess.run(
+        [*cmd, str(out), *extra], env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow(seconds=40)
+def test_fsdp2_trains_saves_and_resumes_with_the_numbers_of_an_unsharded_run(tmp_path):
+    """accelerate's FSDP2 (the transformer's blocks and root fully_shard-ed, LoRA on
+    the wrapped modules, the optimizer mapped onto the shards) in one CPU process: the
+    same metrics as without it, checkpoints of whole tensors, a resume that repeats the
+    uninterrupted run, and an unsharded run that resumes the FSDP2 checkpoint."""
+    straight = fsdp2(tmp_path / "straight", "train.iterations=3")
+    assert straight["sharded"] > 0 and len(straight["rows"]) == 3
+    assert straight["rows"][0]["train/kl_ref"] > 0  # the reference forward ran, sharded
+    plain = fsdp2(tmp_path / "plain", "train.iterations=3", plain=True)
+    assert plain["sharded"] == 0 and plain["rows"] == straight["rows"]
+    fsdp2(tmp_path / "cut", "train.iterations=2")
+    resumed = fsdp2(tmp_path / "cut", "train.iterations=3", "checkpoint.resume=latest")
+    assert resumed["rows"] == straight["rows"]
+    fsdp2(tmp_path / "moved", "train.iterations=2")
+    moved = fsdp2(tmp_path / "moved", "train.iterations=3", "checkpoint.resume=latest", plain=True)
+    assert moved["rows"] == straight["rows"]
