@@ -27,7 +27,8 @@ sharded transformer (reference forward included) and, when memory allows, a full
 fine-tuning iteration.
 
 Prints one table and writes JSON (``--out``). ``--smoke`` builds the tiny test
-pipelines instead and runs every step on the CPU (accelerate runs FSDP on GPUs only:
+pipelines instead and runs every step on the CPU, in this process, one repeat
+(accelerate runs FSDP on GPUs only:
 there the FSDP2 job goes through _fsdp_cpu.py, which opens that gate in one gloo
 process); tests/test_benchmarks.py runs it so that this script cannot rot.
 """
@@ -35,6 +36,7 @@ process); tests/test_benchmarks.py runs it so that this script cannot rot.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -544,17 +546,22 @@ def run_fsdp2(smoke: bool, work: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the driver
 
 
-def child(args: argparse.Namespace) -> None:
-    """One model (or the FSDP2 job) in this process; its row as JSON to ``args.row``."""
+def run(name: str, smoke: bool, repeats: int) -> dict[str, Any]:
+    """One model (or the FSDP2 job) in this process: its row."""
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if args.child == "fsdp2":
-            row = run_fsdp2(args.smoke, work)
+        if name == "fsdp2":
+            row = run_fsdp2(smoke, work)
         else:
-            row = run_model(MODELS[args.child], args.smoke, args.repeats, work)
+            row = run_model(MODELS[name], smoke, repeats, work)
     if torch.cuda.is_available():
         row["gpu"] = torch.cuda.get_device_name()
-    Path(args.row).write_text(json.dumps(row, indent=1))
+    return row | {"seconds": time.perf_counter() - start}
+
+
+def child(args: argparse.Namespace) -> None:
+    Path(args.row).write_text(json.dumps(run(args.child, args.smoke, args.repeats), indent=1))
 
 
 def spawn(name: str, args: argparse.Namespace, timeout: float, work: Path) -> dict[str, Any]:
@@ -583,7 +590,7 @@ def spawn(name: str, args: argparse.Namespace, timeout: float, work: Path) -> di
             "error": f"exit {proc.returncode}",
             "trace": (proc.stdout + proc.stderr)[-3000:],
         }
-    return json.loads(row_file.read_text()) | {"seconds": seconds}
+    return json.loads(row_file.read_text()) | {"seconds": seconds}  # with the start-up
 
 
 def fmt(v: Any, spec: str = ".2f") -> str:
@@ -643,7 +650,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, one process")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, in this process")
     ap.add_argument("--only", nargs="*", choices=[*MODELS, "fsdp2"], default=None)
     ap.add_argument("--out", default="realscale.json")
     ap.add_argument(
@@ -658,12 +665,16 @@ def main() -> None:
         sys.exit("realscale needs CUDA (or --smoke for the tiny sizes on the CPU)")
     names = args.only or [*MODELS, "fsdp2"]
     rows, start = [], time.perf_counter()
+    if args.smoke:  # the FSDP2 job last: it switches this process's accelerate state
+        names = sorted(names, key=lambda n: n == "fsdp2")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            timeout = MODELS[name].timeout if name in MODELS else 90
-            if args.smoke:
-                timeout *= 4  # the CPU builds and imports are the slow part here
-            rows.append(spawn(name, args, timeout, Path(tmp)))
+            if args.smoke:  # tiny: one process, no timeouts
+                row = _guarded(functools.partial(run, name, True, args.repeats or 1))
+                rows.append(row | {"model": row.get("model", name)})
+            else:
+                timeout = MODELS[name].timeout if name in MODELS else 90
+                rows.append(spawn(name, args, timeout, Path(tmp)))
             print(f"{name}: {rows[-1].get('seconds', 0):.0f} s", flush=True)
     result = {
         "date": time.strftime("%Y-%m-%d"),

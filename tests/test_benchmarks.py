@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow(seconds=40)
 def test_realscale_smoke_runs_every_model_and_its_checks_hold(tmp_path):
     out = tmp_path / "realscale.json"
     proc = subprocess.run(

@@ -3,6 +3,7 @@ process with the same global batch, and no initial noise shared by accident."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,8 +190,8 @@ def test_fsdp2_trains_saves_and_resumes_with_the_numbers_of_an_unsharded_run(tmp
     plain = fsdp2(tmp_path / "plain", "train.iterations=3", plain=True)
     assert plain["sharded"] == 0 and plain["rows"] == straight["rows"]
     fsdp2(tmp_path / "cut", "train.iterations=2")
+    shutil.copytree(tmp_path / "cut", tmp_path / "moved")
     resumed = fsdp2(tmp_path / "cut", "train.iterations=3", "checkpoint.resume=latest")
     assert resumed["rows"] == straight["rows"]
-    fsdp2(tmp_path / "moved", "train.iterations=2")
     moved = fsdp2(tmp_path / "moved", "train.iterations=3", "checkpoint.resume=latest", plain=True)
     assert moved["rows"] == straight["rows"]
