@@ -334,7 +334,7 @@ def _sharded(module: torch.nn.Module) -> int:
     return sum(isinstance(p, DTensor) for p in module.parameters())
 
 
-def throughput(model: Model, policy: Any, repeats: int) -> dict[str, Any]:
+def throughput(model: Model, policy: Any, repeats: int, batch: int) -> dict[str, Any]:
     """Median seconds of the adapter's rollout + decode and of the stock pipeline (or,
     for F5, a plain Euler loop) on the same prompts, noise, steps and guidance."""
     from alignflow.sdk.kernels import KERNELS
@@ -342,7 +342,7 @@ def throughput(model: Model, policy: Any, repeats: int) -> dict[str, Any]:
     from alignflow.sdk.random import generator
     from alignflow.sdk.rollout import rollout
 
-    B, N, w = model.batch, model.steps, model.guidance
+    B, N, w = batch, model.steps, model.guidance
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(B)]
     meta = None
     if model is F5:
@@ -504,7 +504,7 @@ def _throughput_step(model: Model, smoke: bool, repeats: int, work: Path) -> dic
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     policy = build_policy(cfg, device)
     try:
-        return throughput(model, policy, repeats)
+        return throughput(model, policy, repeats, 2 if smoke else model.batch)
     finally:
         del policy
 

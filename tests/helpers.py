@@ -100,3 +100,66 @@ def checkpointing_matches(plain, saving, blocks, x, sigma, cond, guidance: float
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     return len(runs)
+
+
+def ode_rollout(policy, cond, steps: int, guidance: float):
+    """A noise-level-0 rollout of ``cond``'s samples (one each) and the initial noise it
+    drew, for comparisons with a stock pipeline given the same noise."""
+    from alignflow.sdk.kernels import KERNELS
+    from alignflow.sdk.plans import AllSDE
+    from alignflow.sdk.random import generator
+    from alignflow.sdk.rollout import rollout
+
+    B = len(cond.embeds)
+    gens = lambda: [generator("t", i) for i in range(B)]  # noqa: E731
+    traj = rollout(
+        policy,
+        cond,
+        policy.sigmas(steps),
+        AllSDE()(steps, 0, 0),
+        KERNELS["flow_sde"],
+        noise_level=0.0,
+        guidance=guidance,
+        group_size=1,
+        noise_generators=gens(),
+        sde_generators=gens(),
+    )
+    return traj, policy.noise(B, gens())
+
+
+TINY_IMAGE_RUN = [
+    "+reward.red.name=tests.adapters.image_rewards_for_tests:Redness",
+    "sample.num_steps=4",
+    "sample.group_size=2",
+    "sample.prompts_per_iteration=2",
+    "sample.batch_size=4",
+    "train.micro_batch_size=4",
+    "train.iterations=1",
+    "train.lora_rank=4",
+    "train.lora_alpha=8",
+    "logging.progress_bar=false",
+    "logging.tensorboard=false",
+    "logging.media=false",
+]
+"""One LoRA iteration of 2 prompts x 2 samples, 4 steps, with the test reward that
+likes red (the tests of the tiny image pipelines)."""
+
+
+def tiny_image_cfg(out, kind, folder, prompts_file, *extra):
+    """:data:`TINY_IMAGE_RUN` of a tiny saved SD3 / FLUX pipeline (``kind``: the policy
+    name) at 32 px."""
+    return compose(
+        "train",
+        [
+            f"policy.name={kind}",
+            f"+policy.path={folder}",
+            "+policy.resolution=32",
+            "+policy.dtype=float32",
+            "+policy.attention=sdpa",
+            f"data.train={prompts_file}",
+            *TINY_IMAGE_RUN,
+            f"sample.guidance={4.5 if kind == 'sd3' else 3.5}",
+            f"output_dir={out}",
+            *extra,
+        ],
+    )

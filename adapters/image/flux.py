@@ -51,11 +51,14 @@ FLUX_LORA_TARGETS = (
 class FluxCondition:
     """Attributes:
     embeds: [B, T, D] T5 tokens; pooled: [B, P] CLIP pooled vector;
-    text_ids: [T, 3] text position ids (shared by the batch)."""
+    text_ids: [T, 3] text position ids (shared by the batch);
+    reference: [B, T_img, 4C] packed latents of each sample's source image (FLUX.1
+    Kontext), None for text-to-image."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor
     text_ids: torch.Tensor = field(metadata=SHARED)
+    reference: torch.Tensor | None = None
 
 
 class FluxPolicy(DiffusersExport):
@@ -69,7 +72,13 @@ class FluxPolicy(DiffusersExport):
         max_sequence_length: int = 512,
         offload_text_encoders: bool = False,
         encode_prompts_once: bool = False,
+        reference: bool = False,
+        source_root: str = "",
     ):
+        """``reference``: the model edits a source image (FLUX.1 Kontext): each prompt's
+        metadata names it (``source``, relative to ``source_root``), resized to
+        ``resolution``; its packed latents follow the image tokens, with position ids
+        whose first coordinate is 1, and only the image tokens' velocity is kept."""
         self.pipeline, self.offload_text_encoders = pipe, offload_text_encoders
         self.encode_prompts_once = encode_prompts_once
         self.prompt_encoder: Any = self._encode_text  # (embeds, pooled) of prompts
@@ -84,6 +93,16 @@ class FluxPolicy(DiffusersExport):
         self.resolution = resolution
         h, w = self.latent_hw
         self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
+        self.reference, self.sources = reference, None
+        if reference:
+            from alignflow.modalities.image.io import read_image
+            from alignflow.modalities.sources import SourceMedia
+
+            size = (resolution, resolution)
+            read = lambda path: read_image(path, size)  # noqa: E731
+            self.sources = SourceMedia("source", read, source_root, what="image edit prompt")
+            self.ref_ids = self.img_ids.clone()
+            self.ref_ids[:, 0] = 1  # FluxKontextPipeline's ids of the source image tokens
         self.encoders = [pipe.text_encoder, pipe.text_encoder_2]
         self.other_modules = {"vae": pipe.vae} | (
             {}
@@ -110,7 +129,22 @@ class FluxPolicy(DiffusersExport):
         embeds, pooled = self.prompt_encoder(list(prompts))
         # FluxPipeline.encode_prompt's text positions: zeros, one row per T5 token
         text_ids = torch.zeros(embeds.shape[1], 3, device=embeds.device, dtype=embeds.dtype)
-        return FluxCondition(embeds, pooled, text_ids)
+        reference = self._references(metadata, len(prompts)) if self.reference else None
+        return FluxCondition(embeds, pooled, text_ids, reference)
+
+    def _references(self, metadata: Sequence[Mapping[str, Any]] | None, n: int) -> torch.Tensor:
+        """The source images of ``metadata``'s rows, VAE-encoded (the posterior's mode,
+        as FluxKontextPipeline encodes them) and packed: [B, T_img, 4C]."""
+        from alignflow.sdk.errors import DataError
+
+        if metadata is None or len(metadata) != n:
+            got = 0 if metadata is None else len(metadata)
+            raise DataError(
+                f"an editing policy needs one metadata row with a source image per prompt; "
+                f"got {got} rows for {n} prompts"
+            )
+        images = torch.stack([self.sources(m) for m in metadata]).to(self.device)
+        return self.to_latents(images)
 
     def _encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         offload = self.offload_text_encoders  # CLIP and T5 visit the device to encode
@@ -168,16 +202,21 @@ class FluxPolicy(DiffusersExport):
         dtype = next(self.transformer.parameters()).dtype
         timestep = (sigma * self.scheduler.config.num_train_timesteps).to(dtype) / 1000
         g = torch.full((B,), float(guidance), device=x.device) if self.guidance_embeds else None
-        return self.transformer(
-            hidden_states=x.to(dtype),
+        hidden, ids = x.to(dtype), self.img_ids
+        if cond.reference is not None:  # the source image's tokens after the image's
+            hidden = torch.cat([hidden, cond.reference.to(dtype)], dim=1)
+            ids = torch.cat([ids, self.ref_ids])
+        v = self.transformer(
+            hidden_states=hidden,
             timestep=timestep,
             guidance=g,
             pooled_projections=cond.pooled.to(dtype),
             encoder_hidden_states=cond.embeds.to(dtype),
             txt_ids=cond.text_ids.to(dtype),
-            img_ids=self.img_ids.to(x.device, dtype),
+            img_ids=ids.to(x.device, dtype),
             return_dict=False,
         )[0]
+        return v[:, : x.shape[1]]
 
     def decode(self, latents: torch.Tensor, cond: Any = None) -> torch.Tensor:
         z = self.pipeline._unpack_latents(
@@ -220,8 +259,52 @@ def load_flux_policy(
     ``offload_text_encoders`` keeps CLIP-L and T5-XXL on the CPU between encodes;
     ``encode_prompts_once`` encodes a run's data.train and data.eval prompts at the start
     and frees them (2.1 MB of CPU memory per prompt in bf16; other prompts are refused)."""
+    args = dict(locals())
     from diffusers import FluxPipeline
 
+    return _load_flux(FluxPipeline, **args)
+
+
+def load_flux_kontext_policy(
+    path: Any,
+    resolution: int = 512,
+    source_root: str = "",
+    dtype: str = "bfloat16",
+    max_sequence_length: int = 512,
+    attention: str = "auto",
+    gradient_checkpointing: bool = False,
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+    offload_text_encoders: bool = False,
+    encode_prompts_once: bool = False,
+) -> FluxPolicy:
+    """FLUX.1 Kontext [dev] (image editing) from a local folder in diffusers layout, a
+    hub id (``black-forest-labs/FLUX.1-Kontext-dev`` when online) or a
+    ``FluxKontextPipeline``. Each prompt row names its source image in the ``source``
+    column (relative paths against ``source_root``); sources are resized to
+    ``resolution`` x ``resolution``, which the edit keeps. The other arguments are
+    :func:`load_flux_policy`'s."""
+    args = dict(locals())
+    from diffusers import FluxKontextPipeline
+
+    return _load_flux(FluxKontextPipeline, **args, reference=True)
+
+
+def _load_flux(
+    cls: Any,
+    path: Any,
+    resolution: int,
+    dtype: str,
+    max_sequence_length: int,
+    attention: str,
+    gradient_checkpointing: bool,
+    vae_tiling: bool,
+    vae_slicing: bool,
+    offload_text_encoders: bool,
+    encode_prompts_once: bool,
+    source_root: str = "",
+    reference: bool = False,
+) -> FluxPolicy:
     from alignflow.adapters.common import (
         check_multiple,
         load_pipeline,
@@ -233,18 +316,24 @@ def load_flux_policy(
     from alignflow.sdk.weights import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
-    source = pipeline_source(path, FluxPipeline)
+    source = pipeline_source(path, cls)
     check_multiple(
         "policy.resolution",
         resolution,
         2 * vae_scale(source),
         "2 x the VAE scale: latents pack 2 x 2",
     )
-    pipe = load_pipeline(FluxPipeline, source, torch_dtype)
+    pipe = load_pipeline(cls, source, torch_dtype)
     set_attention(pipe.transformer, attention)
     memory_controls(pipe, gradient_checkpointing, vae_tiling, vae_slicing)
     for name in ("text_encoder", "text_encoder_2", "vae"):
         getattr(pipe, name).eval().requires_grad_(False)
     return FluxPolicy(
-        pipe, resolution, max_sequence_length, offload_text_encoders, encode_prompts_once
+        pipe,
+        resolution,
+        max_sequence_length,
+        offload_text_encoders,
+        encode_prompts_once,
+        reference=reference,
+        source_root=source_root,
     )

@@ -109,9 +109,15 @@ def tiny_sd3_pipeline(seed: int = 0, with_t5: bool = True):
     )
 
 
-def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
-    """A ``FluxPipeline``: 1 double + 1 single block, 2x VAE, CLIP (pooled) and T5."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True, kontext: bool = False):
+    """A ``FluxPipeline`` (``kontext``: a ``FluxKontextPipeline``, the same parts): 1
+    double + 1 single block, 2x VAE, CLIP (pooled) and T5."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxKontextPipeline,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
 
     tok = clip_tokenizer()
     torch.manual_seed(seed)
@@ -136,7 +142,7 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
         max_image_seq_len=4096,
         shift=3.0,
     )
-    return FluxPipeline(
+    return (FluxKontextPipeline if kontext else FluxPipeline)(
         transformer=transformer,
         scheduler=scheduler,
         vae=_vae(4, seed + 4),

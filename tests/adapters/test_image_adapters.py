@@ -7,13 +7,11 @@ import torch
 from alignflow.adapters.image.flux import load_flux_policy
 from alignflow.adapters.image.sd3 import load_sd3_policy
 from alignflow.adapters.image.tiny import tiny_flux_pipeline, tiny_sd3_pipeline
-from alignflow.sdk.config import compose
 from alignflow.sdk.kernels import KERNELS
-from alignflow.sdk.plans import AllSDE
 from alignflow.sdk.random import generator
-from alignflow.sdk.rollout import rollout
 from alignflow.sdk.trainer import Trainer
 from tests.adapters import image_rewards_for_tests  # noqa: F401  (declares the Redness reward)
+from tests.helpers import ode_rollout, tiny_image_cfg
 
 PROMPTS = ["a red cat", 'a sign that says "hello"']
 LOADERS = {
@@ -38,21 +36,7 @@ def test_noise_level_zero_rollout_is_the_pipelines_own_sampler(saved):
     kind, folder = saved
     policy = load(kind, folder)
     N, w = 5, (4.5 if kind == "sd3" else 3.5)
-    cond = policy.encode(PROMPTS)
-    gens = [generator("t", i) for i in range(len(PROMPTS))]
-    traj = rollout(
-        policy,
-        cond,
-        policy.sigmas(N),
-        AllSDE()(N, 0, 0),
-        KERNELS["flow_sde"],
-        noise_level=0.0,
-        guidance=w,
-        group_size=1,
-        noise_generators=gens,
-        sde_generators=gens,
-    )
-    noise = policy.noise(len(PROMPTS), [generator("t", i) for i in range(len(PROMPTS))])
+    traj, noise = ode_rollout(policy, policy.encode(PROMPTS), N, w)
     common = dict(num_inference_steps=N, guidance_scale=w, height=32, width=32, latents=noise)
     ref_latents = policy.pipeline(PROMPTS, output_type="latent", **common).images
     torch.testing.assert_close(traj.x0, ref_latents, rtol=1e-5, atol=1e-5)
@@ -82,41 +66,12 @@ def test_decode_of_to_latents_is_close_to_the_image(saved):
     assert x.shape[0] == 2 and policy.to_latents(policy.decode(x)).shape == x.shape
 
 
-def digits_like_cfg(out, kind, folder, prompts_file, *extra):
-    return compose(
-        "train",
-        [
-            f"policy.name={kind}",
-            f"+policy.path={folder}",
-            "+policy.resolution=32",
-            "+policy.dtype=float32",
-            "+policy.attention=sdpa",
-            "+reward.red.name=tests.adapters.image_rewards_for_tests:Redness",
-            f"data.train={prompts_file}",
-            "sample.num_steps=4",
-            "sample.group_size=2",
-            "sample.prompts_per_iteration=2",
-            "sample.batch_size=4",
-            f"sample.guidance={4.5 if kind == 'sd3' else 3.5}",
-            "train.micro_batch_size=4",
-            "train.iterations=1",
-            "train.lora_rank=4",
-            "train.lora_alpha=8",
-            "logging.progress_bar=false",
-            "logging.tensorboard=false",
-            "logging.media=false",
-            f"output_dir={out}",
-            *extra,
-        ],
-    )
-
-
 def test_a_grpo_iteration_runs_and_lora_reloads_to_the_same_log_probs(saved, tmp_path):
     kind, folder = saved
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     tr = Trainer(
-        digits_like_cfg(
+        tiny_image_cfg(
             tmp_path / "run", kind, folder, prompts, "train.optimizer_steps=1", "train.lr=1e-2"
         )
     )
@@ -155,7 +110,7 @@ def test_a_grpo_iteration_runs_and_lora_reloads_to_the_same_log_probs(saved, tmp
     trained = log_prob(tr)
     reloaded = log_prob(
         Trainer(
-            digits_like_cfg(
+            tiny_image_cfg(
                 tmp_path / "run",
                 kind,
                 folder,
@@ -167,7 +122,7 @@ def test_a_grpo_iteration_runs_and_lora_reloads_to_the_same_log_probs(saved, tmp
         )
     )
     assert torch.equal(trained, reloaded)
-    base = log_prob(Trainer(digits_like_cfg(tmp_path / "other", kind, folder, prompts)))
+    base = log_prob(Trainer(tiny_image_cfg(tmp_path / "other", kind, folder, prompts)))
     assert (trained - base).abs().max() > 1e-6  # the LoRA did change the policy
 
 

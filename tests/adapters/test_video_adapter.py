@@ -9,11 +9,9 @@ from alignflow.adapters.video.wan import WanPolicy, load_wan_policy
 from alignflow.modalities.video.video import Video
 from alignflow.sdk.config import compose
 from alignflow.sdk.errors import ConfigError
-from alignflow.sdk.kernels import KERNELS
-from alignflow.sdk.plans import AllSDE
 from alignflow.sdk.random import generator
-from alignflow.sdk.rollout import rollout
 from alignflow.sdk.trainer import Trainer
+from tests.helpers import ode_rollout
 
 PROMPTS = ["a red square moving left", "a cat surfing a wave"]
 SIZE = dict(height=32, width=32, num_frames=9)
@@ -41,21 +39,7 @@ def test_loads_back_with_the_latent_shape_of_the_pipeline(folder):
 def test_noise_level_zero_rollout_is_wan_pipelines_output(folder, guidance):
     policy = load(folder)
     N = 4
-    gens = [generator("t", i) for i in range(len(PROMPTS))]
-    cond = policy.encode(PROMPTS)
-    traj = rollout(
-        policy,
-        cond,
-        policy.sigmas(N),
-        AllSDE()(N, 0, 0),
-        KERNELS["flow_sde"],
-        noise_level=0.0,
-        guidance=guidance,
-        group_size=1,
-        noise_generators=gens,
-        sde_generators=gens,
-    )
-    noise = policy.noise(len(PROMPTS), [generator("t", i) for i in range(len(PROMPTS))])
+    traj, noise = ode_rollout(policy, policy.encode(PROMPTS), N, guidance)
     common = dict(
         num_inference_steps=N,
         guidance_scale=guidance,

@@ -1,0 +1,58 @@
+"""Source media named by prompt metadata: the image an edit starts from, the reference
+audio whose voice a TTS model copies, the first frame of an image-to-video clip.
+
+A prompt row names its source by a path in one metadata column (``source`` for
+images; ``ref_audio`` for speech). :class:`SourceMedia` resolves it against a root
+folder, reads it once with the modality's reader and keeps it. An adapter encodes
+what it returns into its condition (reference latents), once per prompt: the trainer
+repeats a prompt's condition for each member of its group, so kernels, plans, rollouts
+and algorithms never see that a condition holds media.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from alignflow.sdk.errors import DataError
+
+
+class SourceMedia:
+    """``meta[column]`` -> the media ``read(path)`` returns, read once per path.
+    Relative paths resolve against ``root``. ``required`` names the columns a row must
+    have (``column`` and, e.g., the reference transcript of a speech prompt)."""
+
+    def __init__(
+        self,
+        column: str,
+        read: Callable[[Path], Any],
+        root: str = "",
+        required: Sequence[str] = (),
+        what: str = "prompt",
+    ):
+        self.column, self.read, self.what = column, read, what
+        self.root = Path(root).expanduser() if root else None
+        self.required = tuple(dict.fromkeys((column, *required)))
+        self._cache: dict[Path, Any] = {}
+
+    def path(self, meta: Mapping[str, Any]) -> Path:
+        missing = [c for c in self.required if not isinstance(meta.get(c), str) or not meta[c]]
+        if missing:
+            raise DataError(
+                f"{self.what} {dict(meta)!r}: missing or empty column(s) {missing}; such a "
+                f"prompt row needs {list(self.required)} besides the prompt"
+            )
+        path = Path(meta[self.column]).expanduser()
+        return path if path.is_absolute() or self.root is None else self.root / path
+
+    def __call__(self, meta: Mapping[str, Any]) -> Any:
+        path = self.path(meta)
+        if path not in self._cache:
+            if not path.is_file():
+                raise DataError(
+                    f"{self.what} source {self.column}={meta[self.column]!r}: no file {path}"
+                    + ("" if self.root else " (relative paths need the policy's source root)")
+                )
+            self._cache[path] = self.read(path)
+        return self._cache[path]

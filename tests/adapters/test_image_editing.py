@@ -1,0 +1,135 @@
+"""Reference-conditioned image policies: FLUX.1 Kontext on a real diffusers
+``FluxKontextPipeline`` at tiny size, saved to disk and loaded back; the source image
+comes from each prompt's metadata, is encoded once per prompt and reused by its group."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignflow.adapters.image.flux import load_flux_kontext_policy
+from alignflow.adapters.image.tiny import tiny_flux_pipeline
+from alignflow.sdk.config import compose
+from alignflow.sdk.errors import DataError
+from alignflow.sdk.kernels import KERNELS
+from alignflow.sdk.plans import AllSDE
+from alignflow.sdk.random import generator
+from alignflow.sdk.rollout import rollout
+from alignflow.sdk.trainer import Trainer
+from tests.adapters import image_rewards_for_tests  # noqa: F401  (declares the Redness reward)
+from tests.helpers import TINY_IMAGE_RUN, ode_rollout
+
+PROMPTS = ["make the sky red", 'write "hello" on the wall']
+
+
+@pytest.fixture(scope="module")
+def kontext(tmp_path_factory):
+    """A saved tiny FluxKontextPipeline and two 32 x 32 source images."""
+    root = tmp_path_factory.mktemp("kontext")
+    tiny_flux_pipeline(seed=0, kontext=True).save_pretrained(root / "pipe")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"src{i}.png")
+    return root
+
+
+def load(root, **kw):
+    return load_flux_kontext_policy(
+        str(root / "pipe"),
+        resolution=32,
+        dtype="float32",
+        attention="sdpa",
+        source_root=str(root),
+        **kw,
+    )
+
+
+META = [{"source": "src0.png"}, {"source": "src1.png"}]
+
+
+def test_noise_level_zero_rollout_is_the_kontext_pipelines_edit(kontext):
+    """The source's packed latents follow the image tokens with ids (1, row, col), and
+    only the image tokens' velocity is kept: FluxKontextPipeline's own edit, bit for bit
+    in latents, for the same source, noise, steps and guidance."""
+    policy = load(kontext)
+    N, w = 4, 2.5
+    cond = policy.encode(PROMPTS, META)
+    assert cond.reference.shape == (2, 64, 16)  # 8 x 8 tokens of 2 x 2 x 4 channels
+    traj, noise = ode_rollout(policy, cond, N, w)
+    sources = torch.stack([policy.sources(m) for m in META])
+    common = dict(
+        image=sources,
+        num_inference_steps=N,
+        guidance_scale=w,
+        height=32,
+        width=32,
+        latents=noise,
+        _auto_resize=False,
+        max_area=32 * 32,  # the pipeline rescales the output to this area
+    )
+    ref = policy.pipeline(prompt=PROMPTS, output_type="latent", **common).images
+    torch.testing.assert_close(traj.x0, ref, rtol=1e-5, atol=1e-5)
+    images = policy.pipeline(prompt=PROMPTS, output_type="pt", **common).images
+    torch.testing.assert_close(policy.decode(traj.x0), images, rtol=1e-4, atol=1e-4)
+
+
+def test_the_source_changes_the_velocity_and_a_group_shares_it(kontext):
+    policy = load(kontext)
+    cond = policy.encode([PROMPTS[0]] * 2, [META[0], META[1]])
+    x = policy.noise(1, [generator("x", 0)]).expand(2, -1, -1)
+    v = policy.velocity(x, torch.tensor([0.5, 0.5]), cond, 2.5)
+    assert (v[0] - v[1]).abs().max() > 1e-4  # the same prompt and x, other sources
+    gens = [generator("g", i) for i in range(4)]
+    traj = rollout(
+        policy,
+        policy.encode(PROMPTS, META),
+        policy.sigmas(3),
+        AllSDE()(3, 0, 0),
+        KERNELS["flow_sde"],
+        noise_level=0.7,
+        guidance=2.5,
+        group_size=2,
+        noise_generators=gens,
+        sde_generators=gens,
+    )
+    assert traj.x0.shape[0] == 4 and torch.isfinite(traj.log_prob).all()
+
+
+def test_bad_sources_are_one_line_data_errors(kontext):
+    policy = load(kontext)
+    with pytest.raises(DataError, match="one metadata row with a source image per prompt"):
+        policy.encode(PROMPTS)
+    with pytest.raises(DataError, match=r"missing or empty column\(s\) \['source'\]"):
+        policy.encode(PROMPTS[:1], [{"other": 1}])
+    with pytest.raises(DataError, match="source='nope.png': no file"):
+        policy.encode(PROMPTS[:1], [{"source": "nope.png"}])
+
+
+def test_an_editing_grpo_iteration_trains_lora_on_kontext(kontext, tmp_path):
+    """The trainer, rollouts and Flow-GRPO unchanged: the condition carries the source."""
+    rows = "".join(json.dumps({"prompt": p, **m}) + "\n" for p, m in zip(PROMPTS, META))
+    (tmp_path / "edits.jsonl").write_text(rows)
+    cfg = compose(
+        "train",
+        [
+            "+policy=flux1_kontext_dev",
+            f"policy.path={kontext / 'pipe'}",
+            f"policy.source_root={kontext}",
+            "policy.resolution=32",
+            "policy.dtype=float32",
+            "policy.attention=sdpa",
+            "policy.gradient_checkpointing=false",
+            "policy.offload_text_encoders=false",
+            f"data.train={tmp_path / 'edits.jsonl'}",
+            *TINY_IMAGE_RUN,
+            "sample.guidance=2.5",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
+    tr = Trainer(cfg)
+    m = tr.train_iteration(0)
+    assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0 and m["train/kl_ref"] == 0.0
+    assert m["train/grad_norm"] > 0
