@@ -56,3 +56,14 @@ class SourceMedia:
                 )
             self._cache[path] = self.read(path)
         return self._cache[path]
+
+    def batch(self, metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[Any]:
+        """The sources of ``n`` prompts' metadata rows (one row per prompt, or a
+        one-line data error)."""
+        if metadata is None or len(metadata) != n:
+            got = 0 if metadata is None else len(metadata)
+            raise DataError(
+                f"a policy that starts from source media needs one metadata row with its "
+                f"{self.column!r} per prompt; got {got} rows for {n} prompts"
+            )
+        return [self(meta) for meta in metadata]

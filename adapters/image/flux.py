@@ -135,16 +135,7 @@ class FluxPolicy(DiffusersExport):
     def _references(self, metadata: Sequence[Mapping[str, Any]] | None, n: int) -> torch.Tensor:
         """The source images of ``metadata``'s rows, VAE-encoded (the posterior's mode,
         as FluxKontextPipeline encodes them) and packed: [B, T_img, 4C]."""
-        from alignflow.sdk.errors import DataError
-
-        if metadata is None or len(metadata) != n:
-            got = 0 if metadata is None else len(metadata)
-            raise DataError(
-                f"an editing policy needs one metadata row with a source image per prompt; "
-                f"got {got} rows for {n} prompts"
-            )
-        images = torch.stack([self.sources(m) for m in metadata]).to(self.device)
-        return self.to_latents(images)
+        return self.to_latents(torch.stack(self.sources.batch(metadata, n)))
 
     def _encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         offload = self.offload_text_encoders  # CLIP and T5 visit the device to encode

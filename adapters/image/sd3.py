@@ -44,12 +44,16 @@ PromptEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 class SD3Condition:
     """Attributes:
     embeds: [B, T, D] token embeddings; pooled: [B, P] pooled embedding;
-    null_embeds, null_pooled: the same for the empty prompt (CFG's unconditional branch)."""
+    null_embeds, null_pooled: the same for the empty prompt (CFG's unconditional branch);
+    reference: [B, C, H, W] latents of each sample's source image for an editing model
+        that takes them as extra input channels (None otherwise); both CFG branches
+        see it, so guidance is on the instruction."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor
     null_embeds: torch.Tensor
     null_pooled: torch.Tensor
+    reference: torch.Tensor | None = None
 
 
 class CLIPPromptEncoder:
@@ -120,6 +124,7 @@ class SD3Policy(DiffusersExport):
         modules: Mapping[str, nn.Module] | None = None,
         pipeline: Any = None,
         encode_prompts_once: bool = False,
+        sources: Any = None,
     ):
         """
         Args:
@@ -133,6 +138,9 @@ class SD3Policy(DiffusersExport):
                 comparisons with diffusers' own sampling and for saving).
             encode_prompts_once: :meth:`prepare_prompts` encodes the run's prompts and
                 frees the pipeline's text encoders.
+            sources: for an editing model whose transformer takes the source's latents
+                as extra input channels: a :class:`~alignflow.modalities.sources.SourceMedia`
+                giving each prompt's source image at the model's pixel size.
         """
         self.transformer = transformer
         self.prompt_encoder, self.codec, self.scheduler = prompt_encoder, codec, scheduler
@@ -140,6 +148,7 @@ class SD3Policy(DiffusersExport):
         self.patch_size = transformer.config.patch_size  # read now: the trainer may wrap the module
         self.other_modules = dict(modules or {})
         self.pipeline, self.encode_prompts_once = pipeline, encode_prompts_once
+        self.sources = sources
         self._null: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare_prompts(self, prompts: Sequence[str]) -> None:
@@ -175,8 +184,11 @@ class SD3Policy(DiffusersExport):
         if self._null is None:
             self._null = self.prompt_encoder([""])
         B = len(prompts)
+        reference = None
+        if self.sources is not None:  # each source once, reused by the prompt's group
+            reference = self.to_latents(torch.stack(self.sources.batch(metadata, B)))
         return SD3Condition(
-            embeds, pooled, self._null[0].expand(B, -1, -1), self._null[1].expand(B, -1)
+            embeds, pooled, self._null[0].expand(B, -1, -1), self._null[1].expand(B, -1), reference
         )
 
     def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
@@ -209,10 +221,12 @@ class SD3Policy(DiffusersExport):
     ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
         timestep = sigma * self.scheduler.config.num_train_timesteps
+        ref = cond.reference  # an editing model's source latents: extra input channels
+        x_in = x if ref is None else torch.cat([x, ref.to(x.dtype)], dim=1)
         if guidance == 1.0:
-            return self._forward(x, timestep, cond.embeds, cond.pooled)
+            return self._forward(x_in, timestep, cond.embeds, cond.pooled)
         v_u, v_c = self._forward(
-            torch.cat([x, x]),
+            torch.cat([x_in, x_in]),
             torch.cat([timestep, timestep]),
             torch.cat([cond.null_embeds, cond.embeds]),
             torch.cat([cond.null_pooled, cond.pooled]),

@@ -13,17 +13,18 @@ from PIL import Image
 from alignflow.modalities.frames import label, make_grid, scale_for
 
 
-def read_image(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """An image file as RGB [3, H, W] in [0, 1], resized to ``size`` (H, W) with
-    Lanczos filtering when it differs (what diffusers' image processors do)."""
+def read_image(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:
+    """An image file as [C, H, W] in [0, 1] (``mode`` RGB: 3 channels, L: 1), resized to
+    ``size`` (H, W) with Lanczos filtering when it differs (what diffusers' image
+    processors do)."""
     import numpy as np
 
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = im.convert(mode)
         if size is not None and (im.height, im.width) != tuple(size):
             im = im.resize((size[1], size[0]), Image.Resampling.LANCZOS)
         pixels = np.asarray(im, dtype=np.float32) / 255.0
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(pixels.reshape(im.height, im.width, -1)).permute(2, 0, 1).contiguous()
 
 
 class ImageWriter:

@@ -50,6 +50,23 @@ def load(root, **kw):
 META = [{"source": "src0.png"}, {"source": "src1.png"}]
 
 
+def group_rollout(policy, guidance):
+    """Flow-GRPO's SDE rollout of both edit prompts, 2 samples each."""
+    gens = [generator("g", i) for i in range(4)]
+    return rollout(
+        policy,
+        policy.encode(PROMPTS, META),
+        policy.sigmas(3),
+        AllSDE()(3, 0, 0),
+        KERNELS["flow_sde"],
+        noise_level=0.7,
+        guidance=guidance,
+        group_size=2,
+        noise_generators=gens,
+        sde_generators=gens,
+    )
+
+
 def test_noise_level_zero_rollout_is_the_kontext_pipelines_edit(kontext):
     """The source's packed latents follow the image tokens with ids (1, row, col), and
     only the image tokens' velocity is kept: FluxKontextPipeline's own edit, bit for bit
@@ -82,25 +99,13 @@ def test_the_source_changes_the_velocity_and_a_group_shares_it(kontext):
     x = policy.noise(1, [generator("x", 0)]).expand(2, -1, -1)
     v = policy.velocity(x, torch.tensor([0.5, 0.5]), cond, 2.5)
     assert (v[0] - v[1]).abs().max() > 1e-4  # the same prompt and x, other sources
-    gens = [generator("g", i) for i in range(4)]
-    traj = rollout(
-        policy,
-        policy.encode(PROMPTS, META),
-        policy.sigmas(3),
-        AllSDE()(3, 0, 0),
-        KERNELS["flow_sde"],
-        noise_level=0.7,
-        guidance=2.5,
-        group_size=2,
-        noise_generators=gens,
-        sde_generators=gens,
-    )
+    traj = group_rollout(policy, 2.5)
     assert traj.x0.shape[0] == 4 and torch.isfinite(traj.log_prob).all()
 
 
 def test_bad_sources_are_one_line_data_errors(kontext):
     policy = load(kontext)
-    with pytest.raises(DataError, match="one metadata row with a source image per prompt"):
+    with pytest.raises(DataError, match="one metadata row with its 'source' per prompt"):
         policy.encode(PROMPTS)
     with pytest.raises(DataError, match=r"missing or empty column\(s\) \['source'\]"):
         policy.encode(PROMPTS[:1], [{"other": 1}])
@@ -133,3 +138,51 @@ def test_an_editing_grpo_iteration_trains_lora_on_kontext(kontext, tmp_path):
     m = tr.train_iteration(0)
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0 and m["train/kl_ref"] == 0.0
     assert m["train/grad_norm"] > 0
+
+
+def test_an_sd3_editing_model_takes_the_source_as_input_channels(kontext):
+    """SD3's MMDiT trained with the source's latents as extra channels (the pixel toys'
+    editing policy): the source enters every forward, both CFG branches, and a group."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    from alignflow.adapters.image.sd3 import CLIPPromptEncoder, SD3Policy
+    from alignflow.adapters.image.tiny import _clip_text
+    from alignflow.adapters.tokenizers import clip_tokenizer
+    from alignflow.modalities.image.codec import PixelCodec
+    from alignflow.modalities.image.io import read_image
+    from alignflow.modalities.sources import SourceMedia
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=2,  # the noisy image and the source
+        out_channels=1,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=8,
+        caption_projection_dim=16,
+        pooled_projection_dim=8,
+        pos_embed_max_size=8,
+    )
+    tok = clip_tokenizer()
+    read = lambda path: read_image(path, (8, 8), mode="L")  # noqa: E731
+    policy = SD3Policy(
+        transformer,
+        CLIPPromptEncoder(tok, _clip_text(len(tok), 8, True, 1), 16),
+        PixelCodec(),
+        FlowMatchEulerDiscreteScheduler(shift=1.0),
+        latent_shape=(1, 8, 8),
+        sources=SourceMedia("source", read, str(kontext)),
+    )
+    cond = policy.encode([PROMPTS[0]] * 2, META)
+    assert cond.reference.shape == (2, 1, 8, 8)
+    x = policy.noise(1, [generator("x", 0)]).expand(2, -1, -1, -1)
+    for w in (1.0, 3.0):
+        v = policy.velocity(x, torch.tensor([0.5, 0.5]), cond, w)
+        assert v.shape == x.shape and (v[0] - v[1]).abs().max() > 1e-4
+    traj = group_rollout(policy, 3.0)
+    assert traj.x0.shape == (4, 1, 8, 8) and torch.isfinite(traj.log_prob).all()
+    with pytest.raises(DataError, match="one metadata row with its 'source' per prompt"):
+        policy.encode(PROMPTS)
