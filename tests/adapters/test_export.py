@@ -14,8 +14,9 @@ from alignflow.sdk.plans import AllSDE
 from alignflow.sdk.random import generator
 from alignflow.sdk.rollout import rollout
 from alignflow.sdk.trainer import Trainer
-from tests.adapters.test_image_adapters import LOADERS, PROMPTS, digits_like_cfg
+from tests.adapters.test_image_adapters import LOADERS, PROMPTS
 from tests.adapters.test_video_adapter import wan_cfg
+from tests.helpers import tiny_image_cfg
 
 STEPS = 4
 GUIDANCE = {"sd3": 4.5, "flux": 3.5, "wan": 5.0}
@@ -34,7 +35,7 @@ def trained(request, tmp_path_factory):
     prompts = tmp / "prompts.jsonl"
     rows = [{"prompt": p, "direction": "left"} for p in PROMPTS]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    make = wan_cfg if kind == "wan" else (lambda *a: digits_like_cfg(a[0], kind, *a[1:]))
+    make = wan_cfg if kind == "wan" else (lambda *a: tiny_image_cfg(a[0], kind, *a[1:]))
     Trainer(make(tmp / "run", tmp / "base", prompts, "train.lr=3e-2")).train()
     return kind, tmp / "base", tmp / "run"
 
