@@ -174,7 +174,10 @@ def _write_card(folder: Path, run_dir: Path, cfg: Any, trained: Any, fmt: str, l
     data = ModelCardData(
         base_model=base if hub_id else None,  # the hub links a model to its base by id
         library_name="f5-tts" if fmt == "f5-tts" else "diffusers",
-        pipeline_tag=PIPELINE_TAGS.get(modality),
+        # an editing policy (it reads source media) is image-to-image on the hub
+        pipeline_tag="image-to-image"
+        if getattr(trained.policy, "sources", None) is not None and modality == "image"
+        else PIPELINE_TAGS.get(modality),
         tags=["alignflow", algorithm, "lora" if fmt == "diffusers-lora" else fmt, modality],
     )
     lines = [

@@ -50,6 +50,21 @@ def load(root, **kw):
 META = [{"source": "src0.png"}, {"source": "src1.png"}]
 
 
+def stock_edit(policy, noise, steps, guidance):
+    """FluxKontextPipeline's arguments for the edits of META's sources from ``noise``:
+    at the policy's fixed size (``max_area``: the pipeline rescales the output to it)."""
+    return dict(
+        image=torch.stack([policy.sources(m) for m in META]),
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        height=32,
+        width=32,
+        latents=noise,
+        _auto_resize=False,
+        max_area=32 * 32,
+    )
+
+
 def group_rollout(policy, guidance):
     """Flow-GRPO's SDE rollout of both edit prompts, 2 samples each."""
     gens = [generator("g", i) for i in range(4)]
@@ -76,17 +91,7 @@ def test_noise_level_zero_rollout_is_the_kontext_pipelines_edit(kontext):
     cond = policy.encode(PROMPTS, META)
     assert cond.reference.shape == (2, 64, 16)  # 8 x 8 tokens of 2 x 2 x 4 channels
     traj, noise = ode_rollout(policy, cond, N, w)
-    sources = torch.stack([policy.sources(m) for m in META])
-    common = dict(
-        image=sources,
-        num_inference_steps=N,
-        guidance_scale=w,
-        height=32,
-        width=32,
-        latents=noise,
-        _auto_resize=False,
-        max_area=32 * 32,  # the pipeline rescales the output to this area
-    )
+    common = stock_edit(policy, noise, N, w)
     ref = policy.pipeline(prompt=PROMPTS, output_type="latent", **common).images
     torch.testing.assert_close(traj.x0, ref, rtol=1e-5, atol=1e-5)
     images = policy.pipeline(prompt=PROMPTS, output_type="pt", **common).images
@@ -113,10 +118,13 @@ def test_bad_sources_are_one_line_data_errors(kontext):
         policy.encode(PROMPTS[:1], [{"source": "nope.png"}])
 
 
-def test_an_editing_grpo_iteration_trains_lora_on_kontext(kontext, tmp_path):
-    """The trainer, rollouts and Flow-GRPO unchanged: the condition carries the source."""
+@pytest.fixture(scope="module")
+def trained(kontext, tmp_path_factory):
+    """One Flow-GRPO iteration of LoRA on the tiny Kontext through the trainer (a large
+    step, so that the LoRA moves the edits), and its first metrics."""
+    tmp = tmp_path_factory.mktemp("kontext_run")
     rows = "".join(json.dumps({"prompt": p, **m}) + "\n" for p, m in zip(PROMPTS, META))
-    (tmp_path / "edits.jsonl").write_text(rows)
+    (tmp / "edits.jsonl").write_text(rows)
     cfg = compose(
         "train",
         [
@@ -128,16 +136,48 @@ def test_an_editing_grpo_iteration_trains_lora_on_kontext(kontext, tmp_path):
             "policy.attention=sdpa",
             "policy.gradient_checkpointing=false",
             "policy.offload_text_encoders=false",
-            f"data.train={tmp_path / 'edits.jsonl'}",
+            f"data.train={tmp / 'edits.jsonl'}",
             *TINY_IMAGE_RUN,
             "sample.guidance=2.5",
-            f"output_dir={tmp_path / 'run'}",
+            "train.lr=3e-2",
+            f"output_dir={tmp / 'run'}",
         ],
     )
     tr = Trainer(cfg)
-    m = tr.train_iteration(0)
+    metrics = tr.train_iteration(0)
+    tr.iteration = 1
+    tr.save()
+    tr.close()
+    return tmp / "run", metrics
+
+
+def test_an_editing_grpo_iteration_trains_lora_on_kontext(trained):
+    """The trainer, rollouts and Flow-GRPO unchanged: the condition carries the source."""
+    _, m = trained
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0 and m["train/kl_ref"] == 0.0
     assert m["train/grad_norm"] > 0
+
+
+def test_the_stock_kontext_pipeline_with_the_exported_lora_edits_as_alignflow(
+    kontext, trained, tmp_path
+):
+    from diffusers import FluxKontextPipeline
+
+    from alignflow.sdk.api import load_policy
+    from alignflow.sdk.export import export
+
+    run, _ = trained
+    policy = load_policy(run, device="cpu").policy
+    traj, noise = ode_rollout(policy, policy.encode(PROMPTS, META), 4, 2.5)
+    expected = policy.decode(traj.x0)
+    common = stock_edit(policy, noise, 4, 2.5) | {"output_type": "pt"}
+    lora = export(run, tmp_path / "lora", "diffusers-lora")
+    pipe = FluxKontextPipeline.from_pretrained(kontext / "pipe")
+    assert (pipe(prompt=PROMPTS, **common).images - expected).abs().max() > 1e-3
+    pipe.load_lora_weights(lora)
+    torch.testing.assert_close(pipe(prompt=PROMPTS, **common).images, expected, atol=1e-5, rtol=0)
+    card = (lora / "README.md").read_text()
+    assert "pipeline_tag: image-to-image" in card and "FluxKontextPipeline" in card
 
 
 def test_an_sd3_editing_model_takes_the_source_as_input_channels(kontext):
