@@ -21,7 +21,8 @@ from alignflow.sdk.errors import DataError
 class SourceMedia:
     """``meta[column]`` -> the media ``read(path)`` returns, read once per path.
     Relative paths resolve against ``root``. ``required`` names the columns a row must
-    have (``column`` and, e.g., the reference transcript of a speech prompt)."""
+    have (``column`` and, e.g., the reference transcript of a speech prompt). With
+    ``inline``, a row may hold the media itself instead of a path."""
 
     def __init__(
         self,
@@ -30,23 +31,47 @@ class SourceMedia:
         root: str = "",
         required: Sequence[str] = (),
         what: str = "prompt",
+        inline: Callable[[Any], Any] | None = None,
     ):
-        self.column, self.read, self.what = column, read, what
+        """``inline``: how a row that carries the media itself (not a path: an array, a
+        PIL image from a ``datasets`` image column) becomes what ``read`` returns; None
+        accepts paths only."""
+        self.column, self.read, self.what, self.inline = column, read, what, inline
         self.root = Path(root).expanduser() if root else None
         self.required = tuple(dict.fromkeys((column, *required)))
         self._cache: dict[Path, Any] = {}
 
     def path(self, meta: Mapping[str, Any]) -> Path:
-        missing = [c for c in self.required if not isinstance(meta.get(c), str) or not meta[c]]
+        self._require(meta, [self.column])
+        path = Path(meta[self.column]).expanduser()
+        return path if path.is_absolute() or self.root is None else self.root / path
+
+    def _require(self, meta: Mapping[str, Any], paths: Sequence[str]) -> None:
+        """The required columns are there; those in ``paths`` hold a path."""
+        missing = [
+            c
+            for c in self.required
+            if meta.get(c) is None
+            or (isinstance(meta[c], str) and not meta[c])
+            or (c in paths and not isinstance(meta[c], str))
+        ]
         if missing:
             raise DataError(
                 f"{self.what} {dict(meta)!r}: missing or empty column(s) {missing}; such a "
                 f"prompt row needs {list(self.required)} besides the prompt"
             )
-        path = Path(meta[self.column]).expanduser()
-        return path if path.is_absolute() or self.root is None else self.root / path
 
     def __call__(self, meta: Mapping[str, Any]) -> Any:
+        value = meta.get(self.column)
+        if self.inline is not None and value is not None and not isinstance(value, str):
+            self._require(meta, [])
+            try:
+                return self.inline(value)
+            except (TypeError, ValueError) as e:
+                raise DataError(
+                    f"{self.what} source {self.column}: {type(value).__name__} is neither a "
+                    f"path nor media this policy reads ({e})"
+                ) from e
         path = self.path(meta)
         if path not in self._cache:
             if not path.is_file():

@@ -200,10 +200,12 @@ def _pretrain(cfg: PretrainConfig, out: Path) -> dict[str, float]:
         if infilling:
             cond, weight = select(conditions, idx + n * drop)
         else:
-            with torch.no_grad():
+            rows = None if metadata is None else [metadata[i] for i in idx.tolist()]
+            with torch.no_grad():  # (metadata: e.g. the source an editing model starts from)
                 cond, weight = (
                     policy.encode(
-                        ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
+                        ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())],
+                        rows,
                     ),
                     None,
                 )

@@ -95,12 +95,17 @@ class FluxPolicy(DiffusersExport):
         self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
         self.reference, self.sources = reference, None
         if reference:
-            from alignflow.modalities.image.io import read_image
+            from alignflow.modalities.image.io import image_from_value, read_image
             from alignflow.modalities.sources import SourceMedia
 
             size = (resolution, resolution)
-            read = lambda path: read_image(path, size)  # noqa: E731
-            self.sources = SourceMedia("source", read, source_root, what="image edit prompt")
+            self.sources = SourceMedia(
+                "source",
+                lambda path: read_image(path, size),
+                source_root,
+                what="image edit prompt",
+                inline=lambda value: image_from_value(value, size),
+            )
             self.ref_ids = self.img_ids.clone()
             self.ref_ids[:, 0] = 1  # FluxKontextPipeline's ids of the source image tokens
         self.encoders = [pipe.text_encoder, pipe.text_encoder_2]

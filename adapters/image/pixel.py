@@ -11,6 +11,8 @@ diffusers' folder layout (``scripts/build_toy_assets.py`` regenerates them).
 Presets:
 - ``digits``: 8x8 handwritten digits (scikit-learn), "a handwritten digit seven".
 - ``words``: 16x40 rendered three-letter words, 'a sign that says "fox"'.
+- ``digits_edit``: 8x8 digits edited into others ("change this digit into a seven"),
+  the source as a second input channel (:mod:`alignflow.modalities.image.digit_edits`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Preset:
     patch_size: int
     max_tokens: int
     data: str  # the module with the preset's data: vocabulary(), PROMPT_FILES, ...
+    edit: bool = False  # the source image enters as a second input channel
 
     def data_module(self) -> ModuleType:
         return importlib.import_module(self.data)
@@ -49,6 +52,14 @@ PRESETS = {
     ),
     "words": Preset(
         height=16, width=40, patch_size=4, max_tokens=10, data="alignflow.modalities.image.words"
+    ),
+    "digits_edit": Preset(
+        height=8,
+        width=8,
+        patch_size=2,
+        max_tokens=8,
+        data="alignflow.modalities.image.digit_edits",
+        edit=True,
     ),
 }
 
@@ -78,7 +89,7 @@ def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 
     transformer = SD3Transformer2DModel(
         sample_size=side,
         patch_size=p.patch_size,
-        in_channels=1,
+        in_channels=2 if p.edit else 1,
         out_channels=1,
         num_layers=layers,
         attention_head_dim=16,
@@ -94,6 +105,18 @@ def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 
 def make_policy(transformer, text_encoder, tokenizer, scheduler, preset: str) -> SD3Policy:
     p = PRESETS[preset]
     encoder = CLIPPromptEncoder(tokenizer, text_encoder, p.max_tokens)
+    sources = None
+    if p.edit:  # each prompt row carries its source (inline pixels or a path)
+        from alignflow.modalities.image.io import image_from_value, read_image
+        from alignflow.modalities.sources import SourceMedia
+
+        size = (p.height, p.width)
+        sources = SourceMedia(
+            "source",
+            lambda path: read_image(path, size, "L"),
+            what="image edit prompt",
+            inline=lambda value: image_from_value(value, size, "L"),
+        )
     return SD3Policy(
         transformer,
         encoder,
@@ -101,6 +124,7 @@ def make_policy(transformer, text_encoder, tokenizer, scheduler, preset: str) ->
         scheduler,
         latent_shape=(1, p.height, p.width),
         modules={"text_encoder": text_encoder},
+        sources=sources,
     )
 
 

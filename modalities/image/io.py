@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -17,14 +19,33 @@ def read_image(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB
     """An image file as [C, H, W] in [0, 1] (``mode`` RGB: 3 channels, L: 1), resized to
     ``size`` (H, W) with Lanczos filtering when it differs (what diffusers' image
     processors do)."""
-    import numpy as np
-
     with Image.open(path) as im:
-        im = im.convert(mode)
-        if size is not None and (im.height, im.width) != tuple(size):
-            im = im.resize((size[1], size[0]), Image.Resampling.LANCZOS)
-        pixels = np.asarray(im, dtype=np.float32) / 255.0
-    return torch.from_numpy(pixels.reshape(im.height, im.width, -1)).permute(2, 0, 1).contiguous()
+        return _pixels(im, size, mode)
+
+
+def image_from_value(
+    value: Any, size: tuple[int, int] | None = None, mode: str = "RGB"
+) -> torch.Tensor:
+    """A source image given inline, as :func:`read_image` returns a file: a PIL image,
+    or an array / nested list [H, W] or [C, H, W] with values in [0, 1]."""
+    if isinstance(value, Image.Image):
+        return _pixels(value, size, mode)
+    x = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    x = x[None] if x.ndim == 2 else x
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"shape {tuple(x.shape)}, expected [H, W] or [C, H, W] with C 1 or 3")
+    x = x.mean(0, keepdim=True) if mode == "L" else x.expand(3, -1, -1)
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        x = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", antialias=True)[0]
+    return x.clamp(0, 1).contiguous()
+
+
+def _pixels(im: Image.Image, size: tuple[int, int] | None, mode: str) -> torch.Tensor:
+    im = im.convert(mode)
+    if size is not None and (im.height, im.width) != tuple(size):
+        im = im.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    pixels = np.asarray(im, dtype=np.float32).reshape(im.height, im.width, -1) / 255.0
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 class ImageWriter:

@@ -38,19 +38,26 @@ class EditSources:
         from alignflow.modalities.sources import SourceMedia
 
         self.source_root = source_root
-        self._sources = SourceMedia("source", Path, source_root, what="image edit prompt")
+        # a path, or the image itself (an array, a PIL image): resized to the edit below
+        self._sources = SourceMedia(
+            "source", Path, source_root, what="image edit prompt", inline=lambda v: v
+        )
 
     def __call__(
         self, metadata: Sequence[Mapping[str, Any]], size: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from alignflow.modalities.image.io import read_image
+        from alignflow.modalities.image.io import image_from_value, read_image
+
+        def image(value: Any, mode: str = "RGB") -> torch.Tensor:
+            if isinstance(value, Path):
+                return read_image(value, size, mode)
+            return image_from_value(value, size, mode)
 
         sources, masks = [], []
         for meta in metadata:
-            sources.append(read_image(self._sources(meta), size))
-            if meta.get("mask"):
-                path = self._sources.path({**meta, "source": meta["mask"]})
-                masks.append(read_image(path, size)[:1].round())
+            sources.append(image(self._sources(meta)))
+            if meta.get("mask") is not None:
+                masks.append(image(self._sources({**meta, "source": meta["mask"]}), "L").round())
             else:
                 masks.append(torch.zeros(1, *size))
         return torch.stack(sources), torch.stack(masks)

@@ -226,3 +226,19 @@ def test_an_sd3_editing_model_takes_the_source_as_input_channels(kontext):
     assert traj.x0.shape == (4, 1, 8, 8) and torch.isfinite(traj.log_prob).all()
     with pytest.raises(DataError, match="one metadata row with its 'source' per prompt"):
         policy.encode(PROMPTS)
+
+
+def test_a_source_given_inline_is_the_same_as_its_file(kontext):
+    """A row may carry the source itself (an array in [0, 1], or a PIL image from a
+    ``datasets`` image column) instead of a path."""
+    policy = load(kontext)
+    with Image.open(kontext / "src0.png") as im:
+        pil = im.copy()
+    array = (np.asarray(pil, np.float32) / 255).transpose(2, 0, 1).tolist()
+    by_path = policy.encode(PROMPTS[:1], [{"source": "src0.png"}]).reference
+    for inline in (pil, array):
+        torch.testing.assert_close(
+            policy.encode(PROMPTS[:1], [{"source": inline}]).reference, by_path
+        )
+    with pytest.raises(DataError, match=r"source source: list is neither a path.*\[C, H, W\]"):
+        policy.encode(PROMPTS[:1], [{"source": [[[[0.5]]]]}])
