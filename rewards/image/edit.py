@@ -7,7 +7,11 @@ edit may change pixels, black where the source must be kept).
 - :class:`SourceConsistency` scores how much of the source an edit keeps, in [0, 1]:
   ``pixels``: 1 - the mean absolute difference over the kept pixels;
   ``clip``: the cosine of the CLIP image embeddings (a real ``CLIPModel`` from a local
-  folder) of edit and source, both with the editable region filled with gray, cut at 0.
+  folder) of edit and source, both with the editable region filled with gray, cut at 0;
+  ``ink``: for edits that change a shape but must keep where and how strongly it is
+  drawn (the digits toy): the ink's brightness (mean of its brightest tenth) and its
+  centroid against the source's, ``(1 - |d gain| / gain_tolerance)+ * (1 - |d centroid|
+  / shift_tolerance)+``, on the mean over channels.
 - :class:`EditReward` combines it with any declared instruction reward (OCR for text
   edits, the digit classifier for the toy, ...) whose scores lie in [0, 1]:
   ``instruction * consistency ** power``. Neither exploit pays: returning the source
@@ -27,11 +31,11 @@ import torch
 from alignflow.sdk.errors import ConfigError
 from alignflow.sdk.rewards import RewardOutput
 
-MEASURES = ("pixels", "clip")
+MEASURES = ("pixels", "clip", "ink")
 
 
 class EditSources:
-    """Each row's source image (and mask) resized to the edit's size: [B, 3, H, W] and
+    """Each row's source image (and mask) resized to the edit's size: [B, C, H, W] and
     [B, 1, H, W] in [0, 1] (mask 1 = editable; all 0 without a ``mask`` column)."""
 
     def __init__(self, source_root: str = ""):
@@ -44,11 +48,12 @@ class EditSources:
         )
 
     def __call__(
-        self, metadata: Sequence[Mapping[str, Any]], size: tuple[int, int]
+        self, metadata: Sequence[Mapping[str, Any]], size: tuple[int, int], channels: int = 3
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sources with ``channels`` (1: grayscale, 3: RGB) and masks at ``size``."""
         from alignflow.modalities.image.io import image_from_value, read_image
 
-        def image(value: Any, mode: str = "RGB") -> torch.Tensor:
+        def image(value: Any, mode: str = "RGB" if channels == 3 else "L") -> torch.Tensor:
             if isinstance(value, Path):
                 return read_image(value, size, mode)
             return image_from_value(value, size, mode)
@@ -80,12 +85,21 @@ class SourceConsistency:
         measure: str = "pixels",
         path: str = "",
         processor_path: str = "",
+        gain_tolerance: float = 0.25,
+        shift_tolerance: float = 2.0,
     ):
         if measure not in MEASURES:
             raise ConfigError("reward.measure", measure, f"one of {MEASURES}")
         if measure == "clip" and not path:
             raise ConfigError("reward.path", path, "a CLIPModel folder for measure 'clip'")
+        for name, value in (
+            ("gain_tolerance", gain_tolerance),
+            ("shift_tolerance", shift_tolerance),
+        ):
+            if not value > 0:
+                raise ConfigError(f"reward.{name}", value, "a float > 0")
         self.measure, self.sources = measure, EditSources(source_root)
+        self.gain_tolerance, self.shift_tolerance = gain_tolerance, shift_tolerance
         self.clip = None
         if measure == "clip":
             from alignflow.rewards.image.clip import CLIPEmbedder
@@ -96,14 +110,32 @@ class SourceConsistency:
         self, media: torch.Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
     ) -> torch.Tensor:
         edit = media.float().cpu()
-        source, mask = self.sources(metadata, tuple(edit.shape[-2:]))
+        source, mask = self.sources(metadata, tuple(edit.shape[-2:]), edit.shape[1])
         kept = 1 - mask
         if self.measure == "pixels":
             diff = ((edit - source).abs() * kept).flatten(1).sum(1)
             return 1 - diff / (kept.flatten(1).sum(1) * edit.shape[1]).clamp_min(1)
+        if self.measure == "ink":
+            (g_e, c_e), (g_s, c_s) = ink(edit), ink(source)
+            keep_gain = (1 - (g_e - g_s).abs() / self.gain_tolerance).clamp_min(0)
+            keep_place = (1 - (c_e - c_s).norm(dim=-1) / self.shift_tolerance).clamp_min(0)
+            return keep_gain * keep_place
         gray = lambda x: x * kept + 0.5 * mask  # noqa: E731  (the editable region hidden)
         cos = (self.clip.images(gray(edit)) * self.clip.images(gray(source))).sum(-1).cpu()
         return cos.clamp_min(0)
+
+
+def ink(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's ink brightness (the mean of its brightest tenth of pixels) and ink
+    centroid (row, column, in pixels), over the mean of its channels."""
+    x = images.float().mean(1)  # [B, H, W]
+    flat = x.flatten(1)
+    gain = flat.topk(max(1, flat.shape[1] // 10), dim=1).values.mean(1)
+    rows = torch.arange(x.shape[1], dtype=x.dtype).view(1, -1, 1)
+    cols = torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1)
+    mass = flat.sum(1).clamp_min(1e-6)
+    centroid = torch.stack([(x * rows).flatten(1).sum(1), (x * cols).flatten(1).sum(1)], -1)
+    return gain, centroid / mass[:, None]
 
 
 class EditReward:
@@ -158,7 +190,7 @@ class EditReward:
 
         follows = instruction(media)
         keeps = self.consistency(media, prompts, metadata)
-        source, _ = self.consistency.sources(metadata, tuple(media.shape[-2:]))
+        source, _ = self.consistency.sources(metadata, tuple(media.shape[-2:]), media.shape[1])
         gain = follows - instruction(source.to(media.device, media.dtype))
         scores = follows * keeps.clamp(0, 1) ** self.power
         return RewardOutput(

@@ -108,3 +108,28 @@ def test_bad_edit_inputs(edit):
     )
     with pytest.raises(RewardError, match=r"scores must lie in \[0, 1\]; got 3..3"):
         reward(media, ["x"] * 3, meta)
+
+
+def test_ink_consistency_keeps_the_style_of_digit_edits():
+    """``measure: ink`` on the editing toy's pairs: a target drawn in its source's style
+    (ink gain, shift) scores well above the same targets in other pairs' styles; a copy
+    scores 1, a copy moved by two pixels or drawn at half the ink scores low."""
+    from alignflow.modalities.image.digit_edits import pairs, styled
+
+    p = pairs("test", 200, seed=3)
+    meta = [{"source": p["source"][i]} for i in range(200)]  # inline sources
+    reward = SourceConsistency(measure="ink")
+    kept = reward(p["target"], ["x"] * 200, meta)
+    mixed = reward(p["target"][torch.randperm(200)], ["x"] * 200, meta)
+    assert kept.mean() > 0.55 and mixed.mean() < 0.25
+    source = p["source"][:1]
+    same = reward(source, ["x"], meta[:1])
+    moved = styled(source, torch.ones(1), torch.tensor([2]), torch.tensor([0]))
+    faint = source * 0.5
+    assert same[0] == pytest.approx(1.0)
+    assert reward(moved, ["x"], meta[:1])[0] < 0.2 and reward(faint, ["x"], meta[:1])[0] < 0.2
+    # grayscale edits are compared with grayscale sources, channel for channel
+    pixels = SourceConsistency()(faint, ["x"], meta[:1])
+    assert pixels[0] == pytest.approx(1 - float((source * 0.5).mean()), abs=1e-4)
+    with pytest.raises(ConfigError, match="reward.shift_tolerance = 0"):
+        SourceConsistency(measure="ink", shift_tolerance=0)
