@@ -113,14 +113,9 @@ class Training:
     models: dict[str, Any]
     optimizer: Any
     ema: EMA | None
-
-    def sharded(self, acc: Any) -> bool:
-        """Whether the trained module is FSDP2-sharded (one module, by build_training)."""
-        return bool(getattr(acc, "is_fsdp2", False))
-
-    def model(self) -> Any:
-        """The one prepared module (FSDP2's optimizer state is keyed by its names)."""
-        return next(iter(self.models.values()))
+    sharded: Any = None
+    """The FSDP2-sharded module (the only trained one), None without FSDP2: its
+    checkpoint state is gathered by every process (sdk/sharded.py)."""
 
     def no_sync(self, acc: Any, skip: bool) -> contextlib.AbstractContextManager:
         """With several processes and ``skip``: gradients are not synchronised in this
@@ -147,7 +142,7 @@ def build_training(cfg: RunConfig, policy: Any, acc: Any, *, needs_reference: bo
     optimizer = torch.optim.AdamW(
         params, lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps, weight_decay=t.weight_decay
     )
-    models, modules = {}, policy.trainable_modules()
+    models, modules, sharded = {}, policy.trainable_modules(), None
     if getattr(acc, "is_fsdp2", False):
         # FSDP2 shards by replacing parameters: the optimizer is prepared with its model
         # (accelerate maps its parameters onto the sharded ones), and the trained
@@ -162,7 +157,7 @@ def build_training(cfg: RunConfig, policy: Any, acc: Any, *, needs_reference: bo
         ((name, module),) = modules.items()
         models[name], optimizer = acc.prepare(module, optimizer)
         setattr(policy, name, models[name])
-        params = finetune.parameters()
+        params, sharded = finetune.parameters(), models[name]
     else:
         for name, module in modules.items():
             models[name] = acc.prepare(module)
@@ -174,4 +169,5 @@ def build_training(cfg: RunConfig, policy: Any, acc: Any, *, needs_reference: bo
         models,
         optimizer,
         EMA(params, t.ema_decay) if t.ema_decay > 0 else None,
+        sharded,
     )

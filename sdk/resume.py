@@ -260,13 +260,12 @@ class RunState:
     def save(self, iteration: int) -> Path | None:
         """checkpoint-<iteration> (written by the main process; every process waits)."""
         path, t = None, self.training
-        sharded = t.sharded(self.acc)
         whole = {}
-        if sharded or self.acc.is_main_process:  # FSDP2: gathering the shards takes all
+        if t.sharded is not None or self.acc.is_main_process:  # FSDP2: gathering takes all
             whole = dict(
                 trained=t.finetune.state_dict(),
                 ema=t.ema.state_dict() if t.ema else None,
-                optimizer=optimizer_state(t.model(), t.optimizer, sharded),
+                optimizer=optimizer_state(t.optimizer, t.sharded),
             )
         if self.acc.is_main_process:
             path = self.checkpoints.save(
@@ -319,7 +318,7 @@ class RunState:
                 "needs (it was written by another algorithm)"
             )
         t.finetune.load_state_dict(c.trained)
-        load_optimizer_state(t.model(), t.optimizer, c.optimizer, t.sharded(self.acc))
+        load_optimizer_state(t.optimizer, c.optimizer, t.sharded)
         if t.ema is not None and c.ema is not None:
             t.ema.load_state_dict(c.ema)
         self.algorithm.load_state_dict(c.algorithm or {})

@@ -36,18 +36,19 @@ def assign(dst: torch.Tensor, value: torch.Tensor) -> None:
     dst.copy_(value)
 
 
-def optimizer_state(model: Any, optimizer: Any, sharded: bool) -> dict[str, Any]:
+def optimizer_state(optimizer: Any, model: Any = None) -> dict[str, Any]:
     """The optimizer's state dict as an unsharded run saves it (parameters numbered in
-    the optimizer's order), also under FSDP2: there the shards are gathered whole onto
-    the main process's CPU (a collective every process calls)."""
-    if not sharded:
+    the optimizer's order), also for the FSDP2-sharded ``model``: there the shards are
+    gathered whole onto the main process's CPU (a collective every process calls)."""
+    if model is None:
         return optimizer.state_dict()
     return _numbered(_by_name(model, optimizer))
 
 
-def load_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any], sharded: bool) -> None:
-    """Put a saved state dict (numbered parameters, from a sharded run or not) back."""
-    if not sharded:
+def load_optimizer_state(optimizer: Any, state: dict[str, Any], model: Any = None) -> None:
+    """Put a saved state dict (numbered parameters, from a sharded run or not) back;
+    ``model``: the FSDP2-sharded module, if any."""
+    if model is None:
         optimizer.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict

@@ -46,6 +46,7 @@ class EditSources:
         self._sources = SourceMedia(
             "source", Path, source_root, what="image edit prompt", inline=lambda v: v
         )
+        self._read: dict[tuple[Path, tuple[int, int], str], torch.Tensor] = {}  # file, once
 
     def __call__(
         self, metadata: Sequence[Mapping[str, Any]], size: tuple[int, int], channels: int = 3
@@ -54,9 +55,12 @@ class EditSources:
         from alignflow.modalities.image.io import image_from_value, read_image
 
         def image(value: Any, mode: str = "RGB" if channels == 3 else "L") -> torch.Tensor:
-            if isinstance(value, Path):
-                return read_image(value, size, mode)
-            return image_from_value(value, size, mode)
+            if not isinstance(value, Path):
+                return image_from_value(value, size, mode)
+            key = (value, tuple(size), mode)
+            if key not in self._read:  # every group member and iteration reuses it
+                self._read[key] = read_image(value, size, mode)
+            return self._read[key]
 
         sources, masks = [], []
         for meta in metadata:
