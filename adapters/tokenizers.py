@@ -52,3 +52,31 @@ def word_tokenizer(words: list[str], max_tokens: int):
         eos_token="<eos>",
         model_max_length=max_tokens,
     )
+
+
+QWEN_SPECIALS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+def qwen_tokenizer():
+    """A byte-level-BPE ``Qwen2Tokenizer`` over the 256 byte symbols (no merges) with
+    Qwen2.5-VL's chat and vision special tokens."""
+    from tokenizers import pre_tokenizers
+    from transformers import Qwen2Tokenizer
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    return Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token=None,
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=list(QWEN_SPECIALS[1:]),
+    )

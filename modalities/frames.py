@@ -3,6 +3,7 @@ conversion, grids with a border, a title strip, and the upscaling of tiny frames
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,10 +36,25 @@ def make_grid(images: torch.Tensor, ncol: int, scale: int = 1, pad: int = 2) -> 
     return canvas
 
 
-def label(img: Image.Image, text: str, height: int = 14) -> Image.Image:
+LINE = 11  # pixels per line of the default font
+
+
+def title_lines(text: str, width: int) -> list[str]:
+    """``text`` wrapped to a strip ``width`` pixels wide (the default font is ~6 px a
+    character)."""
+    return textwrap.wrap(text, max(8, (width - 8) // 6)) or [""]
+
+
+def label(img: Image.Image, text: str, lines: int = 1) -> Image.Image:
+    """``img`` under a title strip: ``text`` wrapped to the image's width, at least
+    ``lines`` lines high (so that panels side by side keep their rows aligned)."""
+    wrapped = title_lines(text, img.width)
+    height = 3 + LINE * max(lines, len(wrapped))
     out = Image.new("RGB", (img.width, img.height + height), (255, 255, 255))
     out.paste(img, (0, height))
-    ImageDraw.Draw(out).text((4, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    draw, font = ImageDraw.Draw(out), ImageFont.load_default()
+    for i, line in enumerate(wrapped):
+        draw.text((4, 1 + LINE * i), line, fill=(0, 0, 0), font=font)
     return out
 
 

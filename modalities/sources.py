@@ -32,11 +32,14 @@ class SourceMedia:
         required: Sequence[str] = (),
         what: str = "prompt",
         inline: Callable[[Any], Any] | None = None,
+        root_field: str = "policy.source_root",
     ):
         """``inline``: how a row that carries the media itself (not a path: an array, a
         PIL image from a ``datasets`` image column) becomes what ``read`` returns; None
-        accepts paths only."""
+        accepts paths only. ``root_field``: the config field that sets ``root`` (named
+        when a relative path is not found without one)."""
         self.column, self.read, self.what, self.inline = column, read, what, inline
+        self.root_field = root_field
         self.root = Path(root).expanduser() if root else None
         self.required = tuple(dict.fromkeys((column, *required)))
         self._cache: dict[Path, Any] = {}
@@ -77,7 +80,7 @@ class SourceMedia:
             if not path.is_file():
                 raise DataError(
                     f"{self.what} source {self.column}={meta[self.column]!r}: no file {path}"
-                    + ("" if self.root else " (relative paths need the policy's source root)")
+                    + ("" if self.root else f" (relative paths resolve against {self.root_field})")
                 )
             self._cache[path] = self.read(path)
         return self._cache[path]

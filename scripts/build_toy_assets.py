@@ -1,15 +1,18 @@
 """Regenerate the weights the offline toy experiments ship with.
 
-    .venv/bin/python scripts/build_toy_assets.py [digits] [words]
-        (default: digits, the shipped ones)
+    .venv/bin/python scripts/build_toy_assets.py [digits] [digits_edit] [words]
+        (default: digits and digits_edit, the shipped ones)
 
 digits (about 8 minutes on 2 CPU cores):
   1. rewards/image/assets/digit_classifier: the reward's CNN, trained on the training
      split of scikit-learn's digits (rewards.image.digits.train_digit_classifier);
   2. adapters/image/assets/digits_base: `alignflow pretrain experiment=image_digits`
      (3000 steps of flow matching on digits with 40% noisy captions).
+digits_edit (about 7 minutes):
+  3. adapters/image/assets/digits_edit_base: `alignflow pretrain experiment=image_digits_edit`
+     (6000 steps on digit edits, 40% of the instructions naming a wrong digit).
 words (about 7 minutes; not shipped yet, see configs/experiment/image_words.yaml):
-  3. adapters/image/assets/words_base: `alignflow pretrain experiment=image_words`
+  4. adapters/image/assets/words_base: `alignflow pretrain experiment=image_words`
      (3000 steps on rendered three-letter words, 40% of the captions quoting the
      word's look-alike).
 Each base folder gets a build_info.json with how it was made and what it measures.
@@ -67,7 +70,7 @@ def base_accuracy(preset: str, reward, metric: str) -> dict[str, float]:
     prompts = load_prompts(PRESETS[preset].data_module().PROMPT_FILES["eval"])
     p = [x for x in prompts.prompts for _ in range(8)]
     meta = [m for m in prompts.metadata for _ in range(8)]
-    cond = policy.encode(p)
+    cond = policy.encode(p, meta)  # an editing preset's rows carry their sources
     gens = [generator("base", i) for i in range(len(p))]
     x_ode = sample(policy, cond, 20, guidance=1.0, noise_generators=gens)
     traj = rollout(
@@ -118,6 +121,15 @@ def main(presets: list[str]) -> None:
         write_info(
             "digits", "accuracy", base_accuracy("digits", DigitClassifierReward(), "accuracy")
         )
+    if "digits_edit" in presets:
+        from alignflow.rewards.image.digits import DigitClassifierReward
+
+        pretrain("digits_edit")
+        write_info(
+            "digits_edit",
+            "accuracy",
+            base_accuracy("digits_edit", DigitClassifierReward(), "accuracy"),
+        )
     if "words" in presets:
         from alignflow.rewards.image.ocr import OCRReward
 
@@ -127,8 +139,8 @@ def main(presets: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or ["digits"]
-    unknown = set(chosen) - {"digits", "words"}
+    chosen = sys.argv[1:] or ["digits", "digits_edit"]
+    unknown = set(chosen) - {"digits", "digits_edit", "words"}
     if unknown:
-        sys.exit(f"unknown preset(s) {sorted(unknown)}; choose from digits, words")
+        sys.exit(f"unknown preset(s) {sorted(unknown)}; choose from digits, digits_edit, words")
     main(chosen)

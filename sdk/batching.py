@@ -22,6 +22,11 @@ T = TypeVar("T")
 SHARED = {"shared": True}
 """Field metadata of a dataclass tensor that is not batched."""
 
+PADDED = {"padded": True}
+"""Field metadata of a dataclass tensor [B, T, ...] of token sequences (with a mask
+field, also PADDED) whose length T is that of its batch's longest prompt:
+:func:`concat` zero-pads the batches to the longest T before joining them."""
+
 
 def _batched_fields(obj: Any) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(obj) if f.init and not f.metadata.get("shared")]
@@ -59,6 +64,14 @@ def to_device(obj: T, device: torch.device | str) -> T:
     return map_tensors(obj, lambda t: t.to(device))
 
 
+def _pad_to_longest(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    longest = max(t.shape[1] for t in tensors)
+    return [
+        torch.nn.functional.pad(t, (0, 0) * (t.ndim - 2) + (0, longest - t.shape[1]))
+        for t in tensors
+    ]
+
+
 def concat(objs: Sequence[T]) -> T:
     """Concatenate same-structured containers along the batch dimension."""
     first = objs[0]
@@ -68,6 +81,8 @@ def concat(objs: Sequence[T]) -> T:
         changes = {}
         for f in _batched_fields(first):
             values = [getattr(o, f.name) for o in objs]
+            if f.metadata.get("padded") and values[0] is not None:
+                values = _pad_to_longest(values)
             changes[f.name] = concat(values) if _batched(values[0]) else values[0]
         return dataclasses.replace(first, **changes)
     if isinstance(first, Mapping):

@@ -48,6 +48,7 @@ class Evaluator:
         # per sample, in job order: {"prompt", "seed": k, "reward", <component>: score}
         self.last_samples: list[dict] | None = None
         self.base_samples: list[dict] | None = None
+        self.prompts: PromptSet | None = None  # those of the last evaluation
 
     @torch.no_grad()
     def __call__(
@@ -105,6 +106,7 @@ class Evaluator:
         for comp in results[0][2]:
             m[f"eval/{comp}_mean"] = _mean([r[2][comp] for r in results])
         self.last_media = [r[3] for r in results]  # one item per sample, in job order
+        self.prompts = prompts
         self.last_samples = [
             {"prompt": prompts.prompts[p], "seed": k, "reward": s, **c}
             for (p, k), s, c, _ in results
@@ -120,6 +122,14 @@ class Evaluator:
                 title=f"iteration {iteration}",
             )
         return m
+
+    def sources(self) -> list | None:
+        """The source media of the last evaluation's prompts, for an editing policy (one
+        whose prompts start from source media it reads: its ``sources``), else None."""
+        reader = getattr(self.policy, "sources", None)
+        if reader is None or self.prompts is None:
+            return None
+        return reader.batch(self.prompts.metadata, len(self.prompts))
 
     def base_again(self, prompts: PromptSet, finetune: Any) -> None:
         """A resumed run's base samples for the before/after report: the same prompts and

@@ -1,7 +1,7 @@
 """The offline demos learn: short seeded runs of experiment=image_digits (digit
-classifier reward), image_digits_ocr (OCR reward), video_shapes (optical-flow reward) and
-speech_tiny (WER and speaker rewards) raise what their reward measures and what an
-independent judge sees."""
+classifier reward), image_digits_ocr (OCR reward), image_digits_edit (edit reward),
+video_shapes (optical-flow reward) and speech_tiny (WER and speaker rewards) raise what
+their reward measures and what an independent judge sees."""
 
 import functools
 import json
@@ -93,6 +93,83 @@ def test_text_rendering_run_raises_the_ocr_reward(tmp_path):
     gold_before = independent_accuracy(tr.evaluator.base_media, 8)
     gold_after = independent_accuracy(tr.evaluator.last_media, 8)
     assert gold_after >= gold_before + 0.05, (gold_before, gold_after)
+    assert (tmp_path / "samples" / "before_after.png").is_file() and (
+        tmp_path / "reward_curve.png"
+    ).is_file()
+
+
+@functools.cache
+def styled_digits_judge():
+    """An RBF support-vector classifier trained here on the digits' training split drawn
+    in the editing toy's styles (8 random ink gains and one-pixel shifts of each), on
+    images scaled to their brightest pixel: a judge of edits that the policy never saw
+    and that is not the reward's CNN (98% right on held-out targets, fitted once)."""
+    from sklearn.svm import SVC
+
+    from alignflow.modalities.image.digit_edits import GAIN, styled
+    from alignflow.modalities.image.digits import load_digits
+
+    x, y = load_digits("train")
+    g = torch.Generator().manual_seed(0)
+    x, y = x.repeat(8, 1, 1, 1), y.repeat(8)
+    gain = GAIN[0] + (GAIN[1] - GAIN[0]) * torch.rand(len(x), generator=g)
+    dx, dy = (torch.randint(-1, 2, (len(x),), generator=g) for _ in range(2))
+    return SVC().fit(_by_brightest(styled(x, gain, dx, dy)), y.numpy())
+
+
+def _by_brightest(images: torch.Tensor):
+    flat = torch.stack(list(images)).flatten(1).float()
+    return (flat / flat.amax(1, keepdim=True).clamp_min(1e-3)).numpy()
+
+
+def edit_accuracy(images, digits: list[int]) -> float:
+    """The share of edits :func:`styled_digits_judge` reads as the named digit."""
+    said = styled_digits_judge().predict(_by_brightest(images))
+    return float((said == torch.tensor(digits).numpy()).mean())
+
+
+def test_the_edit_judge_reads_targets_and_not_their_sources():
+    from alignflow.modalities.image.digit_edits import pairs
+
+    p = pairs("test", 200, seed=3)
+    assert edit_accuracy(p["target"], p["digit"].tolist()) >= 0.95
+    assert edit_accuracy(p["source"], p["digit"].tolist()) <= 0.05  # copying the source
+
+
+@pytest.mark.slow(seconds=45)
+def test_short_edit_run_follows_more_instructions_and_keeps_the_source(tmp_path):
+    """experiment=image_digits_edit, its first 40 of 300 iterations: more held-out edits
+    come out as the named digit, by the reward's classifier and by an independent judge,
+    and the source's ink is kept at least as well (measured here: accuracy 0.507 ->
+    0.662, judge 0.562 -> 0.735, ink consistency 0.5895 -> 0.6165; the full demo ends
+    at 0.918, 0.930 and 0.7135)."""
+    cfg = compose(
+        "train",
+        [
+            "experiment=image_digits_edit",
+            f"output_dir={tmp_path}",
+            "train.iterations=40",
+            "eval.every=0",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
+    tr = Trainer(cfg)
+    per = cfg.eval.samples_per_prompt
+    digits = [m["digit"] for m in tr.eval_set.metadata for _ in range(per)]
+    summary = tr.train()
+    before, after = summary["before"], summary["after"]
+    accuracy = "eval/edit/instruction_accuracy_mean"
+    consistency = "eval/edit/consistency_mean"
+    assert before[accuracy] <= 0.6
+    assert after[accuracy] >= before[accuracy] + 0.1, (before, after)
+    assert after[consistency] >= before[consistency] - 0.02, (before, after)
+    judged = [edit_accuracy(m, digits) for m in (tr.evaluator.base_media, tr.evaluator.last_media)]
+    print(
+        f"accuracy {before[accuracy]:.3f} -> {after[accuracy]:.3f}, judge {judged[0]:.3f} -> "
+        f"{judged[1]:.3f}, ink consistency {before[consistency]:.4f} -> {after[consistency]:.4f}"
+    )
+    assert judged[1] >= judged[0] + 0.1, judged
     assert (tmp_path / "samples" / "before_after.png").is_file() and (
         tmp_path / "reward_curve.png"
     ).is_file()

@@ -74,6 +74,22 @@ def test_paper_settings(experiment, expected):
     )
 
 
+def one_iteration(tmp_path) -> list[str]:
+    """A paper config scaled to one iteration of 2 prompts x 2 samples, float32."""
+    return [
+        "sample.group_size=2",
+        "sample.prompts_per_iteration=2",
+        "sample.batch_size=4",
+        "train.micro_batch_size=8",
+        "train.mixed_precision=no",
+        "train.iterations=1",
+        "eval.num_steps=3",
+        f"output_dir={tmp_path / 'run'}",
+        "logging.progress_bar=false",
+        "logging.tensorboard=false",
+    ]
+
+
 def test_weights_must_be_given():
     with pytest.raises(ConfigError, match="policy.path"):
         compose("train", ["experiment=sd35_ocr", "data.train=/d", "data.eval=/d"])
@@ -98,16 +114,7 @@ def test_paper_config_runs_an_iteration_on_tiny_weights(experiment, tmp_path):
             f"reward.pickscore.processor_path={clip}",
             f"data.train={prompts}",
             f"data.eval={prompts}",
-            "sample.group_size=2",
-            "sample.prompts_per_iteration=2",
-            "sample.batch_size=4",
-            "train.micro_batch_size=8",
-            "train.mixed_precision=no",
-            "train.iterations=1",
-            "eval.num_steps=3",
-            f"output_dir={tmp_path / 'run'}",
-            "logging.progress_bar=false",
-            "logging.tensorboard=false",
+            *one_iteration(tmp_path),
         ],
     )
     summary = Trainer(cfg).train()
@@ -115,4 +122,85 @@ def test_paper_config_runs_an_iteration_on_tiny_weights(experiment, tmp_path):
         summary["iterations"] == 1
         and summary["after"]["eval/reward_mean"] == summary["after"]["eval/reward_mean"]
     )
+    assert (tmp_path / "run" / "samples" / "before_after.png").is_file()
+
+
+EDITS = ["policy.source_root=/data", "reward.edit.consistency.path=/m/clip"]
+
+
+@pytest.mark.parametrize(
+    "experiment,expected",
+    [
+        (
+            "kontext_text_edit",
+            dict(policy="flux_kontext", steps=6, eval_steps=28, group=21, noise=0.9, guidance=2.5),
+        ),
+        (
+            "qwen_image_edit_text",
+            dict(policy="qwen_edit", steps=10, eval_steps=50, group=16, noise=1.0, guidance=4.0),
+        ),
+    ],
+)
+def test_editing_configs_carry_the_reference_settings(experiment, expected):
+    """Flow-GRPO's own Kontext and Qwen-Image-Edit configs, the model cards' guidance."""
+    cfg = compose("train", [f"experiment={experiment}", *PATHS, *EDITS])
+    e = expected
+    assert cfg.policy["name"] == e["policy"] and cfg.policy["resolution"] == 512
+    assert (cfg.sample.num_steps, cfg.eval.num_steps, cfg.sample.group_size) == (
+        e["steps"],
+        e["eval_steps"],
+        e["group"],
+    )
+    assert (cfg.algorithm["noise_level"], cfg.algorithm["kl_beta"]) == (e["noise"], 0.0)
+    assert cfg.sample.guidance == cfg.eval.guidance == e["guidance"]
+    edit = cfg.reward["edit"]
+    assert edit["instruction"]["name"] == "ocr" and edit["consistency"]["measure"] == "clip"
+    with pytest.raises(ConfigError, match="reward.edit.consistency.path"):
+        compose("train", [f"experiment={experiment}", *PATHS, EDITS[0]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["kontext_text_edit", "qwen_image_edit_text"])
+def test_editing_config_runs_an_iteration_on_tiny_weights(experiment, tmp_path):
+    """Each editing config end to end on a tiny saved pipeline: sources from the rows,
+    the OCR engine and a tiny CLIP as the two factors of the edit reward."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from alignflow.adapters.image.tiny import tiny_qwen_edit_pipeline
+
+    model = tmp_path / "model"
+    tiny = tiny_qwen_edit_pipeline() if "qwen" in experiment else tiny_flux_pipeline(kontext=True)
+    tiny.save_pretrained(model)
+    clip = save_tiny_clip(tmp_path / "clip")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(["OPEN", "EXIT"]):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
+        rows.append({"prompt": f'write "{text}" on it', "source": f"{i}.png", "target_text": text})
+    prompts = tmp_path / "edits.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose(
+        "train",
+        [
+            f"experiment={experiment}",
+            f"policy.path={model}",
+            f"policy.source_root={tmp_path}",
+            "policy.resolution=32",
+            "policy.dtype=float32",
+            "policy.gradient_checkpointing=false",
+            f"reward.edit.consistency.path={clip}",
+            f"data.train={prompts}",
+            f"data.eval={prompts}",
+            "sample.num_steps=3",
+            *one_iteration(tmp_path),
+        ],
+    )
+    summary = Trainer(cfg).train()
+    after = summary["after"]
+    assert summary["iterations"] == 1 and 0 <= after["eval/edit/consistency_mean"] <= 1
     assert (tmp_path / "run" / "samples" / "before_after.png").is_file()

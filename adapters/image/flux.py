@@ -6,7 +6,8 @@ FLUX differs from SD3 in three ways this adapter hides from the trainer:
   x is [B, (H/2)(W/2), 4C], with position ids ``img_ids`` [(H/2)(W/2), 3] and
   ``txt_ids`` [T, 3]. The policy's latents *are* the packed tensor (the kernels
   reduce over every non-batch dim, so the layout does not matter to them);
-  ``decode`` unpacks before the VAE.
+  ``decode`` unpacks before the VAE (:mod:`~alignflow.adapters.image.packed`, shared
+  with Qwen-Image-Edit).
 - **Guidance embedding instead of CFG** (FLUX.1-dev): the guidance scale is an input
   of the transformer; there is no unconditional branch and one call per step.
 - **Resolution-dependent shift**: the schedule is linspace(1, 1/N, N) shifted with
@@ -21,30 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from alignflow.adapters.common import DiffusersExport, visiting
+from alignflow.adapters.common import visiting
+from alignflow.adapters.image.packed import PackedLatentPolicy
 from alignflow.modalities.image.codec import VAECodec
 from alignflow.sdk.batching import SHARED
 from alignflow.sdk.errors import ConfigError
-from alignflow.sdk.random import Generators, randn
-
-# Attention projections of the double-stream and single-stream blocks.
-FLUX_LORA_TARGETS = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "add_q_proj",
-    "add_k_proj",
-    "add_v_proj",
-    "to_add_out",
-)
 
 
 @dataclass
@@ -61,10 +47,7 @@ class FluxCondition:
     reference: torch.Tensor | None = None
 
 
-class FluxPolicy(DiffusersExport):
-    modality = "image"
-    default_lora_targets = FLUX_LORA_TARGETS
-
+class FluxPolicy(PackedLatentPolicy):
     def __init__(
         self,
         pipe: Any,
@@ -95,17 +78,9 @@ class FluxPolicy(DiffusersExport):
         self.img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
         self.reference, self.sources = reference, None
         if reference:
-            from alignflow.modalities.image.io import image_from_value, read_image
-            from alignflow.modalities.sources import SourceMedia
+            from alignflow.modalities.image.io import image_sources
 
-            size = (resolution, resolution)
-            self.sources = SourceMedia(
-                "source",
-                lambda path: read_image(path, size),
-                source_root,
-                what="image edit prompt",
-                inline=lambda value: image_from_value(value, size),
-            )
+            self.sources = image_sources((resolution, resolution), source_root)
             self.ref_ids = self.img_ids.clone()
             self.ref_ids[:, 0] = 1  # FluxKontextPipeline's ids of the source image tokens
         self.encoders = [pipe.text_encoder, pipe.text_encoder_2]
@@ -115,18 +90,6 @@ class FluxPolicy(DiffusersExport):
             else {"text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
         )
         self.codec = VAECodec(pipe.vae)  # on unpacked latents [B, C, H, W]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
-
-    def to(self, device: torch.device | str) -> FluxPolicy:
-        self.transformer.to(device)
-        for m in self.other_modules.values():
-            m.to(device)
-        if hasattr(self.prompt_encoder, "device"):  # a PromptCache
-            self.prompt_encoder.device = torch.device(device)
-        return self
 
     def encode(
         self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
@@ -166,37 +129,11 @@ class FluxPolicy(DiffusersExport):
         names = ("text_encoder", "text_encoder_2")
         free_text_encoders(self.pipeline, names, self.other_modules)
 
-    def noise(self, batch_size: int, generator: Generators) -> torch.Tensor:
-        """Gaussian latents [B, C, H, W] drawn as the pipeline draws them, then packed."""
-        h, w = self.latent_hw
-        z = randn((batch_size, self.channels, h, w), generator, device=self.device)
-        return self.pipeline._pack_latents(z, batch_size, self.channels, h, w)
-
-    def sigmas(self, num_steps: int) -> torch.Tensor:
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
-        c = self.scheduler.config
-        seq_len = (self.latent_hw[0] // 2) * (self.latent_hw[1] // 2)
-        mu = calculate_shift(
-            seq_len,
-            c.get("base_image_seq_len", 256),
-            c.get("max_image_seq_len", 4096),
-            c.get("base_shift", 0.5),
-            c.get("max_shift", 1.15),
-        )
-        sigmas = (
-            None if c.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / num_steps, num_steps)
-        )
-        self.scheduler.set_timesteps(num_steps, sigmas=sigmas, mu=mu)
-        return self.scheduler.sigmas.to(torch.float32).clone()
-
     def velocity(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: FluxCondition, guidance: float = 1.0
     ) -> torch.Tensor:
-        B = x.shape[0]
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(B)
-        dtype = next(self.transformer.parameters()).dtype
-        timestep = (sigma * self.scheduler.config.num_train_timesteps).to(dtype) / 1000
+        B, dtype = x.shape[0], next(self.transformer.parameters()).dtype
+        timestep = self.timestep(sigma, B, x.device)
         g = torch.full((B,), float(guidance), device=x.device) if self.guidance_embeds else None
         hidden, ids = x.to(dtype), self.img_ids
         if cond.reference is not None:  # the source image's tokens after the image's
@@ -213,23 +150,6 @@ class FluxPolicy(DiffusersExport):
             return_dict=False,
         )[0]
         return v[:, : x.shape[1]]
-
-    def decode(self, latents: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        z = self.pipeline._unpack_latents(
-            latents, self.resolution, self.resolution, self.pipeline.vae_scale_factor
-        )
-        return self.codec.decode(z)
-
-    def to_latents(self, media: torch.Tensor) -> torch.Tensor:
-        z = self.codec.encode(media.to(self.device))
-        h, w = self.latent_hw
-        return self.pipeline._pack_latents(z, z.shape[0], self.channels, h, w)
-
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"transformer": self.transformer}
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        self.pipeline.save_pretrained(folder)  # the pipeline holds the unwrapped transformer
 
 
 def load_flux_policy(

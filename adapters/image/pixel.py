@@ -107,16 +107,9 @@ def make_policy(transformer, text_encoder, tokenizer, scheduler, preset: str) ->
     encoder = CLIPPromptEncoder(tokenizer, text_encoder, p.max_tokens)
     sources = None
     if p.edit:  # each prompt row carries its source (inline pixels or a path)
-        from alignflow.modalities.image.io import image_from_value, read_image
-        from alignflow.modalities.sources import SourceMedia
+        from alignflow.modalities.image.io import image_sources
 
-        size = (p.height, p.width)
-        sources = SourceMedia(
-            "source",
-            lambda path: read_image(path, size, "L"),
-            what="image edit prompt",
-            inline=lambda value: image_from_value(value, size, "L"),
-        )
+        sources = image_sources((p.height, p.width), mode="L")
     return SD3Policy(
         transformer,
         encoder,

@@ -23,19 +23,8 @@ import torch
 from torch import nn
 
 from alignflow.adapters.common import DiffusersExport, visiting
+from alignflow.adapters.image.packed import JOINT_ATTENTION_LORA_TARGETS
 from alignflow.sdk.random import Generators, randn
-
-# Attention projections of the joint blocks, the LoRA targets Flow-GRPO uses for SD3.5.
-SD3_LORA_TARGETS = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "add_q_proj",
-    "add_k_proj",
-    "add_v_proj",
-    "to_add_out",
-)
 
 PromptEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -112,7 +101,7 @@ class PipelinePromptEncoder:
 
 class SD3Policy(DiffusersExport):
     modality = "image"
-    default_lora_targets = SD3_LORA_TARGETS
+    default_lora_targets = JOINT_ATTENTION_LORA_TARGETS
 
     def __init__(
         self,

@@ -4,15 +4,16 @@ writer)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from alignflow.modalities.frames import label, make_grid, scale_for
+from alignflow.modalities.frames import label, make_grid, scale_for, title_lines
 
 
 def read_image(path: Path, size: tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:
@@ -38,6 +39,21 @@ def image_from_value(
     if size is not None and tuple(x.shape[-2:]) != tuple(size):
         x = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", antialias=True)[0]
     return x.clamp(0, 1).contiguous()
+
+
+def image_sources(size: tuple[int, int], root: str = "", mode: str = "RGB") -> Any:
+    """The source images of edit prompts: each row's ``source`` (a path, relative ones
+    against ``root``, or the image itself) as [C, H, W] in [0, 1] at ``size``, read once
+    per file (:class:`~alignflow.modalities.sources.SourceMedia`)."""
+    from alignflow.modalities.sources import SourceMedia
+
+    return SourceMedia(
+        "source",
+        lambda path: read_image(path, size, mode),
+        root,
+        what="image edit prompt",
+        inline=lambda value: image_from_value(value, size, mode),
+    )
 
 
 def _pixels(im: Image.Image, size: tuple[int, int] | None, mode: str) -> torch.Tensor:
@@ -73,15 +89,61 @@ class ImageWriter:
         path: Path,
         per_row: int,
         titles: Sequence[str] = ("before", "after"),
+        sources: Sequence[torch.Tensor] | None = None,
+        prompts: Sequence[str] | None = None,
     ) -> Path:
+        """Base samples beside trained ones, one prompt a row; for edits (``sources``:
+        each row's source image, ``prompts``: its instruction) a first column shows the
+        source and the instruction."""
         scale = scale_for(before)
-        left = label(make_grid(before, per_row, scale), titles[0])
-        right = label(make_grid(after, per_row, scale), titles[1])
+        grids = [make_grid(before, per_row, scale), make_grid(after, per_row, scale)]
+        titles = list(titles[:2])
+        if sources is not None:
+            grids.insert(0, _source_column(sources, prompts, before[0], scale))
+            titles.insert(0, "source, instruction")
+        lines = max(len(title_lines(t, g.width)) for t, g in zip(titles, grids))
+        panels = [label(g, t, lines) for g, t in zip(grids, titles)]
         canvas = Image.new(
-            "RGB", (left.width + right.width + 12, max(left.height, right.height)), (255, 255, 255)
+            "RGB",
+            (sum(p.width for p in panels) + 12 * (len(panels) - 1), max(p.height for p in panels)),
+            (255, 255, 255),
         )
-        canvas.paste(left, (0, 0))
-        canvas.paste(right, (left.width + 12, 0))
+        x = 0
+        for panel in panels:
+            canvas.paste(panel, (x, 0))
+            x += panel.width + 12
         path = Path(path).with_suffix(self.suffix)
         canvas.save(path)
         return path
+
+
+def _source_column(
+    sources: Sequence[torch.Tensor], prompts: Sequence[str] | None, like: torch.Tensor, scale: int
+) -> Image.Image:
+    """One row per prompt, aligned with the sample grids' rows: its source (at the
+    samples' size and channels) and its instruction, wrapped beside it."""
+    size = tuple(like.shape[-2:])
+    tiles = torch.stack(
+        [
+            image_from_value(s.detach().float().cpu(), size, "L" if like.shape[0] == 1 else "RGB")
+            for s in sources
+        ]
+    )
+    grid = make_grid(tiles, 1, scale)
+    if not prompts:
+        return grid
+    pitch, font = size[0] * scale + 2, ImageFont.load_default()
+    width = 140
+    out = Image.new("RGB", (grid.width + width, grid.height), (255, 255, 255))
+    out.paste(grid, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for row, text in enumerate(prompts[: len(sources)]):
+        lines = textwrap.wrap(text, 22)[: max(1, (pitch - 2) // 11)]
+        draw.multiline_text(
+            (grid.width + 4, 2 + row * pitch),
+            "\n".join(lines),
+            fill=(0, 0, 0),
+            font=font,
+            spacing=1,
+        )
+    return out

@@ -32,5 +32,6 @@ class ReferenceAudio(SourceMedia):
             root,
             required=COLUMNS,
             what="speech prompt",
+            root_field="policy.audio_root",
         )
         self.sample_rate = sample_rate

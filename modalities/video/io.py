@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alignflow.modalities.frames import label, make_grid, scale_for
+from alignflow.modalities.frames import label, make_grid, scale_for, title_lines
 from alignflow.modalities.video.video import Video
 
 
@@ -145,7 +145,8 @@ class VideoWriter:
             self._clips(items, path / name, per_row)
         frames = []
         for left, right in zip(grid_frames(before, per_row), grid_frames(after, per_row)):
-            left, right = label(left, titles[0]), label(right, titles[1])
+            lines = max(len(title_lines(t, g.width)) for t, g in zip(titles, (left, right)))
+            left, right = label(left, titles[0], lines), label(right, titles[1], lines)
             canvas = Image.new(
                 "RGB",
                 (left.width + right.width + 12, max(left.height, right.height)),

@@ -17,7 +17,8 @@ edit may change pixels, black where the source must be kept).
   ``instruction * consistency ** power``. Neither exploit pays: returning the source
   unchanged keeps consistency 1 but scores the instruction reward of the unedited
   source; ignoring the source satisfies the instruction but loses the consistency
-  factor. Both factors, and the instruction's gain over the source, are logged.
+  factor. Both factors, the instruction's gain over the source and the instruction
+reward's own components (``instruction_<name>``) are logged.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ class EditSources:
         self.source_root = source_root
         # a path, or the image itself (an array, a PIL image): resized to the edit below
         self._sources = SourceMedia(
-            "source", Path, source_root, what="image edit prompt", inline=lambda v: v
+            "source",
+            Path,
+            source_root,
+            what="image edit prompt",
+            inline=lambda v: v,
+            root_field="the reward's source_root (e.g. ${policy.source_root})",
         )
         self._read: dict[tuple[Path, tuple[int, int], str], torch.Tensor] = {}  # file, once
 
@@ -182,7 +188,7 @@ class EditReward:
         from alignflow.sdk.errors import RewardError
         from alignflow.sdk.rewards import check_output
 
-        def instruction(images: torch.Tensor) -> torch.Tensor:
+        def instruction(images: torch.Tensor) -> RewardOutput:
             out = check_output(self.instruction(images, prompts, metadata), len(images), "edit")
             scores = out.scores.float().cpu()
             if ((scores < -1e-6) | (scores > 1 + 1e-6)).any():
@@ -190,13 +196,16 @@ class EditReward:
                     f"edit reward: the instruction reward's scores must lie in [0, 1]; got "
                     f"{scores.min():.3g}..{scores.max():.3g}"
                 )
-            return scores.clamp(0, 1)
+            return RewardOutput(scores.clamp(0, 1), out.components)
 
         follows = instruction(media)
         keeps = self.consistency(media, prompts, metadata)
         source, _ = self.consistency.sources(metadata, tuple(media.shape[-2:]), media.shape[1])
-        gain = follows - instruction(source.to(media.device, media.dtype))
-        scores = follows * keeps.clamp(0, 1) ** self.power
+        gain = follows.scores - instruction(source.to(media.device, media.dtype)).scores
+        scores = follows.scores * keeps.clamp(0, 1) ** self.power
+        # the instruction reward's own components too (the digit classifier's accuracy)
+        inner = {f"instruction_{k}": v.float().cpu() for k, v in follows.components.items()}
         return RewardOutput(
-            scores, {"instruction": follows, "consistency": keeps, "instruction_gain": gain}
+            scores,
+            {"instruction": follows.scores, "consistency": keeps, "instruction_gain": gain} | inner,
         )

@@ -80,4 +80,5 @@ def test_the_export_loads_strictly_into_f5_tts_dit_and_gives_its_velocity(tmp_pa
     cfm.load_state_dict(state, strict=True)
     with torch.no_grad():
         theirs = f5(x, cond, text, t)
-    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+    # the export merges the LoRA into the weights: float32 rounding of the merged sums
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)

@@ -12,7 +12,7 @@ from PIL import Image
 from alignflow.adapters.image.flux import load_flux_kontext_policy
 from alignflow.adapters.image.tiny import tiny_flux_pipeline
 from alignflow.sdk.config import compose
-from alignflow.sdk.errors import DataError
+from alignflow.sdk.errors import ConfigError, DataError
 from alignflow.sdk.kernels import KERNELS
 from alignflow.sdk.plans import AllSDE
 from alignflow.sdk.random import generator
@@ -118,31 +118,35 @@ def test_bad_sources_are_one_line_data_errors(kontext):
         policy.encode(PROMPTS[:1], [{"source": "nope.png"}])
 
 
+def editing_run(tmp, policy: str, folder, sources, guidance: float) -> list[str]:
+    """Overrides of one LoRA iteration of the editing ``policy`` config on a tiny saved
+    pipeline, over PROMPTS with META's sources, with a large step (so that the LoRA
+    moves the edits)."""
+    rows = "".join(json.dumps({"prompt": p, **m}) + "\n" for p, m in zip(PROMPTS, META))
+    (tmp / "edits.jsonl").write_text(rows)
+    return [
+        f"+policy={policy}",
+        f"policy.path={folder}",
+        f"policy.source_root={sources}",
+        "policy.resolution=32",
+        "policy.dtype=float32",
+        "policy.attention=sdpa",
+        "policy.gradient_checkpointing=false",
+        f"data.train={tmp / 'edits.jsonl'}",
+        *TINY_IMAGE_RUN,
+        f"sample.guidance={guidance}",
+        "train.lr=3e-2",
+        f"output_dir={tmp / 'run'}",
+    ]
+
+
 @pytest.fixture(scope="module")
 def trained(kontext, tmp_path_factory):
     """One Flow-GRPO iteration of LoRA on the tiny Kontext through the trainer (a large
     step, so that the LoRA moves the edits), and its first metrics."""
     tmp = tmp_path_factory.mktemp("kontext_run")
-    rows = "".join(json.dumps({"prompt": p, **m}) + "\n" for p, m in zip(PROMPTS, META))
-    (tmp / "edits.jsonl").write_text(rows)
-    cfg = compose(
-        "train",
-        [
-            "+policy=flux1_kontext_dev",
-            f"policy.path={kontext / 'pipe'}",
-            f"policy.source_root={kontext}",
-            "policy.resolution=32",
-            "policy.dtype=float32",
-            "policy.attention=sdpa",
-            "policy.gradient_checkpointing=false",
-            "policy.offload_text_encoders=false",
-            f"data.train={tmp / 'edits.jsonl'}",
-            *TINY_IMAGE_RUN,
-            "sample.guidance=2.5",
-            "train.lr=3e-2",
-            f"output_dir={tmp / 'run'}",
-        ],
-    )
+    cfg = editing_run(tmp, "flux1_kontext_dev", kontext / "pipe", kontext, 2.5)
+    cfg = compose("train", cfg + ["policy.offload_text_encoders=false"])
     tr = Trainer(cfg)
     metrics = tr.train_iteration(0)
     tr.iteration = 1
@@ -242,3 +246,120 @@ def test_a_source_given_inline_is_the_same_as_its_file(kontext):
         )
     with pytest.raises(DataError, match=r"source source: list is neither a path.*\[C, H, W\]"):
         policy.encode(PROMPTS[:1], [{"source": [[[[0.5]]]]}])
+
+
+# ---------------------------------------------------------------- Qwen-Image-Edit
+
+
+@pytest.fixture(scope="module")
+def qwen(kontext, tmp_path_factory):
+    """A saved tiny QwenImageEditPipeline (Qwen2.5-VL reads the instruction with the
+    source), next to the Kontext fixture's sources."""
+    from alignflow.adapters.image.tiny import tiny_qwen_edit_pipeline
+
+    folder = tmp_path_factory.mktemp("qwen") / "pipe"
+    tiny_qwen_edit_pipeline(seed=0).save_pretrained(folder)
+    return folder
+
+
+def load_qwen(folder, root, **kw):
+    from alignflow.adapters.image.qwen import load_qwen_edit_policy
+
+    return load_qwen_edit_policy(
+        str(folder), resolution=32, source_root=str(root), dtype="float32", attention="sdpa", **kw
+    )
+
+
+def stock_qwen_edit(root, noise, steps, guidance, monkeypatch):
+    """QwenImageEditPipeline's arguments for the edits of META's sources from ``noise``.
+    The pipeline resizes every source to about 1024 x 1024 whatever the output size
+    (alignflow reads it at the policy's resolution, the same at the card's 1024): here
+    that area is the test's 32 x 32."""
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit as stock
+
+    dims = stock.calculate_dimensions
+    monkeypatch.setattr(stock, "calculate_dimensions", lambda area, ratio: dims(32 * 32, ratio))
+    images = []
+    for m in META:
+        with Image.open(root / m["source"]) as im:
+            images.append(im.copy())
+    negative = {"negative_prompt": [" "] * len(META)} if guidance != 1 else {}
+    return dict(
+        image=images,
+        num_inference_steps=steps,
+        true_cfg_scale=guidance,
+        height=32,
+        width=32,
+        latents=noise,
+        **negative,
+    )
+
+
+@pytest.mark.parametrize("guidance", [1.0, 4.0])
+def test_noise_level_zero_rollout_is_qwen_image_edits_own_edit(
+    kontext, qwen, guidance, monkeypatch
+):
+    """Qwen2.5-VL reads each instruction with its source; the source's packed latents
+    follow the image tokens; true CFG keeps the conditional branch's norm: the stock
+    QwenImageEditPipeline's edit for the same sources, noise, steps and scale."""
+    policy = load_qwen(qwen, kontext)
+    cond = policy.encode(PROMPTS, META)
+    assert cond.reference.shape == (2, 64, 16) and cond.null_embeds is not None
+    assert cond.mask.sum(1).tolist()[0] != cond.mask.sum(1).tolist()[1]  # padded to the longest
+    traj, noise = ode_rollout(policy, cond, 4, guidance)
+    common = stock_qwen_edit(kontext, noise, 4, guidance, monkeypatch)
+    ref = policy.pipeline(prompt=PROMPTS, output_type="latent", **common).images
+    torch.testing.assert_close(traj.x0, ref, rtol=1e-5, atol=1e-5)
+    images = policy.pipeline(prompt=PROMPTS, output_type="pt", **common).images
+    torch.testing.assert_close(policy.decode(traj.x0), images, rtol=1e-4, atol=1e-4)
+
+
+def test_qwen_edit_conditions_of_other_lengths_join_and_keep_their_velocity(kontext, qwen):
+    """Prompts read into sequences of other lengths (each batch padded to its longest)
+    join across batches, as the trainer joins its rollout batches, with the mask: a
+    sample's velocity does not depend on the batch it was encoded in."""
+    from alignflow.sdk.batching import concat
+
+    policy = load_qwen(qwen, kontext)
+    short, long = policy.encode(PROMPTS[:1], META[:1]), policy.encode(PROMPTS[1:], META[1:])
+    assert short.embeds.shape[1] < long.embeds.shape[1]
+    joined = concat([short, long])
+    x = policy.noise(2, [generator("x", i) for i in range(2)])
+    sigma = torch.tensor([0.6, 0.6])
+    v = policy.velocity(x, sigma, joined, 4.0)
+    alone = policy.velocity(x[:1], sigma[:1], short, 4.0)
+    torch.testing.assert_close(v[:1], alone, rtol=1e-5, atol=1e-5)
+    plain = load_qwen(qwen, kontext, negative_prompt=None)  # no negative branch
+    with pytest.raises(ConfigError, match="sample.guidance"):
+        plain.velocity(x[:1], sigma[:1], plain.encode(PROMPTS[:1], META[:1]), 4.0)
+
+
+def test_qwen_edit_trains_lora_and_the_stock_pipeline_loads_the_export(
+    kontext, qwen, tmp_path, monkeypatch
+):
+    """One Flow-GRPO iteration of LoRA through the trainer with +policy=qwen_image_edit;
+    the exported LoRA in the stock QwenImageEditPipeline edits as alignflow does."""
+    from diffusers import QwenImageEditPipeline
+
+    from alignflow.sdk.api import load_policy
+    from alignflow.sdk.export import export
+
+    cfg = editing_run(tmp_path, "qwen_image_edit", qwen, kontext, 4.0)
+    tr = Trainer(compose("train", cfg + ["policy.offload_text_encoder=false"]))
+    m = tr.train_iteration(0)
+    assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0 and m["train/grad_norm"] > 0
+    tr.iteration = 1
+    tr.save()
+    tr.close()
+
+    policy = load_policy(tmp_path / "run", device="cpu").policy
+    traj, noise = ode_rollout(policy, policy.encode(PROMPTS, META), 4, 4.0)
+    expected = policy.decode(traj.x0)
+    common = stock_qwen_edit(kontext, noise, 4, 4.0, monkeypatch) | {"output_type": "pt"}
+    lora = export(tmp_path / "run", tmp_path / "lora", "diffusers-lora")
+    pipe = QwenImageEditPipeline.from_pretrained(qwen)
+    assert (pipe(prompt=PROMPTS, **common).images - expected).abs().max() > 1e-3
+    pipe.load_lora_weights(lora)
+    torch.testing.assert_close(pipe(prompt=PROMPTS, **common).images, expected, atol=1e-5, rtol=0)
+    card = (lora / "README.md").read_text()
+    assert "pipeline_tag: image-to-image" in card and "QwenImageEditPipeline" in card
