@@ -64,7 +64,8 @@ def to_device(obj: T, device: torch.device | str) -> T:
     return map_tensors(obj, lambda t: t.to(device))
 
 
-def _pad_to_longest(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+def pad_to_longest(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """[B_i, T_i, ...] tensors zero-padded along dim 1 to the longest T."""
     longest = max(t.shape[1] for t in tensors)
     return [
         torch.nn.functional.pad(t, (0, 0) * (t.ndim - 2) + (0, longest - t.shape[1]))
@@ -82,7 +83,7 @@ def concat(objs: Sequence[T]) -> T:
         for f in _batched_fields(first):
             values = [getattr(o, f.name) for o in objs]
             if f.metadata.get("padded") and values[0] is not None:
-                values = _pad_to_longest(values)
+                values = pad_to_longest(values)
             changes[f.name] = concat(values) if _batched(values[0]) else values[0]
         return dataclasses.replace(first, **changes)
     if isinstance(first, Mapping):

@@ -10,6 +10,13 @@ Conventions every adapter follows (converting at its boundary if its model diffe
   images, [B, C, F, H, W] videos and [B, T, D] mel frames all work;
 - randomness comes only from the generators passed in.
 
+A policy that starts from source media (an editing model's source image, a TTS
+model's reference audio) reads it in ``encode`` from each prompt's metadata row and
+keeps it in the condition (encoded once per prompt; the trainer repeats a prompt's
+condition for its group). An editing policy exposes its reader as ``sources`` (a
+``SourceMedia`` of modalities/sources.py), so that reports can show each
+prompt's source beside its edits.
+
 LoRA, the frozen reference, EMA, precision, checkpoints and distribution are the
 SDK's business (:mod:`alignflow.sdk.finetune`, :mod:`alignflow.sdk.trainer`): an
 adapter only says which of its modules hold the denoiser, through

@@ -13,8 +13,6 @@ from typing import Any
 from alignflow.sdk.files import atomic_write_text
 from alignflow.sdk.tracking import read_metrics
 
-MAX_ROWS = 24  # prompts in the before/after figure
-
 
 def write_report(
     cfg: Any, summary: dict[str, Any], writer: Any, evaluator: Any, iteration: int
@@ -33,20 +31,15 @@ def write_report(
             f"base: {_fmt(summary['before'])}",
             f"iteration {iteration}: {_fmt(summary['after'])}",
         )
-        per_row, shown = cfg.eval.samples_per_prompt, len(evaluator.base_media)
-        n_prompts = shown // per_row
-        if n_prompts > MAX_ROWS:  # the full grids are in samples/eval-*
-            shown = MAX_ROWS * per_row
-            titles = tuple(f"{t} (all {n_prompts} prompts; first {MAX_ROWS} shown)" for t in titles)
         edits = {}
         sources = evaluator.sources()
         if sources is not None:  # an editing policy: its sources and instructions
-            edits = {"sources": sources[:MAX_ROWS], "prompts": evaluator.prompts.prompts[:MAX_ROWS]}
+            edits = {"sources": sources, "prompts": evaluator.prompts.prompts}
         writer.save_comparison(
-            evaluator.base_media[:shown],
-            evaluator.last_media[:shown],
+            evaluator.base_media,
+            evaluator.last_media,
             out / "samples" / "before_after",
-            per_row=per_row,
+            per_row=cfg.eval.samples_per_prompt,
             titles=titles,
             **edits,
         )

@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from alignflow.adapters.common import visiting
 from alignflow.adapters.image.packed import PackedLatentPolicy
-from alignflow.sdk.batching import PADDED
+from alignflow.sdk.batching import PADDED, pad_to_longest
 from alignflow.sdk.errors import ConfigError
 
 
@@ -123,12 +122,9 @@ class QwenEditPolicy(PackedLatentPolicy):
                 raise ConfigError(
                     "sample.guidance", guidance, "1.0 for a policy without a negative prompt"
                 )
-            n, longest = 2 * B, max(embeds.shape[1], cond.null_embeds.shape[1])
-            pad = lambda t: nn.functional.pad(  # noqa: E731
-                t, (0, 0) * (t.ndim - 2) + (0, longest - t.shape[1])
-            )
-            embeds = torch.cat([pad(cond.null_embeds), pad(embeds)])
-            mask = torch.cat([pad(cond.null_mask), pad(mask)])
+            n = 2 * B
+            embeds = torch.cat(pad_to_longest([cond.null_embeds, embeds]))
+            mask = torch.cat(pad_to_longest([cond.null_mask, mask]))
             hidden, timestep = hidden.repeat(2, 1, 1), timestep.repeat(2)
         else:
             n = B

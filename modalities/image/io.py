@@ -91,15 +91,21 @@ class ImageWriter:
         titles: Sequence[str] = ("before", "after"),
         sources: Sequence[torch.Tensor] | None = None,
         prompts: Sequence[str] | None = None,
+        max_rows: int = 24,
     ) -> Path:
-        """Base samples beside trained ones, one prompt a row; for edits (``sources``:
-        each row's source image, ``prompts``: its instruction) a first column shows the
-        source and the instruction."""
+        """Base samples beside trained ones, one prompt a row (the first ``max_rows``;
+        the titles say so, and the evaluation grids hold them all); for edits
+        (``sources``: each row's source image, ``prompts``: its instruction) a first
+        column shows the source and the instruction."""
+        rows = -(-len(before) // per_row)
+        if rows > max_rows:
+            before, after = before[: max_rows * per_row], after[: max_rows * per_row]
+            titles = [f"{t} (first {max_rows} of {rows} prompts)" for t in titles]
         scale = scale_for(before)
         grids = [make_grid(before, per_row, scale), make_grid(after, per_row, scale)]
         titles = list(titles[:2])
         if sources is not None:
-            grids.insert(0, _source_column(sources, prompts, before[0], scale))
+            grids.insert(0, _source_column(sources[:max_rows], prompts, before[0], scale))
             titles.insert(0, "source, instruction")
         lines = max(len(title_lines(t, g.width)) for t, g in zip(titles, grids))
         panels = [label(g, t, lines) for g, t in zip(grids, titles)]

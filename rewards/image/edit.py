@@ -135,6 +135,12 @@ class SourceConsistency:
         return cos.clamp_min(0)
 
 
+def _source_key(meta: Mapping[str, Any]) -> Any:
+    """What identifies a row's source: its path, or the inline image object itself."""
+    value = meta.get("source")
+    return value if isinstance(value, str) else id(value)
+
+
 def ink(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's ink brightness (the mean of its brightest tenth of pixels) and ink
     centroid (row, column, in pixels), over the mean of its channels."""
@@ -188,7 +194,7 @@ class EditReward:
         from alignflow.sdk.errors import RewardError
         from alignflow.sdk.rewards import check_output
 
-        def instruction(images: torch.Tensor) -> RewardOutput:
+        def instruction(images: torch.Tensor, prompts, metadata) -> RewardOutput:
             out = check_output(self.instruction(images, prompts, metadata), len(images), "edit")
             scores = out.scores.float().cpu()
             if ((scores < -1e-6) | (scores > 1 + 1e-6)).any():
@@ -198,10 +204,21 @@ class EditReward:
                 )
             return RewardOutput(scores.clamp(0, 1), out.components)
 
-        follows = instruction(media)
+        follows = instruction(media, prompts, metadata)
         keeps = self.consistency(media, prompts, metadata)
-        source, _ = self.consistency.sources(metadata, tuple(media.shape[-2:]), media.shape[1])
-        gain = follows.scores - instruction(source.to(media.device, media.dtype)).scores
+        # the unedited sources' instruction scores: once per (prompt, source), not once
+        # per group member
+        unique: dict[tuple, int] = {}  # (prompt, source) -> its position among the unique
+        slot = torch.tensor(
+            [unique.setdefault((p, _source_key(m)), len(unique)) for p, m in zip(prompts, metadata)]
+        )
+        firsts = [int((slot == k).nonzero()[0]) for k in range(len(unique))]
+        meta = [metadata[i] for i in firsts]
+        source, _ = self.consistency.sources(meta, tuple(media.shape[-2:]), media.shape[1])
+        unedited = instruction(
+            source.to(media.device, media.dtype), [prompts[i] for i in firsts], meta
+        ).scores
+        gain = follows.scores - unedited[slot]
         scores = follows.scores * keeps.clamp(0, 1) ** self.power
         # the instruction reward's own components too (the digit classifier's accuracy)
         inner = {f"instruction_{k}": v.float().cpu() for k, v in follows.components.items()}

@@ -27,3 +27,14 @@ def test_an_edit_comparison_shows_each_rows_source_aligned_with_its_edits(tmp_pa
     assert column == [0, 255, 128]
     first_sample = edits[top + 2 + 30, edits.shape[1] - plain.shape[1] + 30]
     assert (first_sample == plain[top + 2 + 30, 30]).all()
+
+
+def test_a_long_comparison_shows_its_first_rows_and_says_so(tmp_path):
+    images = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    writer = ImageWriter()
+    path = writer.save_comparison(images, images, tmp_path / "long", 1, ("base", "trained"))
+    full = writer.save_comparison(
+        images, images, tmp_path / "full", 1, ("base", "trained"), max_rows=30
+    )
+    shown, full = Image.open(path), Image.open(full)
+    assert full.height - shown.height >= 6 * 66 - 3 * 11  # 6 rows fewer (titles wrap more)

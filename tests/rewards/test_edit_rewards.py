@@ -88,6 +88,34 @@ def test_neither_exploit_pays(edit):
     assert gain[0] > 0.9 and gain[1] == pytest.approx(0.0, abs=1e-6)
 
 
+CALLS: list[int] = []
+
+
+@component("reward")
+class CountingRedSquare(RedSquare):
+    """RedSquare that records how many images each call scores."""
+
+    def __call__(self, media, prompts, metadata):
+        CALLS.append(len(media))
+        return super().__call__(media, prompts, metadata)
+
+
+def test_a_groups_source_is_scored_once(edit):
+    """The instruction gain scores each unedited (prompt, source) once, not once per
+    group member: a group of 3 edits of one source costs 3 + 1 instruction scores."""
+    root, media, meta = edit
+    reward = EditReward(
+        {"name": "tests.rewards.test_edit_rewards:CountingRedSquare"}, {"source_root": str(root)}
+    )
+    CALLS.clear()
+    prompts = ["paint the square red"] * 3 + ["paint it red"] * 3
+    out = reward(torch.cat([media, media]), prompts, meta * 2)
+    assert CALLS == [6, 2]  # the edits, then one source per prompt
+    gain = out.components["instruction_gain"]
+    torch.testing.assert_close(gain[:3], gain[3:])
+    assert gain[1] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_bad_edit_inputs(edit):
     root, media, meta = edit
     with pytest.raises(ConfigError, match="reward.measure = 'ssim'"):
