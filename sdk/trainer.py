@@ -77,7 +77,8 @@ class Trainer:
         self.policy = build_policy(cfg, self.acc.device)
         prepare = getattr(self.policy, "prepare_prompts", None)
         if prepare is not None:  # e.g. every prompt encoded once, the text encoders freed
-            prepare([*self.train_set.prompts, *(self.eval_set.prompts if self.eval_set else ())])
+            sets = [self.train_set, *([self.eval_set] if self.eval_set else [])]
+            prepare([p for s in sets for p in s.prompts], [m for s in sets for m in s.metadata])
         self.reward, self.gold = build_rewards(cfg, self.policy.modality)
         algo_cls, algo_cfg = algorithm_class(cfg)
         self.writer = build_writer(self.policy.modality)

@@ -116,7 +116,7 @@ class FluxPolicy(PackedLatentPolicy):
             )
         return embeds, pooled
 
-    def prepare_prompts(self, prompts: Sequence[str]) -> None:
+    def prepare_prompts(self, prompts: Sequence[str], metadata: Any = None) -> None:
         """With ``encode_prompts_once``: every prompt of the run is encoded now, and CLIP-L
         and T5 are freed (the trainer calls this)."""
         if not self.encode_prompts_once:

@@ -26,6 +26,7 @@ The VAE is a one-frame video VAE with per-channel latent normalisation
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,8 @@ from alignflow.adapters.common import visiting
 from alignflow.adapters.image.packed import PackedLatentPolicy
 from alignflow.sdk.batching import PADDED, pad_to_longest
 from alignflow.sdk.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class QwenEditPolicy(PackedLatentPolicy):
         source_root: str = "",
         negative_prompt: str | None = " ",
         offload_text_encoder: bool = False,
+        encode_prompts_once: bool = False,
     ):
         from alignflow.modalities.image.codec import NormalizedVAECodec
         from alignflow.modalities.image.io import image_sources
@@ -73,6 +77,9 @@ class QwenEditPolicy(PackedLatentPolicy):
         self.resolution, self.latent_hw = resolution, (resolution // scale, resolution // scale)
         self.channels = pipe.transformer.config.in_channels // 4
         self.negative_prompt, self.offload_text_encoder = negative_prompt, offload_text_encoder
+        self.encode_prompts_once = encode_prompts_once
+        # with encode_prompts_once: (prompt, source pixels) -> its rows, unpadded, on the CPU
+        self.read_once: dict[tuple[str, str], tuple[torch.Tensor, ...]] | None = None
         self.sources = image_sources((resolution, resolution), source_root)
         h, w = (s // 2 for s in self.latent_hw)
         self.img_shapes = [(1, h, w), (1, h, w)]  # the image's token grid, then the source's
@@ -86,14 +93,64 @@ class QwenEditPolicy(PackedLatentPolicy):
         self, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]] | None = None
     ) -> QwenEditCondition:
         sources = torch.stack(self.sources.batch(metadata, len(prompts)))
-        embeds, mask = self._read(list(prompts), sources)
-        null_embeds = null_mask = None
-        if self.negative_prompt is not None:
-            null_embeds, null_mask = self._read([self.negative_prompt] * len(prompts), sources)
-        return QwenEditCondition(embeds, mask, self.to_latents(sources), null_embeds, null_mask)
+        if self.read_once is not None:
+            texts = self._cached(list(prompts), sources)
+        else:
+            texts = self._read(list(prompts), sources)
+            if self.negative_prompt is not None:
+                texts += self._read([self.negative_prompt] * len(prompts), sources)
+        return QwenEditCondition(*texts[:2], self.to_latents(sources), *texts[2:])
+
+    def prepare_prompts(self, prompts: Sequence[str], metadata: Any = None) -> None:
+        """With ``encode_prompts_once``: every (prompt, source) row of the run is read now
+        (Qwen2.5-VL's output depends on both), kept on the CPU without padding (~2.6 MB
+        per row at 512 px in bf16, the negative prompt's as much again), and
+        Qwen2.5-VL is freed (the trainer calls this)."""
+        if not self.encode_prompts_once:
+            return
+        from alignflow.adapters.common import free_text_encoders
+
+        rows: dict[tuple[str, str], tuple[str, Any]] = {}
+        for prompt, meta in zip(prompts, metadata):
+            rows.setdefault(_row_key(prompt, self.sources(meta)), (prompt, meta))
+        todo, read_once = list(rows.items()), {}
+        for i in range(0, len(todo), 8):
+            chunk = todo[i : i + 8]
+            cond = self.encode([p for _, (p, _) in chunk], [m for _, (_, m) in chunk])
+            pairs = [(cond.embeds, cond.mask)]
+            if cond.null_embeds is not None:
+                pairs.append((cond.null_embeds, cond.null_mask))
+            for j, (key, _) in enumerate(chunk):
+                # each sequence without its batch padding (its mask's ones come first)
+                read_once[key] = tuple(
+                    t[j, : int(mask[j].sum())].cpu()
+                    for embeds, mask in pairs
+                    for t in (embeds, mask)
+                )
+        self.read_once = read_once
+        log.info("read %d (prompt, source) rows once; Qwen2.5-VL is freed", len(read_once))
+        free_text_encoders(self.pipeline, ["text_encoder"], self.other_modules)
+
+    def _cached(self, prompts: list[str], sources: torch.Tensor) -> list[torch.Tensor | None]:
+        """The rows :meth:`prepare_prompts` kept, each field padded to the batch's longest."""
+        keys = [_row_key(p, s) for p, s in zip(prompts, sources)]
+        missing = [p for p, k in zip(prompts, keys) if k not in self.read_once]
+        if missing:
+            raise ConfigError(
+                "policy.encode_prompts_once",
+                True,
+                "false to edit (prompt, source) pairs that are not rows of data.train / data.eval",
+                hint=f"{missing[0]!r} with its source was not read at the start, and "
+                "Qwen2.5-VL is freed",
+            )
+        rows = [self.read_once[k] for k in keys]
+        fields = [
+            torch.cat(pad_to_longest([r[f][None] for r in rows])) for f in range(len(rows[0]))
+        ]
+        return [t.to(self.device) for t in fields] + [None] * (4 - len(fields))
 
     @torch.no_grad()
-    def _read(self, prompts: list[str], sources: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read(self, prompts: list[str], sources: torch.Tensor) -> list[torch.Tensor]:
         """Qwen2.5-VL's reading of each prompt with its source: ``_get_qwen_prompt_embeds``
         of the pipeline, on the sources as the 8-bit images the pipeline's processor gets;
         [B, T, D] and the mask [B, T] (T: the longest after the template's first tokens)."""
@@ -105,7 +162,7 @@ class QwenEditPolicy(PackedLatentPolicy):
         device = self.device if self.offload_text_encoder else pipe.text_encoder.device
         with visiting([pipe.text_encoder], self.device, self.offload_text_encoder):
             embeds, mask = pipe._get_qwen_prompt_embeds(prompts, images, device)
-        return embeds.to(self.device), mask.to(self.device)
+        return [embeds.to(self.device), mask.to(self.device)]
 
     # ------------------------------------------------------------------ sampling
 
@@ -145,6 +202,15 @@ class QwenEditPolicy(PackedLatentPolicy):
         return combined * (v_cond.norm(dim=-1, keepdim=True) / combined.norm(dim=-1, keepdim=True))
 
 
+def _row_key(prompt: str, source: torch.Tensor) -> tuple[str, str]:
+    """A prompt row's identity for the encode-once cache: the prompt and its source's
+    pixels (so paths, inline arrays and PIL images of one image agree)."""
+    import hashlib
+
+    pixels = (source.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return prompt, hashlib.sha1(pixels.tobytes()).hexdigest()
+
+
 def load_qwen_edit_policy(
     path: Any,
     resolution: int = 1024,
@@ -156,6 +222,7 @@ def load_qwen_edit_policy(
     vae_tiling: bool = False,
     vae_slicing: bool = False,
     offload_text_encoder: bool = False,
+    encode_prompts_once: bool = False,
 ) -> QwenEditPolicy:
     """Qwen-Image-Edit from a local folder in diffusers layout, a hub id
     (``Qwen/Qwen-Image-Edit`` when online) or a ``QwenImageEditPipeline`` already built.
@@ -165,7 +232,9 @@ def load_qwen_edit_policy(
     which the edit keeps. ``sample.guidance`` is the pipeline's ``true_cfg_scale``
     against ``negative_prompt`` (None: no negative branch, guidance must be 1).
     ``offload_text_encoder`` keeps Qwen2.5-VL-7B (~16 GB in bf16) on the CPU between
-    encodes; the other switches are :func:`~alignflow.adapters.image.flux.load_flux_policy`'s."""
+    encodes; ``encode_prompts_once`` reads every (prompt, source) row of data.train and
+    data.eval at the start and frees it (other rows are refused); the other switches
+    are :func:`~alignflow.adapters.image.flux.load_flux_policy`'s."""
     from diffusers import QwenImageEditPipeline
 
     from alignflow.adapters.common import (
@@ -189,4 +258,6 @@ def load_qwen_edit_policy(
     memory_controls(pipe, gradient_checkpointing, vae_tiling, vae_slicing)
     for name in ("text_encoder", "vae"):
         getattr(pipe, name).eval().requires_grad_(False)
-    return QwenEditPolicy(pipe, resolution, source_root, negative_prompt, offload_text_encoder)
+    return QwenEditPolicy(
+        pipe, resolution, source_root, negative_prompt, offload_text_encoder, encode_prompts_once
+    )

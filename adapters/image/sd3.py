@@ -140,7 +140,7 @@ class SD3Policy(DiffusersExport):
         self.sources = sources
         self._null: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def prepare_prompts(self, prompts: Sequence[str]) -> None:
+    def prepare_prompts(self, prompts: Sequence[str], metadata: Any = None) -> None:
         """With ``encode_prompts_once``: every prompt of the run (and the empty one) is
         encoded now, and CLIP-L, CLIP-G and T5 are freed (the trainer calls this)."""
         if not self.encode_prompts_once or self.pipeline is None:

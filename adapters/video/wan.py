@@ -125,7 +125,7 @@ class WanPolicy(DiffusersExport):
         self.encode_prompts_once = encode_prompts_once
         self._null: torch.Tensor | None = None
 
-    def prepare_prompts(self, prompts: Sequence[str]) -> None:
+    def prepare_prompts(self, prompts: Sequence[str], metadata: Any = None) -> None:
         """With ``encode_prompts_once``: every prompt of the run and the negative prompt
         are encoded now, and UMT5 is freed (the trainer calls this)."""
         if not self.encode_prompts_once or self.pipeline is None:

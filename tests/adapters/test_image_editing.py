@@ -345,7 +345,10 @@ def test_qwen_edit_trains_lora_and_the_stock_pipeline_loads_the_export(
     from alignflow.sdk.export import export
 
     cfg = editing_run(tmp_path, "qwen_image_edit", qwen, kontext, 4.0)
-    tr = Trainer(compose("train", cfg + ["policy.offload_text_encoder=false"]))
+    # the rows read once at the start (the trainer passes each prompt's metadata)
+    once = ["policy.offload_text_encoder=false", "policy.encode_prompts_once=true"]
+    tr = Trainer(compose("train", cfg + once))
+    assert tr.policy.read_once is not None and tr.policy.pipeline.text_encoder is None
     m = tr.train_iteration(0)
     assert m["train/ratio_min"] == m["train/ratio_max"] == 1.0 and m["train/grad_norm"] > 0
     tr.iteration = 1
@@ -363,3 +366,19 @@ def test_qwen_edit_trains_lora_and_the_stock_pipeline_loads_the_export(
     torch.testing.assert_close(pipe(prompt=PROMPTS, **common).images, expected, atol=1e-5, rtol=0)
     card = (lora / "README.md").read_text()
     assert "pipeline_tag: image-to-image" in card and "QwenImageEditPipeline" in card
+
+
+def test_qwen_edit_rows_read_once_are_the_same_and_qwen_vl_is_freed(kontext, qwen):
+    """With encode_prompts_once each (prompt, source) row is read at the start, by its
+    source's pixels (a path and the same image inline agree); Qwen2.5-VL is freed, and
+    a row that was not read is a config error."""
+    plain, once = load_qwen(qwen, kontext), load_qwen(qwen, kontext, encode_prompts_once=True)
+    once.prepare_prompts([*PROMPTS, PROMPTS[0]], [*META, META[0]])
+    assert once.pipeline.text_encoder is None and set(once.other_modules) == {"vae"}
+    with Image.open(kontext / "src1.png") as im:
+        inline = [META[0], {"source": im.copy()}]  # the second as a PIL image
+    live, cached = plain.encode(PROMPTS, META), once.encode(PROMPTS, inline)
+    for name in ("embeds", "mask", "null_embeds", "null_mask", "reference"):
+        torch.testing.assert_close(getattr(cached, name), getattr(live, name))
+    with pytest.raises(ConfigError, match="policy.encode_prompts_once.*was not read"):
+        once.encode([PROMPTS[0]], [META[1]])  # a prompt with another row's source
