@@ -102,14 +102,16 @@ def build_components(preset: str, seed: int = 0, width: int = 64, layers: int = 
     return transformer, text_encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=1.0)
 
 
-def make_policy(transformer, text_encoder, tokenizer, scheduler, preset: str) -> SD3Policy:
+def make_policy(
+    transformer, text_encoder, tokenizer, scheduler, preset: str, source_root: str = ""
+) -> SD3Policy:
     p = PRESETS[preset]
     encoder = CLIPPromptEncoder(tokenizer, text_encoder, p.max_tokens)
     sources = None
     if p.edit:  # each prompt row carries its source (inline pixels or a path)
         from alignflow.modalities.image.io import image_sources
 
-        sources = image_sources((p.height, p.width), mode="L")
+        sources = image_sources((p.height, p.width), source_root, mode="L")
     return SD3Policy(
         transformer,
         encoder,
@@ -122,14 +124,27 @@ def make_policy(transformer, text_encoder, tokenizer, scheduler, preset: str) ->
 
 
 def load_pixel_policy(
-    preset: str = "digits", path: str = "", random_init: bool = False, seed: int = 0
+    preset: str = "digits",
+    path: str = "",
+    random_init: bool = False,
+    seed: int = 0,
+    source_root: str = "",
 ) -> SD3Policy:
     """The ``preset``'s policy from ``path`` (default: its shipped pretrained base), or a
-    fresh random one with ``random_init=True`` (the start of pretraining)."""
+    fresh random one with ``random_init=True`` (the start of pretraining). An editing
+    preset's prompt rows carry their sources inline or name image files, relative ones
+    against ``source_root``."""
     if preset not in PRESETS:
         raise ConfigError("policy.preset", preset, f"one of {sorted(PRESETS)}")
+    if source_root and not PRESETS[preset].edit:
+        editing = sorted(k for k, v in PRESETS.items() if v.edit)
+        raise ConfigError(
+            "policy.source_root",
+            source_root,
+            f'"" for a preset that does not edit; editing presets: {editing}',
+        )
     if random_init:
-        return make_policy(*build_components(preset, seed), preset=preset)
+        return make_policy(*build_components(preset, seed), preset=preset, source_root=source_root)
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
@@ -140,4 +155,5 @@ def load_pixel_policy(
         AutoTokenizer.from_pretrained(folder / "tokenizer"),
         FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"),
         preset=preset,
+        source_root=source_root,
     )

@@ -113,3 +113,24 @@ def test_the_editing_preset_pretrains_on_inline_sources(tmp_path):
     x = torch.zeros(2, 1, 8, 8)
     v = policy.velocity(x, torch.tensor([0.5, 0.5]), cond, 1.0)
     assert (v[0] - v[1]).abs().max() > 0
+
+
+def test_the_editing_preset_reads_a_source_file_as_its_inline_pixels(tmp_path):
+    """A digit-edit row may name an image file (relative to policy.source_root) instead
+    of carrying the pixels; a preset that does not edit refuses a source root."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from alignflow.adapters.image.pixel import load_pixel_policy
+
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "seven.png")
+    policy = load_pixel_policy("digits_edit", source_root=str(tmp_path))
+    by_file = policy.encode(["make it a one"], [{"source": "seven.png"}]).reference
+    inline = policy.encode(["make it a one"], [{"source": (pixels / 255).tolist()}]).reference
+    torch.testing.assert_close(by_file, inline)
+    with pytest.raises(
+        ConfigError, match="policy.source_root.*editing presets: \\['digits_edit'\\]"
+    ):
+        load_pixel_policy("digits", source_root=str(tmp_path))
