@@ -135,9 +135,13 @@ def free_text_encoders(pipe: Any, names: Sequence[str], modules: dict[str, Any])
 
 
 def vae_scale(source: Any) -> int:
-    """Pixels per latent cell of a diffusers pipeline's ``AutoencoderKL``: 2 ** (number
-    of blocks - 1), as the pipelines compute it."""
-    return 2 ** (len(component_config(source, "vae")["block_out_channels"]) - 1)
+    """Pixels per latent cell of a diffusers pipeline's VAE, as the pipelines compute it:
+    ``AutoencoderKL``, 2 ** (number of blocks - 1); the Qwen-Image video VAE, 2 ** (its
+    number of downsamplings)."""
+    vae = component_config(source, "vae")
+    if "temperal_downsample" in vae:  # diffusers' spelling
+        return 2 ** len(vae["temperal_downsample"])
+    return 2 ** (len(vae["block_out_channels"]) - 1)
 
 
 def check_multiple(field: str, value: int, multiple: int, why: str) -> None:

@@ -239,19 +239,21 @@ def load_qwen_edit_policy(
 
     from alignflow.adapters.common import (
         check_multiple,
-        component_config,
         load_pipeline,
         memory_controls,
         pipeline_source,
         set_attention,
+        vae_scale,
     )
     from alignflow.sdk.weights import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     source = pipeline_source(path, QwenImageEditPipeline)
-    scale = 2 ** len(component_config(source, "vae").get("temperal_downsample", [0, 0, 0]))
     check_multiple(
-        "policy.resolution", resolution, 2 * scale, "2 x the VAE scale: latents pack 2 x 2"
+        "policy.resolution",
+        resolution,
+        2 * vae_scale(source),
+        "2 x the VAE scale: latents pack 2 x 2",
     )
     pipe = load_pipeline(QwenImageEditPipeline, source, torch_dtype)
     set_attention(pipe.transformer, attention)

@@ -208,17 +208,20 @@ class EditReward:
         keeps = self.consistency(media, prompts, metadata)
         # the unedited sources' instruction scores: once per (prompt, source), not once
         # per group member
-        unique: dict[tuple, int] = {}  # (prompt, source) -> its position among the unique
-        slot = torch.tensor(
-            [unique.setdefault((p, _source_key(m)), len(unique)) for p, m in zip(prompts, metadata)]
-        )
-        firsts = [int((slot == k).nonzero()[0]) for k in range(len(unique))]
+        position: dict[tuple, int] = {}  # (prompt, source) -> its place among the unique
+        firsts, slot = [], []  # each unique one's first row; each row's unique one
+        for i, (p, m) in enumerate(zip(prompts, metadata)):
+            key = (p, _source_key(m))
+            if key not in position:
+                position[key] = len(firsts)
+                firsts.append(i)
+            slot.append(position[key])
         meta = [metadata[i] for i in firsts]
         source, _ = self.consistency.sources(meta, tuple(media.shape[-2:]), media.shape[1])
         unedited = instruction(
             source.to(media.device, media.dtype), [prompts[i] for i in firsts], meta
         ).scores
-        gain = follows.scores - unedited[slot]
+        gain = follows.scores - unedited[torch.tensor(slot)]
         scores = follows.scores * keeps.clamp(0, 1) ** self.power
         # the instruction reward's own components too (the digit classifier's accuracy)
         inner = {f"instruction_{k}": v.float().cpu() for k, v in follows.components.items()}
