@@ -31,6 +31,9 @@ pipelines instead and runs every step on the CPU, in this process, one repeat
 (accelerate runs FSDP on GPUs only:
 there the FSDP2 job goes through _fsdp_cpu.py, which opens that gate in one gloo
 process); tests/test_benchmarks.py runs it so that this script cannot rot.
+
+The models are declared in _realscale_models.py, step 2 is _realscale_throughput.py,
+the table and its checks are _realscale_report.py.
 """
 
 from __future__ import annotations
@@ -40,13 +43,11 @@ import functools
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,127 +60,11 @@ from _architectures import (  # noqa: E402
     full_pipeline,
     tiny_pipeline,
 )
+from _realscale_models import F5, MODELS, PROMPTS, SD35, SPEECH, Model  # noqa: E402
 from _realscale_report import checks, table  # noqa: E402
+from _realscale_throughput import sync, throughput  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = [
-    "a red fox running through fresh snow, cinematic light",
-    "a bowl of ramen on a wooden table, studio photo",
-    'a neon sign that says "open late" above a door',
-    "an astronaut riding a horse on the moon",
-]
-# F5: 9.3 s clips (the 0.8 s reference and 8.5 s of new speech), the 10 s setting
-SPEECH = (
-    "the morning train was late again, so we walked along the river, talked about the "
-    "books we had read this winter and stopped for coffee near the old stone bridge"
-)
-
-
-# ---------------------------------------------------------------------- the models
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    title: str
-    card: float  # the denoiser's parameters as its model card states them, billions
-    card_source: str
-    experiment: tuple[str, ...]  # the product config the iterations use
-    bench: tuple[str, ...]  # one rollout batch per iteration, few trained steps
-    nft: tuple[str, ...]  # DiffusionNFT's overrides
-    steps: int  # rollout comparison: steps, guidance, batch
-    guidance: float
-    batch: int
-    timeout: int  # seconds for everything of this model on an H200
-    repeats: int = 3  # timed rollouts of each kind
-    smoke: tuple[str, ...] = ()  # overrides for the tiny pipelines on the CPU
-    remove_rewards: tuple[str, ...] = field(default=())
-
-
-SMALL_GROUP = ("sample.group_size=4", "sample.batch_size=4", "train.micro_batch_size=4")
-SD35 = Model(
-    "sd35_medium",
-    "SD3.5-medium",
-    2.5,
-    "stabilityai/stable-diffusion-3.5-medium: MMDiT-X, 2.5B",
-    ("experiment=sd35_pickscore",),
-    # paper: group 24, rollout batch 24, micro-batch 24, 10 steps; 2 of 10 trained
-    ("sample.prompts_per_iteration=1", "algorithm.train_fraction=0.2"),
-    ("algorithm.timestep_fraction=0.2", "algorithm.kl_beta=0.0001"),
-    steps=10,
-    guidance=4.5,
-    batch=8,
-    timeout=100,
-    smoke=("policy.resolution=32", *SMALL_GROUP),
-    remove_rewards=("pickscore",),
-)
-FLUX = Model(
-    "flux1_dev",
-    "FLUX.1-dev",
-    12.0,
-    "black-forest-labs/FLUX.1-dev: 12B rectified flow transformer",
-    ("experiment=flux1_dev_pickscore",),
-    # paper: group 24, 6 steps; one batch of 8 (micro-batch 8) for the time budget
-    (
-        "sample.prompts_per_iteration=1",
-        "sample.group_size=8",
-        "sample.batch_size=8",
-        "train.micro_batch_size=8",
-        "algorithm.train_fraction=0.34",
-    ),
-    ("algorithm.timestep_fraction=0.34", "algorithm.kl_beta=0.0001"),
-    steps=6,
-    guidance=3.5,
-    batch=4,
-    timeout=110,
-    smoke=("policy.resolution=32", *SMALL_GROUP),
-    remove_rewards=("pickscore",),
-)
-WAN = Model(
-    "wan21_1_3b",
-    "Wan2.1-T2V-1.3B",
-    1.3,
-    "Wan-AI/Wan2.1-T2V-1.3B: 1.3B (dim 1536, FFN 8960, 12 heads, 30 layers)",
-    ("experiment=wan21_t2v_1_3b",),
-    # the product config: 480p, 33 frames, batch 2, micro-batch 1; 4 samples, 10 steps
-    (
-        "sample.prompts_per_iteration=1",
-        "sample.group_size=2",
-        "sample.num_steps=10",
-        "algorithm.window=1",
-    ),
-    ("algorithm.timestep_fraction=0.1", "algorithm.kl_beta=0.0001"),
-    steps=10,
-    guidance=5.0,
-    batch=1,
-    timeout=120,
-    repeats=1,  # a 480p clip's VAE decode alone is seconds
-    smoke=("policy.height=32", "policy.width=32", "policy.num_frames=5"),
-    remove_rewards=("flow", "clip"),
-)
-F5 = Model(
-    "f5_v1_base",
-    "F5-TTS v1 Base",
-    0.336,
-    "SWivid/F5-TTS F5TTS_v1_Base: 336M (22 layers, width 1024)",
-    ("experiment=speech_tiny", "policy=f5_tts_v1_base", "algorithm=flow_grpo"),
-    (
-        "sample.prompts_per_iteration=1",
-        "sample.group_size=16",
-        "sample.batch_size=16",
-        "sample.num_steps=16",
-        "train.micro_batch_size=16",
-        "algorithm.train_fraction=0.125",
-    ),
-    ("algorithm.timestep_fraction=0.125",),
-    steps=16,
-    guidance=2.0,
-    batch=8,
-    timeout=60,
-    smoke=SMALL_GROUP,
-    remove_rewards=("asr", "speaker"),
-)
-MODELS = {m.name: m for m in (SD35, FLUX, WAN, F5)}
 
 
 # ---------------------------------------------------------------------- the steps
@@ -335,114 +220,6 @@ def _sharded(module: torch.nn.Module) -> int:
     return sum(isinstance(p, DTensor) for p in module.parameters())
 
 
-def throughput(model: Model, policy: Any, repeats: int, batch: int) -> dict[str, Any]:
-    """Median seconds of the adapter's rollout + decode and of the stock pipeline (or,
-    for F5, a plain Euler loop) on the same prompts, noise, steps and guidance."""
-    from alignflow.sdk.kernels import KERNELS
-    from alignflow.sdk.plans import StepPlan
-    from alignflow.sdk.random import generator
-    from alignflow.sdk.rollout import rollout
-
-    B, N, w = batch, model.steps, model.guidance
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(B)]
-    meta = None
-    if model is F5:
-        prompts = [SPEECH] * B
-        meta = [{"ref_audio": "refs/slt_good_morning.wav", "ref_text": "good morning"}] * B
-    gens = lambda: [generator("realscale", i) for i in range(B)]  # noqa: E731
-
-    def adapter() -> torch.Tensor:
-        cond = policy.encode(prompts, meta)
-        sigmas = policy.sigmas(N).to(policy.device)
-        traj = rollout(
-            policy,
-            cond,
-            sigmas,
-            StepPlan.deterministic(N),
-            KERNELS["flow_sde"],
-            noise_level=0.0,
-            guidance=w,
-            group_size=1,
-            noise_generators=gens(),
-            sde_generators=gens(),
-        )
-        # F5: the sampler only (the vocoder is the same either way)
-        return traj.x0 if model is F5 else _pixels(policy.decode(traj.x0))
-
-    def stock() -> torch.Tensor:
-        if model is F5:
-            return euler_loop(policy, prompts, meta, N, w, gens())
-        pipe, res = policy.pipeline, {}
-        if model is WAN:
-            _, T, H, W = policy.latent_shape
-            res = dict(height=H * 8, width=W * 8, num_frames=(T - 1) * 4 + 1, negative_prompt="")
-        else:
-            res = dict(height=policy_resolution(policy), width=policy_resolution(policy))
-        out = pipe(
-            prompts,
-            num_inference_steps=N,
-            guidance_scale=w,
-            latents=policy.noise(B, gens()),
-            output_type="pt",
-            **res,
-        )
-        return _pixels(getattr(out, "frames", getattr(out, "images", None)))
-
-    runs = {"stock": stock, "adapter": adapter}
-    if getattr(policy, "pipeline", None) is not None:
-        policy.pipeline.set_progress_bar_config(disable=True)
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    outs = {}
-    with torch.no_grad():
-        for name, fn in runs.items():
-            outs[name] = fn().float().cpu()  # warm-up, and the samples compared
-        for _ in range(repeats):
-            for name, fn in runs.items():
-                _sync()
-                start = time.perf_counter()
-                fn()
-                _sync()
-                times[name].append(time.perf_counter() - start)
-    t = {k: statistics.median(v) for k, v in times.items()}
-    diff = None
-    if outs["stock"].shape == outs["adapter"].shape:
-        diff = float((outs["stock"] - outs["adapter"]).abs().max())
-    return {
-        "stock_s": t["stock"],
-        "adapter_s": t["adapter"],
-        "ratio": t["adapter"] / t["stock"],
-        "samples_max_abs_diff": diff,
-        "batch": B,
-        "steps": N,
-        "guidance": w,
-        "repeats": repeats,
-    }
-
-
-def policy_resolution(policy: Any) -> int:
-    return getattr(policy, "resolution", None) or policy.latent_shape[1] * policy.codec.scale_factor
-
-
-def _pixels(media: Any) -> torch.Tensor:
-    return getattr(media, "frames", media)
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def euler_loop(policy: Any, prompts, meta, steps: int, guidance: float, gens) -> torch.Tensor:
-    """F5's sampling written plainly: x <- x + (sigma_{i+1} - sigma_i) v(x, sigma_i)."""
-    cond = policy.encode(prompts, meta)
-    sigmas = policy.sigmas(steps).to(policy.device)
-    x = policy.noise(len(prompts), gens)
-    for i in range(steps):
-        v = policy.velocity(x, sigmas[i], cond, guidance)
-        x = x + (sigmas[i + 1] - sigmas[i]) * v.float()
-    return x
-
-
 def renew_denoiser(pipe: Any) -> None:
     """A new random denoiser of the same config in place of one a trainer put LoRA into."""
     from alignflow.adapters.common import cast
@@ -477,7 +254,7 @@ def run_model(model: Model, smoke: bool, repeats: int, work: Path) -> dict[str, 
         holder["source"] = f5_folder(work / "f5", smoke)
     else:
         holder["source"] = tiny_pipeline(model.name) if smoke else full_pipeline(model.name, device)
-    _sync()
+    sync()
     row["build_s"] = time.perf_counter() - start
     row["memory_after_build_gib"] = (
         torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
